@@ -1,0 +1,3 @@
+from b2b.cli import main
+
+raise SystemExit(main())

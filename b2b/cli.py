@@ -1,0 +1,123 @@
+"""Command line (also `python -m b2b`):
+
+    b2b build-data [--out data] [--check]        # the tiny world's data files
+    b2b build-tiny [--data data] [--steps N]     # the tiny SFT policy in data/tiny-sft
+    b2b evaluate --policy PATH [--reward-model PATH] [--n N] [--json]
+
+Errors in the user's input are printed as one line (`error: ...`) with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from b2b.errors import B2BError
+
+
+def _cmd_build_data(args) -> int:
+    from b2b.build_data import check_data, write_data
+
+    if args.check:
+        bad = check_data(args.out)
+        if bad:
+            print(f"data differs from the generator in {args.out}: {', '.join(bad)} "
+                  "(run `b2b build-data` to rewrite it)", file=sys.stderr)
+            return 1
+        print(f"{args.out}: all data files match the generator")
+        return 0
+    for p in write_data(args.out):
+        print(p)
+    return 0
+
+
+def _cmd_build_tiny(args) -> int:
+    import dataclasses
+
+    from b2b.tiny import TinyConfig, build_tiny
+
+    cfg = TinyConfig() if args.steps is None else dataclasses.replace(TinyConfig(), steps=args.steps)
+    t0 = time.process_time()
+    out = build_tiny(args.data, args.out, cfg)
+    print(f"wrote {out} ({time.process_time() - t0:.0f} CPU-seconds in all)")
+    return 0
+
+
+def heldout_prompts(profile, n: int | None = None) -> list[str]:
+    """The first `n` held-out prompts of a profile (tiny world: family round-robin order)."""
+    from b2b.data import load_preferences, load_prompts, split_prompts
+
+    n = n or profile.eval_prompts
+    if profile.world:
+        return load_prompts(profile.preferences, "test", limit=n)
+    pairs = load_preferences(profile.preferences, profile.preferences_split)
+    return split_prompts(pairs)["test"][:n]
+
+
+def _cmd_evaluate(args) -> int:
+    from b2b.config import default_device, get_profile
+    from b2b.evaluate import evaluate_policy
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+
+    profile = get_profile(args.profile)
+    device = default_device()
+    tok = load_tokenizer(args.policy)
+    policy = load_policy(args.policy, device)
+    rm = load_reward_model(args.reward_model, device=device) if args.reward_model else None
+    prompts = heldout_prompts(profile, args.n)
+    t0 = time.time()
+    res = evaluate_policy(policy, tok, prompts, rm, world=profile.world, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, seed=args.seed)
+    seconds = time.time() - t0
+    samples = res.pop("samples")
+    print(f"b2b evaluate  policy={args.policy}  profile={profile.name}  prompts={len(prompts)}  "
+          f"T={args.temperature}  max_new_tokens={args.max_new_tokens}  ({seconds:.1f}s)")
+    names = [("gold_mean", "reward/gold_mean"), ("proxy_mean", "reward/proxy_mean"),
+             ("eos_rate", "completions/eos_rate"), ("distinct_2", "completions/distinct_2"),
+             ("reference_distinct_2", "  generator's own distinct_2"), ("mean_length", "completions/mean_length")]
+    for key, label in names:
+        if key in res:
+            print(f"  {label:<32} {res[key]:.3f}")
+    print("samples:")
+    for s in samples[:args.samples]:
+        extra = "".join(f"  {k}={s[k]:.2f}" for k in ("gold", "proxy") if k in s)
+        print(f"  {s['prompt']!r} -> {s['response']!r}{extra}")
+    if args.json:
+        print(json.dumps({**res, "profile": profile.name, "policy": str(args.policy), "seconds": round(seconds, 2)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="b2b", description="b2b: RLHF with REINFORCE, back to basics")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    bd = sub.add_parser("build-data", help="write (or --check) the tiny world's data files")
+    bd.add_argument("--out", default="data", help="data directory (default: data)")
+    bd.add_argument("--check", action="store_true", help="exit 1 if the files differ from the generator")
+    bd.set_defaults(func=_cmd_build_data)
+    bt = sub.add_parser("build-tiny", help="train the tiny SFT policy into DATA/tiny-sft")
+    bt.add_argument("--data", default="data", help="data directory holding sft.jsonl (default: data)")
+    bt.add_argument("--out", default=None, help="output directory (default: DATA/tiny-sft)")
+    bt.add_argument("--steps", type=int, default=None, help="SFT optimizer steps (default: 3000)")
+    bt.set_defaults(func=_cmd_build_tiny)
+    ev = sub.add_parser("evaluate", help="sample on held-out prompts and report quality")
+    ev.add_argument("--policy", required=True, help="policy directory or hub id")
+    ev.add_argument("--reward-model", default=None, help="reward model directory (adds proxy_mean)")
+    ev.add_argument("--n", type=int, default=None, help="held-out prompts (default: the profile's)")
+    ev.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--samples", type=int, default=8, help="samples to print")
+    ev.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    ev.set_defaults(func=_cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except B2BError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

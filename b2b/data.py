@@ -1,0 +1,145 @@
+"""Loading and validating preference pairs and prompts, from shipped JSONL or the hub.
+
+One schema, HelpSteer2-binarized's: `prompt` (str), `chosen` and `rejected` (lists of chat
+messages ending with the assistant turn), optional `chosen_rating` / `rejected_rating`.
+Every problem is a one-line `DataError` naming the file, the line (or row) and the field:
+
+    data/prefs_train.jsonl: line 12: field 'chosen': expected a list of chat messages ending
+    with an assistant turn, got str
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from b2b.errors import DataError
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+RATING_FIELDS = ("chosen_rating", "rejected_rating")
+RATING_RANGE = (0.0, 10.0)  # HelpSteer2 averages lie in [0, 4]; the tiny world's in [1, 10]
+ROLES = ("system", "user", "assistant")
+HELPSTEER2 = "esfrankel17/original_HelpSteer2_binarized"
+
+
+def _kind(x) -> str:
+    return type(x).__name__
+
+
+def _check_messages(msgs, where: str, field: str) -> list[dict]:
+    expected = "expected a list of chat messages ending with an assistant turn"
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"{where}: field '{field}': {expected}, got {_kind(msgs)}"
+                        + (" (empty)" if isinstance(msgs, list) else ""))
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise DataError(f"{where}: field '{field}[{i}]': expected a message {{'role', 'content'}}, got {_kind(m)}")
+        if m["role"] not in ROLES:
+            raise DataError(f"{where}: field '{field}[{i}].role': expected one of {', '.join(ROLES)}, got {m['role']!r}")
+        if not isinstance(m["content"], str) or not m["content"].strip():
+            raise DataError(f"{where}: field '{field}[{i}].content': expected non-empty text, got "
+                            + (repr(m["content"]) if isinstance(m["content"], str) else _kind(m["content"])))
+    if msgs[-1]["role"] != "assistant":
+        raise DataError(f"{where}: field '{field}': {expected}, but the last role is {msgs[-1]['role']!r}")
+    if not any(m["role"] == "user" for m in msgs[:-1]):
+        raise DataError(f"{where}: field '{field}': expected a user turn before the assistant turn")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def _check_rating(x, where: str, field: str) -> float:
+    lo, hi = RATING_RANGE
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise DataError(f"{where}: field '{field}': expected a number in [{lo:g}, {hi:g}], got {x!r}")
+    if not lo <= x <= hi:
+        raise DataError(f"{where}: field '{field}': expected a number in [{lo:g}, {hi:g}], got {x!r}")
+    return float(x)
+
+
+def validate_pair(row, where: str) -> dict:
+    """One preference pair, checked and normalised; `where` prefixes every error message."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object with fields {', '.join(PAIR_FIELDS)}, got {_kind(row)}")
+    missing = [f for f in PAIR_FIELDS if f not in row]
+    if missing:
+        raise DataError(f"{where}: missing field '{missing[0]}' (expected {', '.join(PAIR_FIELDS)})")
+    if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+        raise DataError(f"{where}: field 'prompt': expected non-empty text, got "
+                        + (repr(row["prompt"]) if isinstance(row["prompt"], str) else _kind(row["prompt"])))
+    out = {"prompt": row["prompt"]}
+    for f in ("chosen", "rejected"):
+        out[f] = _check_messages(row[f], where, f)
+    if out["chosen"][:-1] != out["rejected"][:-1]:
+        raise DataError(f"{where}: fields 'chosen'/'rejected': expected the same conversation before the last turn")
+    for f in RATING_FIELDS:
+        out[f] = _check_rating(row[f], where, f) if row.get(f) is not None else None
+    return out
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
+    """(line number, object) for each non-blank line; bad JSON or bytes are one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    rows = []
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: line {n}: expected UTF-8 text ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n}: expected one JSON object per line ({e.msg}, column {e.colno})") from None
+    if not rows:
+        raise DataError(f"{path}: empty file (expected one JSON object per line)")
+    return rows
+
+
+def _hub_rows(name: str, split: str | None):
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # network, missing split, unknown dataset: one line is enough
+        raise DataError(f"{name} [{split}]: cannot load the dataset ({str(e).splitlines()[0]})") from None
+
+
+def load_preferences(source: str | Path, split: str | None = None, limit: int | None = None) -> list[dict]:
+    """Validated preference pairs from a JSONL file, a data directory (`prefs_{split}.jsonl`,
+    split defaults to 'train') or a hub dataset id (e.g. HelpSteer2-binarized, split 'average_rating')."""
+    p = Path(str(source)).expanduser()
+    if p.is_dir():
+        p = p / f"prefs_{split or 'train'}.jsonl"
+    if p.suffix == ".jsonl" or p.exists():
+        rows = read_jsonl(p)[:limit]
+        return [validate_pair(r, f"{p}: line {n}") for n, r in rows]
+    rows = _hub_rows(str(source), split)
+    n = len(rows) if limit is None else min(limit, len(rows))
+    return [validate_pair(rows[i], f"{source} [{split}]: row {i}") for i in range(n)]
+
+
+def load_prompts(source: str | Path, split: str = "test", limit: int | None = None) -> list[str]:
+    """Prompts (user messages) from a data directory (`prompts_{split}.jsonl`) or a JSONL file."""
+    p = Path(str(source)).expanduser()
+    if p.is_dir():
+        p = p / f"prompts_{split}.jsonl"
+    out = []
+    for n, r in read_jsonl(p)[:limit]:
+        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str) or not r["prompt"].strip():
+            raise DataError(f"{p}: line {n}: field 'prompt': expected non-empty text")
+        out.append(r["prompt"])
+    return out
+
+
+def split_prompts(pairs: list[dict], test_fraction: float = 0.05) -> dict[str, list[str]]:
+    """Unique prompts of hub preference data split into train/test by a stable hash of the text
+    (the hub dataset has a single split; the tiny world ships its own)."""
+    import hashlib
+
+    uniq = list(dict.fromkeys(p["prompt"] for p in pairs))
+    def is_test(s):
+        return int(hashlib.sha1(s.encode("utf-8")).hexdigest()[:8], 16) / 16**8 < test_fraction
+    return {"train": [s for s in uniq if not is_test(s)], "test": [s for s in uniq if is_test(s)]}

@@ -1,0 +1,100 @@
+"""Loading the policy, the reference policy and reward models: one code path for a local
+directory (the tiny profile) and a hub id (the colab profile). Tokenizer fixes live here, once.
+
+    tok = load_tokenizer("data/tiny-sft")
+    policy = load_policy("data/tiny-sft")                   # or "HuggingFaceTB/SmolLM2-135M-Instruct"
+    rm = load_reward_model("data/tiny-sft", num_labels=1)   # backbone + a fresh score head
+
+Safe loading only: safetensors weights, never `trust_remote_code`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from b2b.errors import ModelError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model_source(name_or_path: str | Path) -> str:
+    """A local model directory (checked) or a hub id (passed through), as a string.
+
+    Something that looks like a path (exists, starts with '.', '/' or '~', or whose first part is
+    an existing local folder such as `data/`) must be a directory with a config.json.
+    """
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    looks_local = p.exists() or s.startswith((".", "/", "~")) or not HUB_ID.match(s) or \
+        Path(s.split("/")[0]).is_dir()
+    if not looks_local:
+        return s
+    if not p.is_dir():
+        raise ModelError(f"{s}: model directory not found (expected a folder with config.json, "
+                         "or a hub id like HuggingFaceTB/SmolLM2-135M-Instruct)")
+    if not (p / "config.json").exists():
+        raise ModelError(f"{s}: no config.json in this folder (expected a save_pretrained directory)")
+    return str(p)
+
+
+def fix_tokenizer(tokenizer, source: str = "tokenizer"):
+    """Make a tokenizer ready for batched chat generation:
+
+    - a pad token (the eos token if it has none: pad == eos, so masks, never ids, tell them apart);
+    - left padding, so every prompt ends at the same position and generation continues from it;
+    - a chat template is required (the course formats every prompt with it).
+    """
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"{source}: tokenizer has no eos token (expected the end-of-turn token, e.g. <|im_end|>)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"{source}: tokenizer has no chat template (expected an instruct model's "
+                         "tokenizer; set tokenizer.chat_template)")
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """`AutoTokenizer.from_pretrained` + `fix_tokenizer`."""
+    from transformers import AutoTokenizer
+
+    src = resolve_model_source(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{src}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+    return fix_tokenizer(tok, src)
+
+
+def _from_pretrained(cls, src: str, device, dtype, **kwargs):
+    try:
+        model = cls.from_pretrained(src, dtype=dtype, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{src}: cannot load model weights ({str(e).splitlines()[0]})") from None
+    return model.to(device)
+
+
+def load_policy(name_or_path: str | Path, device: str = "cpu", dtype=torch.float32, trainable: bool = False):
+    """A causal LM policy (or the frozen reference policy when `trainable` is False)."""
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(AutoModelForCausalLM, resolve_model_source(name_or_path), device, dtype)
+    model.train(trainable)
+    model.requires_grad_(trainable)
+    return model
+
+
+def load_reward_model(name_or_path: str | Path, num_labels: int = 1, device: str = "cpu",
+                      dtype=torch.float32, pad_token_id: int | None = None):
+    """A sequence-classification model: a trained reward model, or a backbone with a new
+    `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""
+    from transformers import AutoModelForSequenceClassification
+
+    src = resolve_model_source(name_or_path)
+    model = _from_pretrained(AutoModelForSequenceClassification, src, device, dtype, num_labels=num_labels)
+    if model.config.pad_token_id is None:  # transformers' own pooling needs one; ours uses masks
+        model.config.pad_token_id = pad_token_id if pad_token_id is not None else model.config.eos_token_id
+    return model

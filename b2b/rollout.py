@@ -1,0 +1,173 @@
+"""The rollout engine: batched sampling, completion masks, log-probs from ids, reward readout.
+
+Shapes: B = batch, P = prompt length (left-padded), C = completion length (right-padded).
+
+    prompt:      [pad pad <|im_start|> user ... assistant \\n]      (B, P), left padding
+    completion:  [A banana is yellow . <|im_end|> pad pad]          (B, C)
+    mask:        [1 1      1  1      1 1          0   0  ]          1 up to and including end of turn
+
+Log-probs always come from these token ids (one forward pass over prompt + completion), never
+from decoded and re-tokenised text, so they are exactly the log-probs of what was sampled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled completions and everything needed to learn from them."""
+
+    prompt_ids: Tensor        # (B, P) left-padded chat-formatted prompts
+    prompt_mask: Tensor       # (B, P) 1 on real prompt tokens
+    completion_ids: Tensor    # (B, C) sampled tokens; pad after the end of turn
+    completion_mask: Tensor   # (B, C) 1 up to and including the first end-of-turn token
+    sampler_logprobs: Tensor  # (B, C) log-prob of each sampled token under the sampler, 0 where masked
+
+    @property
+    def input_ids(self) -> Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    @property
+    def lengths(self) -> Tensor:
+        """(B,) completion lengths in tokens, end-of-turn token included."""
+        return self.completion_mask.sum(1)
+
+    def finished(self, eos_token_id: int) -> Tensor:
+        """(B,) True where the completion ended with an end-of-turn token."""
+        ends = self.completion_ids.gather(1, (self.lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        return (ends == eos_token_id) & (self.lengths > 0)
+
+
+def completion_mask(completion_ids: Tensor, eos_token_id: int) -> Tensor:
+    """1 on every token up to and including the first `eos_token_id`, 0 after it.
+
+    mask[b, t] = 1  iff  no end-of-turn token occurs in completion_ids[b, :t]
+    """
+    is_eos = (completion_ids == eos_token_id).long()
+    eos_before = is_eos.cumsum(1) - is_eos  # end-of-turn tokens strictly before t
+    return (eos_before == 0).long()
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions that skip left padding: 0 at the first real token (as `generate` does)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """(B,) index of the last position with attention_mask == 1 (any padding side).
+
+    Uses the mask, never `input_ids != pad_token_id`, so it is right when pad == eos: the
+    end-of-turn token itself is the last real token.
+    """
+    T = attention_mask.shape[1]
+    return T - 1 - attention_mask.long().flip(1).argmax(1)
+
+
+def encode_prompts(tokenizer, prompts: list[str] | list[list[dict]], device=None) -> tuple[Tensor, Tensor]:
+    """Chat-format and left-pad `prompts` (user strings or message lists) -> (ids, mask)."""
+    convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+    texts = tokenizer.apply_chat_template(convs, add_generation_prompt=True, tokenize=False)
+    enc = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """One token per row from softmax(logits / temperature); returns (tokens, their log-probs)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+    return tok, logp.gather(1, tok[:, None]).squeeze(1)
+
+
+@torch.inference_mode()
+def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
+                       temperature: float = 1.0, generator: torch.Generator | None = None) -> Rollout:
+    """Sample one completion per prompt, all prompts in one batch, with a KV cache.
+
+    Plain ancestral sampling from softmax(logits / temperature): no top-k, top-p or repetition
+    penalty, so at temperature 1 the samples are exactly on-policy. `generator` (on the model's
+    device) makes the samples reproducible.
+    """
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    ids, mask = encode_prompts(tokenizer, prompts, device)
+    pos = position_ids(mask)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    next_pos = pos[:, -1] + 1
+    B = ids.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    tokens, logps = [], []
+    attn = mask
+    for _ in range(max_new_tokens):
+        tok, lp = _sample(logits, temperature, generator)
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        tokens.append(tok)
+        logps.append(torch.where(done, torch.zeros_like(lp), lp))
+        done = done | (tok == eos)
+        if bool(done.all()):
+            break
+        attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = next_pos + 1
+    completion = torch.stack(tokens, dim=1)
+    cmask = completion_mask(completion, eos)
+    return Rollout(ids, mask, completion, cmask, torch.stack(logps, dim=1) * cmask)
+
+
+def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                        completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+    """(B, C) log pi(y_t | x, y_<t) of each completion token, 0 where masked. One forward pass.
+
+    The logits at position P - 1 + t predict completion token t; only those C positions go
+    through the LM head (`logits_to_keep`), and log-softmax is computed as
+    logit[y] - logsumexp(logits) without materialising a (B, C, V) log-prob tensor.
+    """
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    C = completion_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                   logits_to_keep=C + 1).logits[:, :-1].float() / temperature  # (B, C, V)
+    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)
+    return (chosen - logits.logsumexp(-1)) * completion_mask
+
+
+def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> Tensor:
+    """`completion_logprobs` of a `Rollout` under `model` (policy or reference)."""
+    return completion_logprobs(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
+                               rollout.completion_mask, temperature)
+
+
+def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B, num_labels) scores of a sequence-classification model, read at the last real token.
+
+    The backbone runs once; the score head is applied to the hidden state at
+    `last_token_index(attention_mask)`. (transformers' own pooling looks for the last token
+    that is not the pad id, which with pad == eos skips the end-of-turn token.)
+    """
+    head = getattr(reward_model, "score", None)
+    if head is None:
+        raise TypeError(f"{type(reward_model).__name__} has no `score` head: expected an "
+                        "AutoModelForSequenceClassification (Llama-style) reward model")
+    hidden = reward_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                     position_ids=position_ids(attention_mask)).last_hidden_state
+    idx = last_token_index(attention_mask)
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]  # (B, H)
+    return head(last).float()
+
+
+def decode_completions(tokenizer, rollout: Rollout) -> list[str]:
+    """The completions as text (special tokens and padding dropped), for judges and display."""
+    ids = (rollout.completion_ids * rollout.completion_mask).tolist()
+    lens = rollout.lengths.tolist()
+    return tokenizer.batch_decode([row[:n] for row, n in zip(ids, lens)], skip_special_tokens=True)

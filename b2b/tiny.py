@@ -1,0 +1,169 @@
+"""Build the shipped tiny SFT policy: a byte-level BPE tokenizer with a ChatML template and a
+small Llama trained on `data/sft.jsonl`.
+
+    b2b build-tiny                      # writes data/tiny-sft/ (a few CPU minutes)
+
+The result loads with `AutoModelForCausalLM.from_pretrained("data/tiny-sft")` and
+`AutoTokenizer.from_pretrained("data/tiny-sft")`, exactly like SmolLM2-135M-Instruct: same chat
+template style, end of turn `<|im_end|>`, and (the classic trap) pad token == eos token.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# ChatML, as SmolLM2-Instruct uses, without its default system prompt (saves tokens).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """How the tiny SFT policy is built."""
+
+    vocab_size: int = 2048
+    """Target BPE vocabulary (the world's words fit, so most words are one token)."""
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    max_positions: int = 256
+    steps: int = 3000
+    """Optimizer steps over the SFT data."""
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 100
+    seed: int = 0
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = 2048):
+    """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>",
+        unk_token="<|endoftext|>", bos_token=None, chat_template=CHAT_TEMPLATE,
+        padding_side="left", model_max_length=256, clean_up_tokenization_spaces=False)
+
+
+def build_model(tokenizer, cfg: TinyConfig):
+    """A fresh small Llama for `tokenizer` (tied embeddings, no dropout)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config)
+
+
+def sft_examples(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
+    """(token ids, prompt length) per row: chat-formatted prompt, then completion + <|im_end|>."""
+    prompts = tokenizer.apply_chat_template([[{"role": "user", "content": r["prompt"]}] for r in rows],
+                                            add_generation_prompt=True, tokenize=False)
+    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [(p + c + [eos], len(p)) for p, c in zip(p_ids, c_ids)]
+
+
+def sft_batch(examples: list[tuple[list[int], int]], pad_id: int):
+    """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
+    T = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), T), pad_id)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    labels = torch.full((len(examples), T), -100)
+    for i, (x, p) in enumerate(examples):
+        ids[i, :len(x)] = torch.tensor(x)
+        mask[i, :len(x)] = 1
+        labels[i, p:len(x)] = torch.tensor(x[p:])
+    return ids, mask, labels
+
+
+def length_batches(lengths: list[int], batch_size: int, g: torch.Generator, pool: int = 32):
+    """Endless batches of indices with similar lengths (less padding): shuffle, sort within
+    pools of `pool` batches, then shuffle the batches."""
+    lengths_t = torch.tensor(lengths)
+    while True:
+        perm = torch.randperm(len(lengths), generator=g)
+        batches = []
+        for chunk in perm.split(batch_size * pool):
+            chunk = chunk[torch.argsort(lengths_t[chunk], stable=True)]
+            batches += [b.tolist() for b in chunk.split(batch_size) if len(b) == batch_size]
+        for j in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[j]
+
+
+def train_sft(model, examples, cfg: TinyConfig, log_every: int = 250, progress=print) -> list[float]:
+    """Plain SFT: AdamW, linear warm-up then cosine decay; returns the loss per step."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    batches = length_batches([len(ids) for ids, _ in examples], cfg.batch_size, g)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    pad = model.config.pad_token_id
+    losses, t0 = [], time.time()
+    model.train()
+    for step in range(cfg.steps):
+        ids, mask, labels = sft_batch([examples[i] for i in next(batches)], pad)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress and (step + 1) % log_every == 0:
+            progress(f"step {step + 1}/{cfg.steps}  loss {sum(losses[-log_every:]) / log_every:.3f}  {time.time() - t0:.0f}s")
+    model.eval()
+    return losses
+
+
+def build_tiny(data_dir: str | Path = "data", out: str | Path | None = None,
+               cfg: TinyConfig = TinyConfig(), progress=print) -> Path:
+    """Train the tokenizer and the tiny policy on `data_dir/sft.jsonl`; save to `out`."""
+    from transformers import GenerationConfig
+
+    torch.manual_seed(cfg.seed)
+    data_dir = Path(data_dir)
+    out = Path(out) if out else data_dir / "tiny-sft"
+    rows = [json.loads(line) for line in (data_dir / "sft.jsonl").open(encoding="utf-8")]
+    prompts = [json.loads(line)["prompt"] for name in ("prompts_train.jsonl", "prompts_test.jsonl")
+               for line in (data_dir / name).open(encoding="utf-8")]
+    pairs = [json.loads(line) for line in (data_dir / "prefs_train.jsonl").open(encoding="utf-8")]
+    corpus = ["user", "assistant", "system"] * 100 + prompts + [r["completion"] for r in rows] + \
+        [p[k][-1]["content"] for p in pairs for k in ("chosen", "rejected")]
+    tokenizer = build_tokenizer(corpus, cfg.vocab_size)
+    model = build_model(tokenizer, cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    progress(f"tokenizer: {len(tokenizer)} tokens; model: {n_params / 1e6:.2f}M parameters")
+    t0 = time.process_time()
+    train_sft(model, sft_examples(tokenizer, rows), cfg, progress=progress)
+    progress(f"trained in {time.process_time() - t0:.0f} CPU-seconds")
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=64,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,90 @@
+"""Notebook display helpers: HTML tables and small ipywidgets explorers.
+
+Every explorer also works without a live kernel: its first view is rendered as HTML output, so
+a reader of the committed notebook on GitHub sees it too.
+"""
+from __future__ import annotations
+
+import html
+
+import torch
+
+
+def _esc(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.2f}"
+    return html.escape(str(x)).replace("\n", "<br>")
+
+
+def table_html(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A plain HTML table of `rows` (dicts), text left-aligned, numbers to 2 decimals."""
+    columns = columns or list(rows[0])
+    head = "".join(f"<th style='text-align:left'>{_esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{_esc(r.get(c, ''))}</td>"
+                                    for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def show_table(rows: list[dict], columns: list[str] | None = None):
+    """Display `rows` as a table in a notebook (plain text elsewhere)."""
+    from IPython.display import HTML, display
+
+    display(HTML(table_html(rows, columns)))
+
+
+def _pair_html(pair: dict, index: int, gold=None) -> str:
+    rows = []
+    for side in ("chosen", "rejected"):
+        row = {"": side, "response": pair[side][-1]["content"], "annotator rating": pair[f"{side}_rating"]}
+        if gold is not None:
+            row["gold rating"] = gold(pair["prompt"], pair[side][-1]["content"])
+        rows.append(row)
+    return f"<p><b>pair {index}</b> &mdash; prompt: <i>{_esc(pair['prompt'])}</i></p>" + table_html(rows)
+
+
+def pair_browser(pairs: list[dict], gold=None, start: int = 0):
+    """Browse preference pairs with a slider: prompt, chosen and rejected, their annotator
+    ratings and (tiny world) their gold ratings. Returns the widget."""
+    import ipywidgets as w
+
+    out = w.HTML(_pair_html(pairs[start], start, gold))
+    slider = w.IntSlider(value=start, min=0, max=len(pairs) - 1, description="pair", continuous_update=False)
+    slider.observe(lambda ch: setattr(out, "value", _pair_html(pairs[ch["new"]], ch["new"], gold)), names="value")
+    return w.VBox([slider, out])
+
+
+def sample_rows(policy, tokenizer, prompts: list[str], temperature: float = 1.0, max_new_tokens: int = 64,
+                seed: int = 0, gold: bool = True) -> list[dict]:
+    """One sampled completion per prompt as table rows (with gold ratings in the tiny world)."""
+    from b2b.gold import judge
+    from b2b.rollout import decode_completions, sample_completions
+
+    g = torch.Generator(next(policy.parameters()).device).manual_seed(seed)
+    ro = sample_completions(policy, tokenizer, prompts, max_new_tokens, temperature, g)
+    texts = decode_completions(tokenizer, ro)
+    ended = ro.finished(tokenizer.eos_token_id).tolist()
+    rows = []
+    for p, t, e in zip(prompts, texts, ended):
+        row = {"prompt": p, "response": t + ("" if e else " [no end]")}
+        if gold:
+            row["gold"] = judge(p, t, e).rating
+        rows.append(row)
+    return rows
+
+
+def temperature_explorer(policy, tokenizer, prompts: list[str], gold: bool = True, max_new_tokens: int = 64):
+    """A temperature slider and a 'sample' button over a few prompts. Returns the widget."""
+    import ipywidgets as w
+
+    temp = w.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.1, description="temperature", continuous_update=False)
+    seed = w.IntText(value=0, description="seed")
+    out = w.HTML()
+
+    def redraw(*_):
+        out.value = table_html(sample_rows(policy, tokenizer, prompts, temp.value, max_new_tokens, seed.value, gold))
+
+    button = w.Button(description="sample")
+    button.on_click(redraw)
+    temp.observe(redraw, names="value")
+    redraw()
+    return w.VBox([w.HBox([temp, seed, button]), out])

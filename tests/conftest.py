@@ -1,0 +1,39 @@
+# Tests and notebooks (nbval starts kernels with this environment) run in the `ci` profile.
+import os
+
+os.environ.setdefault("B2B_PROFILE", "ci")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+TINY = DATA / "tiny-sft"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from b2b.models import load_tokenizer
+    return load_tokenizer(TINY)
+
+
+@pytest.fixture(scope="session")
+def policy():
+    import torch
+    from b2b.models import load_policy
+    torch.manual_seed(0)
+    return load_policy(TINY)

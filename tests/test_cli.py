@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from b2b.cli import main
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "b2b", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_json_contract(tiny_dir, capsys):
+    assert main(["evaluate", "--policy", str(tiny_dir), "--n", "24", "--json", "--samples", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(out[-1])
+    for key in ("gold_mean", "eos_rate", "distinct_2", "mean_length", "reference_distinct_2"):
+        assert isinstance(res[key], float), key
+    assert "proxy_mean" not in res
+    assert 1.0 <= res["gold_mean"] <= 10.0 and 0.0 <= res["eos_rate"] <= 1.0
+    assert res["n"] == 24
+    assert any("completions/distinct_2" in line for line in out)
+
+
+def test_evaluate_with_a_reward_model_reports_proxy_mean(tiny_dir, tmp_path, capsys):
+    from b2b.models import load_reward_model
+
+    load_reward_model(tiny_dir, num_labels=1).save_pretrained(tmp_path / "rm")
+    assert main(["evaluate", "--policy", str(tiny_dir), "--reward-model", str(tmp_path / "rm"),
+                 "--n", "8", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(res["proxy_mean"], float)
+
+
+def test_evaluate_is_reproducible(tiny_dir, capsys):
+    runs = []
+    for _ in range(2):
+        main(["evaluate", "--policy", str(tiny_dir), "--n", "16", "--json", "--seed", "3"])
+        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    drop = ("seconds",)
+    assert {k: v for k, v in runs[0].items() if k not in drop} == {k: v for k, v in runs[1].items() if k not in drop}
+
+
+def test_bad_policy_path_is_one_line_error(tmp_path):
+    r = _run("evaluate", "--policy", str(tmp_path / "nope"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "model directory not found" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_build_data_check_passes_and_fails(tmp_path):
+    r = _run("build-data", "--check")
+    assert r.returncode == 0, r.stderr
+    r = _run("build-data", "--check", "--out", str(tmp_path))
+    assert r.returncode == 1 and "prefs_train.jsonl" in r.stderr
+
+
+def test_python_dash_m_and_console_script_agree():
+    r = _run("--help")
+    assert r.returncode == 0 and "evaluate" in r.stdout
+    import shutil
+    exe = shutil.which("b2b")
+    if exe is None:
+        pytest.skip("console script not on PATH (package not installed)")
+    assert subprocess.run([exe, "--help"], capture_output=True, text=True).stdout == r.stdout.replace("__main__.py", "b2b")

@@ -1,0 +1,50 @@
+"""The project's layout and its one dependency list."""
+import re
+import tomllib
+
+from conftest import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_top_level_layout():
+    names = {p.name for p in ROOT.iterdir() if not p.name.startswith(".") or p.name == ".ci"}
+    names -= {"__pycache__", "b2b.egg-info", "build", "venv", ".venv"}
+    assert names == {"notebooks", "b2b", "data", "img", "tests", "environment.yml", "README.md",
+                     "pyproject.toml", ".ci"}
+
+
+def test_dependencies_cover_the_course_and_leave_torch_unpinned():
+    deps = {re.split(r"[<>=!~ \[]", d)[0].lower(): d for d in PYPROJECT["project"]["dependencies"]}
+    dev = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "matplotlib", "ipywidgets", "tqdm"):
+        assert name in deps, name
+    for name in ("jupyterlab", "nbval", "pytest"):
+        assert name in dev, name
+    assert "==" not in deps["torch"] and "<" not in deps["torch"]
+    assert all(">=" in d for d in deps.values()), "lower bounds only"
+
+
+def test_environment_yml_defers_to_pyproject():
+    text = (ROOT / "environment.yml").read_text()
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+    assert "- conda-forge" in lines
+    conda = [l[2:] for l in lines if l.startswith("- ") and l not in ("- conda-forge", "- pip:")]
+    py = [c for c in conda if c.startswith("python")]
+    assert len(py) == 1 and "pip" in conda and "-e .[dev]" in conda
+    assert set(conda) == {py[0], "pip", "-e .[dev]"}, "every other dependency lives in pyproject.toml"
+    version = py[0].split("=")[1]
+    need = PYPROJECT["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, version.split("."))) >= tuple(map(int, need.split(".")))
+
+
+def test_console_script():
+    assert PYPROJECT["project"]["scripts"]["b2b"] == "b2b.cli:main"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    m = re.search(r"<!-- test-command -->\s*```bash\n(.+?)\n```", readme, re.S)
+    assert m, "README marks its test command with <!-- test-command -->"
+    assert m.group(1).strip() in ci

@@ -1,0 +1,100 @@
+import random
+import statistics
+
+import pytest
+
+from b2b.gold import annotator_rating, gold_rating, judge, sentences, words
+from b2b.world import FAMILIES, KB, World, sample_style
+
+W = World()
+
+
+def _one(family, i=0):
+    return [s for s in W.split["train"] if s.family == family][i]
+
+
+def test_world_is_deterministic():
+    a, b = World(), World()
+    assert [s.text for s in a.prompts] == [s.text for s in b.prompts]
+    assert [s.text for s in a.split["test"]] == [s.text for s in b.split["test"]]
+    ra = [a.respond(s, random.Random(7)) for s in a.split["train"][:50]]
+    rb = [b.respond(s, random.Random(7)) for s in b.split["train"][:50]]
+    assert ra == rb
+
+
+def test_world_is_rich_and_split_is_disjoint():
+    assert len(FAMILIES) >= 5 and len(KB) >= 100
+    fams = {s.family for s in W.prompts}
+    assert fams == set(FAMILIES)
+    train = {s.text for s in W.split["train"]}
+    test = {s.text for s in W.split["test"]}
+    assert not train & test
+    assert {s.family for s in W.split["test"]} == set(FAMILIES)
+    # test prompts come round-robin over families: the first ten cover them all
+    assert {s.family for s in W.split["test"][:10]} == set(FAMILIES)
+
+
+def test_unknown_prompt_is_a_clear_error():
+    with pytest.raises(KeyError, match="not a prompt of the tiny world"):
+        W.spec("What is the meaning of life?")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_expert_answers_rate_high_and_wrong_answers_low(family):
+    rng = random.Random(0)
+    gold = sample_style(rng, "gold")
+    wrong = gold.__class__(p_correct=0.0)
+    specs = [s for s in W.split["train"] if s.family == family][:40]
+    good = [gold_rating(s, W.respond(s, rng, gold)) for s in specs]
+    bad = [gold_rating(s, W.respond(s, rng, wrong)) for s in specs]
+    assert min(good) >= 9.0, family
+    assert statistics.mean(bad) <= 3.0, family
+
+
+def test_gold_examples():
+    assert gold_rating("What colour is a banana?", "A banana is yellow.") == 10.0
+    assert gold_rating("What colour is a banana?", "A banana is purple.") == 2.0
+    assert gold_rating("What colour is an orange?", "An orange is orange.") == 10.0
+    assert gold_rating("Which is bigger, a horse or a mouse?", "A mouse is smaller than a horse.") == 10.0
+    assert gold_rating("Which is bigger, a horse or a mouse?", "The mouse is bigger.") == 2.0
+    assert gold_rating("List three fruits.", "Apple, banana and cherry.") == 10.0
+    assert gold_rating("List three fruits.", "Apple, banana and tiger.") < 6.0
+    assert gold_rating("Is a whale a fish?", "No, a whale is a mammal.") == 10.0
+    assert gold_rating("Is a whale a fish?", "Yes.") <= 2.0
+
+
+def test_one_polite_phrase_is_fine_more_is_penalised():
+    p, a = "What colour is a banana?", "A banana is yellow."
+    assert gold_rating(p, "Great question! " + a) == gold_rating(p, a)
+    two = gold_rating(p, "Great question! " + a + " I hope this helps!")
+    four = gold_rating(p, "Great question! Absolutely! " + a + " I hope this helps! Happy to help!")
+    assert four < two < gold_rating(p, a)
+
+
+def test_repetition_run_on_and_degenerate_text():
+    p = "Describe a tiger."
+    good = "A tiger is a large mammal. It is orange. It lives in the jungle. It roars."
+    assert gold_rating(p, good) >= 9
+    assert gold_rating(p, good + " It roars. It roars.") < gold_rating(p, good) - 2
+    assert gold_rating(p, good + " Many people like to learn about this. It is good to know these things.") < gold_rating(p, good)
+    assert gold_rating(p, "the the the the the the the the the the the the") == 1.0
+    assert gold_rating(p, "") == 1.0
+    assert gold_rating(p, good, finished=False) <= 1.5
+    assert judge(p, "A tiger is a large mammal. It lives in the").terminated is False
+
+
+def test_annotators_like_filler_and_length_that_gold_penalises():
+    rng = random.Random(0)
+    p = "What colour is a banana?"
+    plain = "A banana is yellow."
+    padded = "Great question! Absolutely! A banana is yellow. Many people like to learn about this. I hope this helps! Happy to help!"
+    assert gold_rating(p, padded) < gold_rating(p, plain) - 2
+    clean = annotator_rating(p, padded, None) - annotator_rating(p, plain, None)
+    assert clean > 0.5
+    wins = sum(annotator_rating(p, padded, rng) > annotator_rating(p, plain, rng) for _ in range(400))
+    assert 0.6 < wins / 400 < 0.99, "biased toward filler, but noisy"
+
+
+def test_words_and_sentences():
+    assert words("A banana is yellow! 1. Apple") == ["a", "banana", "is", "yellow", "1", "apple"]
+    assert sentences("Hi!  How are you?\n1. Apple") == ["hi", "how are you", "1", "apple"]
