@@ -15,3 +15,11 @@ from b2b.rollout import (Rollout, completion_logprobs, completion_mask, decode_c
 from b2b.world import World
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`), keeping `import b2b` light."""
+    if name in ("plots", "widgets"):
+        import importlib
+        return importlib.import_module(f"b2b.{name}")
+    raise AttributeError(f"module 'b2b' has no attribute {name!r}")

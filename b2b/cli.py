@@ -17,9 +17,17 @@ from b2b.errors import B2BError
 
 
 def _cmd_build_data(args) -> int:
+    from pathlib import Path
+
     from b2b.build_data import check_data, write_data
+    from b2b.data import load_preferences, load_prompts
 
     if args.check:
+        for split in ("train", "test"):  # schema first: a broken line is named, not just "differs"
+            if (Path(args.out) / f"prefs_{split}.jsonl").exists():
+                load_preferences(args.out, split)
+            if (Path(args.out) / f"prompts_{split}.jsonl").exists():
+                load_prompts(args.out, split)
         bad = check_data(args.out)
         if bad:
             print(f"data differs from the generator in {args.out}: {', '.join(bad)} "
@@ -116,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # keep the output to what b2b reports
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     try:
         return args.func(args)
     except B2BError as e:

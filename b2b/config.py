@@ -112,6 +112,11 @@ def setup(profile: str | None = None, seed: int = 0) -> Profile:
     import torch
 
     p = get_profile(profile)
+    try:  # weight-loading progress bars add nothing to a notebook
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     random.seed(seed)
     torch.manual_seed(seed)
     where = default_device()

@@ -70,15 +70,23 @@ def load_tokenizer(name_or_path: str | Path):
 
 
 def _from_pretrained(cls, src: str, device, dtype, **kwargs):
+    if device is None:
+        from b2b.config import default_device
+        device = default_device()
+    from safetensors import SafetensorError
+
     try:
         model = cls.from_pretrained(src, dtype=dtype, use_safetensors=True, **kwargs)
-    except (OSError, ValueError) as e:
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise ModelError(f"{src}: cannot load model weights ({str(e).splitlines()[0]})") from None
     return model.to(device)
 
 
-def load_policy(name_or_path: str | Path, device: str = "cpu", dtype=torch.float32, trainable: bool = False):
-    """A causal LM policy (or the frozen reference policy when `trainable` is False)."""
+def load_policy(name_or_path: str | Path, device: str | None = None, dtype=torch.float32, trainable: bool = False):
+    """A causal LM policy (or the frozen reference policy when `trainable` is False), on
+    `device` (default: the GPU if there is one)."""
     from transformers import AutoModelForCausalLM
 
     model = _from_pretrained(AutoModelForCausalLM, resolve_model_source(name_or_path), device, dtype)
@@ -87,7 +95,7 @@ def load_policy(name_or_path: str | Path, device: str = "cpu", dtype=torch.float
     return model
 
 
-def load_reward_model(name_or_path: str | Path, num_labels: int = 1, device: str = "cpu",
+def load_reward_model(name_or_path: str | Path, num_labels: int = 1, device: str | None = None,
                       dtype=torch.float32, pad_token_id: int | None = None):
     """A sequence-classification model: a trained reward model, or a backbone with a new
     `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""

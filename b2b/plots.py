@@ -55,10 +55,10 @@ def plot_annotator_bias(rows: list[dict]):
 
 
 def plot_temperature_sweep(results: list[dict]):
-    """Gold mean, end-of-turn rate and distinct-2 against sampling temperature."""
+    """Gold mean, end-of-turn rate, distinct-2 and length against sampling temperature."""
     temps = [r["temperature"] for r in results]
-    keys = [k for k in ("gold_mean", "eos_rate", "distinct_2") if k in results[0]]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2))
+    keys = [k for k in ("gold_mean", "eos_rate", "distinct_2", "mean_length") if k in results[0]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0))
     for ax, k in zip(axes, keys):
         ax.plot(temps, [r[k] for r in results], "o-")
         if k == "distinct_2" and "reference_distinct_2" in results[0]:

@@ -86,7 +86,7 @@ def _sample(logits: Tensor, temperature: float, generator: torch.Generator | Non
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the ids feed the training forward pass
 def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
                        temperature: float = 1.0, generator: torch.Generator | None = None) -> Rollout:
     """Sample one completion per prompt, all prompts in one batch, with a KV cache.

@@ -56,6 +56,16 @@ def test_build_data_check_passes_and_fails(tmp_path):
     assert r.returncode == 1 and "prefs_train.jsonl" in r.stderr
 
 
+def test_build_data_check_names_the_line_and_field_of_a_corrupted_file(tmp_path, data_dir):
+    lines = (data_dir / "prefs_test.jsonl").read_text().splitlines(keepends=True)
+    lines[41] = lines[41].replace('"role":"assistant"', '"role":"robot"', 1)
+    (tmp_path / "prefs_test.jsonl").write_text("".join(lines))
+    r = _run("build-data", "--check", "--out", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"error: {tmp_path / 'prefs_test.jsonl'}: line 42: field 'chosen[1].role': "
+                                "expected one of system, user, assistant, got 'robot'")
+
+
 def test_python_dash_m_and_console_script_agree():
     r = _run("--help")
     assert r.returncode == 0 and "evaluate" in r.stdout

@@ -2,7 +2,9 @@
 import re
 import tomllib
 
-from conftest import ROOT
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
