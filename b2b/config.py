@@ -119,6 +119,8 @@ def setup(profile: str | None = None, seed: int = 0) -> Profile:
         pass
     random.seed(seed)
     torch.manual_seed(seed)
-    where = default_device()
-    print(f"b2b profile: {p.name} | policy: {p.policy} | device: {where} | seed: {seed}")
+    policy = p.policy
+    if Path(policy).is_absolute():  # show data/tiny-sft, not this machine's path
+        policy = os.path.relpath(policy, data_dir().parent)
+    print(f"b2b profile: {p.name} | policy: {policy} | device: {default_device()} | seed: {seed}")
     return p
