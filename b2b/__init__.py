@@ -4,7 +4,7 @@ The package behind the notebooks: the tiny world and its gold judge, loaders, th
 engine and (in later notebooks) reward models and policy-gradient training.
 """
 from b2b.config import Profile, data_dir, get_profile, pick_dtype, setup
-from b2b.data import load_preferences, load_prompts
+from b2b.data import heldout_prompts, load_preferences, load_prompts
 from b2b.errors import B2BError, ConfigError, DataError, ModelError
 from b2b.evaluate import evaluate_policy, proxy_rewards, scalar_reward
 from b2b.gold import annotator_rating, gold_rating, judge

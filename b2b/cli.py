@@ -3,6 +3,7 @@
     b2b build-data [--out data] [--check]        # the tiny world's data files
     b2b build-tiny [--data data] [--steps N]     # the tiny SFT policy in data/tiny-sft
     b2b evaluate --policy PATH [--reward-model PATH] [--n N] [--json]
+    b2b figures [--out img]                      # the README's figures
 
 Errors in the user's input are printed as one line (`error: ...`) with exit status 2.
 """
@@ -52,19 +53,9 @@ def _cmd_build_tiny(args) -> int:
     return 0
 
 
-def heldout_prompts(profile, n: int | None = None) -> list[str]:
-    """The first `n` held-out prompts of a profile (tiny world: family round-robin order)."""
-    from b2b.data import load_preferences, load_prompts, split_prompts
-
-    n = n or profile.eval_prompts
-    if profile.world:
-        return load_prompts(profile.preferences, "test", limit=n)
-    pairs = load_preferences(profile.preferences, profile.preferences_split)
-    return split_prompts(pairs)["test"][:n]
-
-
 def _cmd_evaluate(args) -> int:
     from b2b.config import default_device, get_profile
+    from b2b.data import heldout_prompts
     from b2b.evaluate import evaluate_policy
     from b2b.models import load_policy, load_reward_model, load_tokenizer
 
@@ -96,6 +87,14 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_figures(args) -> int:
+    from b2b.plots import write_readme_figures
+
+    for p in write_readme_figures(args.out):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="b2b", description="b2b: RLHF with REINFORCE, back to basics")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -119,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=8, help="samples to print")
     ev.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
+    fg = sub.add_parser("figures", help="redraw the README's figures into img/")
+    fg.add_argument("--out", default="img")
+    fg.set_defaults(func=_cmd_figures)
     return p
 
 

@@ -143,3 +143,12 @@ def split_prompts(pairs: list[dict], test_fraction: float = 0.05) -> dict[str, l
     def is_test(s):
         return int(hashlib.sha1(s.encode("utf-8")).hexdigest()[:8], 16) / 16**8 < test_fraction
     return {"train": [s for s in uniq if not is_test(s)], "test": [s for s in uniq if is_test(s)]}
+
+
+def heldout_prompts(profile, n: int | None = None) -> list[str]:
+    """The first `n` held-out prompts of a profile (tiny world: family round-robin order)."""
+    n = n or profile.eval_prompts
+    if profile.world:
+        return load_prompts(profile.preferences, "test", limit=n)
+    pairs = load_preferences(profile.preferences, profile.preferences_split)
+    return split_prompts(pairs)["test"][:n]

@@ -123,10 +123,6 @@ def _use_values(ws: list[str], kind: str) -> list[str]:
     return [u for u in USES[kind] if _key(u) <= have]
 
 
-def _normalise_grows(v):
-    return "plant" if v == "plant" else v
-
-
 def content_score(spec: PromptSpec, text_sents: list[str]) -> float:
     """Correctness and completeness in [0, 1] of the content sentences for `spec`."""
     ws = " ".join(text_sents).split()

@@ -69,3 +69,25 @@ def plot_temperature_sweep(results: list[dict]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def write_readme_figures(out: str = "img", n_prompts: int = 256) -> list[str]:
+    """The README's figures of the tiny world, from scratch: `b2b figures`."""
+    from pathlib import Path
+
+    from b2b.config import get_profile
+    from b2b.data import heldout_prompts
+    from b2b.evaluate import evaluate_policy
+    from b2b.models import load_policy, load_tokenizer
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    paths = [f"{out}/annotator_bias.png", f"{out}/temperature_sweep.png"]
+    plot_annotator_bias(annotator_bias_data(World(), 2000)).savefig(paths[0], dpi=110)
+    profile = get_profile("tiny")
+    tok, policy = load_tokenizer(profile.policy), load_policy(profile.policy)
+    prompts = heldout_prompts(profile, n_prompts)
+    sweep = [dict(temperature=t, **evaluate_policy(policy, tok, prompts, temperature=t))
+             for t in (0.3, 0.7, 1.0, 1.3, 1.6)]
+    plot_temperature_sweep(sweep).savefig(paths[1], dpi=110)
+    plt.close("all")
+    return paths

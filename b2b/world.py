@@ -14,7 +14,7 @@ and rich enough that a policy meets varied prompts and phrasings:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 # ----------------------------------------------------------------------------- knowledge base
@@ -313,7 +313,7 @@ def list_sets() -> dict[str, list[Thing]]:
     return {k: v for k, v in sets.items() if len(v) >= 3}
 
 
-ABILITIES = {"fly": lambda t: t.group in ("bird", "insect") and t.name not in ("penguin", "chicken", "ant")
+ABILITIES = {"fly": lambda t: (t.group in ("bird", "insect") and t.name not in ("penguin", "chicken", "ant"))
              or t.name == "bat",
              "swim": lambda t: t.habitat in ("ocean", "river", "pond") or t.name in ("duck", "penguin", "dog")}
 
@@ -441,20 +441,20 @@ class World:
 
     seed: int = 0
     test_fraction: float = 0.15
-    _specs: dict[str, PromptSpec] = field(default_factory=dict, repr=False)
 
     @cached_property
     def prompts(self) -> list[PromptSpec]:
-        specs = _enumerate_prompts()
-        self._specs.update({s.text: s for s in specs})
-        return specs
+        """Every prompt of the world (about 17k), in a fixed order."""
+        return _enumerate_prompts()
+
+    @cached_property
+    def _by_text(self) -> dict[str, PromptSpec]:
+        return {s.text: s for s in self.prompts}
 
     def spec(self, prompt: str) -> PromptSpec:
         """The spec of a world prompt; raises KeyError with a clear message for others."""
-        if not self._specs:
-            _ = self.prompts
         try:
-            return self._specs[prompt.strip()]
+            return self._by_text[prompt.strip()]
         except KeyError:
             raise KeyError(f"not a prompt of the tiny world: {prompt!r}") from None
 

@@ -1,7 +1,7 @@
 """The shipped tiny SFT policy meets its targets (the README's figures use 512 prompts; 256 here)."""
 import pytest
 
-from b2b.cli import heldout_prompts
+from b2b.data import heldout_prompts
 from b2b.config import get_profile
 from b2b.evaluate import evaluate_policy
 
