@@ -65,9 +65,10 @@ def _cmd_evaluate(args) -> int:
     policy = load_policy(args.policy, device)
     rm = load_reward_model(args.reward_model, device=device) if args.reward_model else None
     prompts = heldout_prompts(profile, args.n)
+    args.max_new_tokens = args.max_new_tokens or profile.max_new_tokens
     t0 = time.time()
-    res = evaluate_policy(policy, tok, prompts, rm, world=profile.world, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, seed=args.seed)
+    res = evaluate_policy(policy, tok, prompts, rm, world=profile.world, batch_size=profile.sample_batch,
+                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     seconds = time.time() - t0
     samples = res.pop("samples")
     print(f"b2b evaluate  policy={args.policy}  profile={profile.name}  prompts={len(prompts)}  "
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=int, default=None, help="held-out prompts (default: the profile's)")
     ev.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
     ev.add_argument("--temperature", type=float, default=1.0)
-    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's (tiny: 64)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--samples", type=int, default=8, help="samples to print")
     ev.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

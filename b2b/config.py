@@ -48,6 +48,8 @@ class Profile:
     """Held-out prompts that `evaluate` samples on."""
     max_new_tokens: int
     """Longest completion sampled."""
+    sample_batch: int
+    """Prompts sampled together in one batch when evaluating (memory bound on a GPU)."""
     scale: float
     """Multiplier on steps and sample counts of the notebooks' runs (ci < tiny)."""
 
@@ -56,7 +58,7 @@ def _tiny(name: str, eval_prompts: int, scale: float) -> Profile:
     d = data_dir()
     return Profile(name=name, policy=str(d / "tiny-sft"), reward_backbone=str(d / "tiny-sft"),
                    preferences=str(d), preferences_split=None, world=True,
-                   eval_prompts=eval_prompts, max_new_tokens=64, scale=scale)
+                   eval_prompts=eval_prompts, max_new_tokens=64, sample_batch=128, scale=scale)
 
 
 def get_profile(name: str | None = None) -> Profile:
@@ -70,7 +72,7 @@ def get_profile(name: str | None = None) -> Profile:
     return Profile(name="colab", policy=smol, reward_backbone=smol,
                    preferences="esfrankel17/original_HelpSteer2_binarized",
                    preferences_split="average_rating", world=False, eval_prompts=128,
-                   max_new_tokens=128, scale=1.0)
+                   max_new_tokens=128, sample_batch=32, scale=1.0)
 
 
 PROFILES = ("ci", "tiny", "colab")

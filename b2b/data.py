@@ -145,10 +145,14 @@ def split_prompts(pairs: list[dict], test_fraction: float = 0.05) -> dict[str, l
     return {"train": [s for s in uniq if not is_test(s)], "test": [s for s in uniq if is_test(s)]}
 
 
+MAX_PROMPT_CHARS = 2000  # hub prompts longer than this are skipped for sampling (KV-cache memory)
+
+
 def heldout_prompts(profile, n: int | None = None) -> list[str]:
-    """The first `n` held-out prompts of a profile (tiny world: family round-robin order)."""
+    """The first `n` held-out prompts of a profile (tiny world: family round-robin order;
+    hub data: the hash-split test prompts of at most `MAX_PROMPT_CHARS` characters)."""
     n = n or profile.eval_prompts
     if profile.world:
         return load_prompts(profile.preferences, "test", limit=n)
     pairs = load_preferences(profile.preferences, profile.preferences_split)
-    return split_prompts(pairs)["test"][:n]
+    return [p for p in split_prompts(pairs)["test"] if len(p) <= MAX_PROMPT_CHARS][:n]

@@ -144,6 +144,7 @@ def build_tiny(data_dir: str | Path = "data", out: str | Path | None = None,
     """Train the tokenizer and the tiny policy on `data_dir/sft.jsonl`; save to `out`."""
     from transformers import GenerationConfig
 
+    progress = progress or (lambda _: None)
     torch.manual_seed(cfg.seed)
     data_dir = Path(data_dir)
     out = Path(out) if out else data_dir / "tiny-sft"

@@ -45,3 +45,17 @@ def test_a_short_sft_run_lowers_the_loss_and_saves_a_loadable_model(tmp_path):
     assert AutoTokenizer.from_pretrained(tmp_path).chat_template == CHAT_TEMPLATE
     ids = torch.tensor([tok("A banana")["input_ids"]])
     assert torch.allclose(again(ids).logits, model(ids).logits, atol=1e-5)
+
+
+def test_build_tiny_is_deterministic(tmp_path, data_dir):
+    from safetensors.torch import load_file
+
+    from b2b.tiny import build_tiny
+
+    cfg = TinyConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, steps=5, batch_size=8)
+    a = build_tiny(data_dir, tmp_path / "a", cfg, progress=None)
+    b = build_tiny(data_dir, tmp_path / "b", cfg, progress=None)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    assert (a / "tokenizer.json").read_text() == (data_dir / "tiny-sft" / "tokenizer.json").read_text()
