@@ -6,10 +6,13 @@ engine and (in later notebooks) reward models and policy-gradient training.
 from b2b.config import Profile, data_dir, get_profile, pick_dtype, setup
 from b2b.data import heldout_prompts, load_preferences, load_prompts
 from b2b.errors import B2BError, ConfigError, DataError, ModelError
-from b2b.evaluate import evaluate_policy, proxy_rewards, scalar_reward
+from b2b.evaluate import evaluate_policy, proxy_rewards
 from b2b.gold import annotator_rating, gold_rating, judge
 from b2b.metrics import distinct_n
 from b2b.models import fix_tokenizer, load_policy, load_reward_model, load_tokenizer
+from b2b.reward import (RewardConfig, bradley_terry_loss, expected_class, ordinal_loss,
+                        pair_accuracy, prob_at_least, scalar_reward, score_responses,
+                        train_reward_model)
 from b2b.rollout import (Rollout, completion_logprobs, completion_mask, decode_completions,
                          last_token_index, reward_scores, rollout_logprobs, sample_completions)
 from b2b.world import World

@@ -3,6 +3,8 @@
     b2b build-data [--out data] [--check]        # the tiny world's data files
     b2b build-tiny [--data data] [--steps N]     # the tiny SFT policy in data/tiny-sft
     b2b evaluate --policy PATH [--reward-model PATH] [--n N] [--json]
+    b2b run --level 1|2 --only-reward-model [--data PATH] [--out DIR] [--json]
+    b2b build-reward-models [--data data]        # the shipped tiny reward models
     b2b figures [--out img]                      # the README's figures
 
 Errors in the user's input are printed as one line (`error: ...`) with exit status 2.
@@ -88,6 +90,55 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _print_reward_metrics(m: dict) -> None:
+    labels = [("pair_accuracy", "held-out pair accuracy"), ("gold_accuracy", "agreement with gold (SFT pairs)"),
+              ("gold_spearman", "Spearman with gold"), ("length_corr", "reward vs length (corr)"),
+              ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")]
+    for key, label in labels:
+        if key in m:
+            print(f"  {label:<34} {m[key]:.3f}")
+
+
+def _cmd_run(args) -> int:
+    import dataclasses
+
+    from b2b.config import get_profile
+    from b2b.errors import ConfigError
+    from b2b.pipeline import reward_config, reward_stage
+
+    if not args.only_reward_model:
+        raise ConfigError("run: the RL stage is not part of b2b yet; use --only-reward-model "
+                          "(trains and evaluates the reward model)")
+    profile = get_profile(args.profile)
+    cfg = reward_config(profile, args.level, seed=args.seed)
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    out = args.out or f"runs/rm-level{args.level}"
+    _, _, m, _, _ = reward_stage(profile, args.level, args.data, out, cfg, progress=not args.json)
+    kind = "Bradley-Terry regression" if args.level == 1 else "ten-class ordinal"
+    print(f"b2b run --level {args.level} --only-reward-model  ({kind} reward model, profile={profile.name}, "
+          f"{m['train_pairs']} pairs) -> {out}")
+    _print_reward_metrics(m)
+    if args.json:
+        print(json.dumps(m))
+    return 0
+
+
+def _cmd_build_reward_models(args) -> int:
+    from pathlib import Path
+
+    from b2b.config import get_profile
+    from b2b.pipeline import SHIPPED_REWARD_MODELS, reward_stage
+
+    profile = get_profile("tiny")
+    for level, name in SHIPPED_REWARD_MODELS.items():
+        out = Path(args.data) / name
+        _, _, m, _, _ = reward_stage(profile, level, args.data, out, half=True)
+        print(f"wrote {out}")
+        _print_reward_metrics(m)
+    return 0
+
+
 def _cmd_figures(args) -> int:
     from b2b.plots import write_readme_figures
 
@@ -119,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=8, help="samples to print")
     ev.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
+    rn = sub.add_parser("run", help="the pipeline: a reward model (--only-reward-model), then RL")
+    rn.add_argument("--level", type=int, choices=(1, 2), default=1,
+                    help="1: Bradley-Terry regression reward model; 2: ten-class ordinal")
+    rn.add_argument("--only-reward-model", action="store_true", help="train and evaluate the reward model only")
+    rn.add_argument("--data", default=None, help="preference data: JSONL file, data directory or hub dataset id")
+    rn.add_argument("--out", default=None, help="output directory (default: runs/rm-levelL)")
+    rn.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    rn.add_argument("--epochs", type=float, default=None, help="reward-model epochs (default: the profile's)")
+    rn.add_argument("--seed", type=int, default=0)
+    rn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    rn.set_defaults(func=_cmd_run)
+    br = sub.add_parser("build-reward-models", help="train the shipped tiny reward models into DATA/rm-level{1,2}")
+    br.add_argument("--data", default="data")
+    br.set_defaults(func=_cmd_build_reward_models)
     fg = sub.add_parser("figures", help="redraw the README's figures into img/")
     fg.add_argument("--out", default="img")
     fg.set_defaults(func=_cmd_figures)

@@ -101,8 +101,15 @@ def load_reward_model(name_or_path: str | Path, num_labels: int = 1, device: str
     `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""
     from transformers import AutoModelForSequenceClassification
 
+    from transformers.utils import logging as hf_logging
+
     src = resolve_model_source(name_or_path)
-    model = _from_pretrained(AutoModelForSequenceClassification, src, device, dtype, num_labels=num_labels)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a fresh score head is expected: no "newly initialized" report
+    try:
+        model = _from_pretrained(AutoModelForSequenceClassification, src, device, dtype, num_labels=num_labels)
+    finally:
+        hf_logging.set_verbosity(level)
     if model.config.pad_token_id is None:  # transformers' own pooling needs one; ours uses masks
         model.config.pad_token_id = pad_token_id if pad_token_id is not None else model.config.eos_token_id
     return model

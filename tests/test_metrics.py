@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from b2b.evaluate import scalar_reward
+from b2b.reward import scalar_reward
 from b2b.metrics import distinct_n
 
 
@@ -25,3 +25,14 @@ def test_scalar_reward_readouts():
     half = torch.full((1, 10), -1e9)
     half[0, 0] = half[0, 9] = 0.0
     assert math.isclose(scalar_reward(half).item(), 5.5, rel_tol=1e-6)
+
+
+def test_correlations_by_hand():
+    from b2b.metrics import _ranks, pearson, spearman
+
+    assert _ranks([10, 20, 20, 5]) == [2.0, 3.5, 3.5, 1.0]
+    assert math.isclose(pearson([1, 2, 3], [2, 4, 6]), 1.0)
+    assert math.isclose(pearson([1, 2, 3], [3, 2, 1]), -1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
+    assert math.isclose(spearman([1, 2, 3, 4], [1, 4, 9, 100]), 1.0)  # monotone, not linear
+    assert math.isclose(spearman([1, 2, 3], [1, 3, 2]), 0.5)

@@ -1,0 +1,78 @@
+"""The stages behind `b2b run`: preference data for a run, then the reward-model stage.
+
+    rm, metrics = reward_stage(get_profile("tiny"), level=1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from b2b.config import Profile
+from b2b.data import heldout_prompts, load_preferences, split_prompts
+from b2b.reward import RewardConfig
+
+SHIPPED_REWARD_MODELS = {1: "rm-level1", 2: "rm-level2"}
+
+
+def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
+    """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
+    if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
+    else:
+        cfg = RewardConfig(level=level, epochs=3.0)
+        if profile.name == "ci":
+            cfg = dataclasses.replace(cfg, epochs=1.0, limit=int(20_000 * profile.scale), eval_every=25)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def preference_splits(profile: Profile, data: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(train pairs, held-out pairs) for a run.
+
+    The tiny world ships its own held-out file; a single file or a hub dataset is split by a
+    stable hash of the prompt (5% held out), so no prompt is in both.
+    """
+    source = data or profile.preferences
+    p = Path(str(source)).expanduser()
+    if p.is_dir() and (p / "prefs_test.jsonl").exists():
+        return load_preferences(p, "train"), load_preferences(p, "test")
+    pairs = load_preferences(source, None if p.exists() else profile.preferences_split)
+    test_prompts = set(split_prompts(pairs)["test"])
+    return [x for x in pairs if x["prompt"] not in test_prompts], [x for x in pairs if x["prompt"] in test_prompts]
+
+
+def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out: str | Path | None = None,
+                 cfg: RewardConfig | None = None, half: bool = False, probe_prompts: int | None = None,
+                 progress: bool = True):
+    """Train a reward model from the profile's backbone, evaluate it, save it to `out`.
+
+    Returns (reward model, tokenizer, metrics, history, probe rows).
+    """
+    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.reward import save_reward_model, train_reward_model
+    from b2b.reward_eval import evaluate_reward_model
+
+    cfg = cfg or reward_config(profile, level)
+    train, test = preference_splits(profile, data)
+    tok = load_tokenizer(profile.reward_backbone)
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tok.pad_token_id)
+    t0 = time.time()
+    history = train_reward_model(rm, tok, train, cfg, eval_pairs=test, progress=progress)
+    train_seconds = time.time() - t0
+    policy = prompts = None
+    if profile.world:
+        from b2b.models import load_policy
+
+        policy = load_policy(profile.policy)
+        prompts = heldout_prompts(profile, probe_prompts or (64 if profile.name == "ci" else 256))
+    metrics, rows = evaluate_reward_model(rm, tok, test, policy, prompts, max_new_tokens=profile.max_new_tokens,
+                                          seed=cfg.seed, max_length=cfg.max_length, world=profile.world)
+    metrics.update(level=level, train_seconds=round(train_seconds, 2), train_pairs=len(train[: cfg.limit or None]),
+                   test_pairs=len(test))
+    if out is not None:
+        save_reward_model(rm, tok, out, half=half)
+        metrics["out"] = str(out)
+    return rm, tok, metrics, history, rows

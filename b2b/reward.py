@@ -1,0 +1,231 @@
+"""Reward models: the two pairwise losses, training, readouts and evaluation.
+
+Level 1 (the seed's regression model): one score per response, Bradley-Terry loss.
+Level 2 (the seed's ten-class model): a distribution over ten quality classes per response,
+trained so that the chosen response's class is likely higher than the rejected one's.
+
+A reward model is a sequence-classification model initialised from the policy's backbone; it
+reads each sequence at its last real token (`b2b.rollout.reward_scores`), on exactly the token ids
+a rollout produces: chat-formatted prompt, then response + end-of-turn token.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from b2b.rollout import encode_prompts, reward_scores
+
+NUM_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------- losses
+
+def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor) -> Tensor:
+    """Level 1: L = -log sigmoid(r_w - r_l), averaged over pairs.
+
+    Under the Bradley-Terry model P(w preferred to l) = sigmoid(r_w - r_l), so this is the
+    negative log-likelihood of the annotators' choices. `logsigmoid` keeps it stable for any margin.
+    """
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def ordinal_loss(logits_chosen: Tensor, logits_rejected: Tensor) -> Tensor:
+    """Level 2: L = -log sum_{i>j} p_w(i) p_l(j), averaged over pairs.
+
+    p_w, p_l = softmax over the ten classes of the chosen (winner) and rejected (loser) response;
+    the sum is P(class of the winner > class of the loser) when the two are drawn independently.
+    Computed in log space: logsumexp over the pairs (i, j) with i > j of log p_w(i) + log p_l(j)
+    (a strictly lower-triangular mask over [i, j]; `triu` would sum P(loser above winner)).
+    """
+    log_pw = torch.log_softmax(logits_chosen.float(), dim=-1)   # (B, K)
+    log_pl = torch.log_softmax(logits_rejected.float(), dim=-1)
+    joint = log_pw[:, :, None] + log_pl[:, None, :]              # (B, K, K): [b, i, j]
+    K = joint.shape[-1]
+    winner_higher = torch.ones(K, K, dtype=torch.bool, device=joint.device).tril(diagonal=-1)  # i > j
+    return -joint.masked_fill(~winner_higher, float("-inf")).logsumexp(dim=(1, 2)).mean()
+
+
+def pair_loss(scores_chosen: Tensor, scores_rejected: Tensor) -> Tensor:
+    """The loss for a model's head size: Bradley-Terry for (B, 1), ordinal for (B, K > 1)."""
+    if scores_chosen.shape[-1] == 1:
+        return bradley_terry_loss(scores_chosen.squeeze(-1), scores_rejected.squeeze(-1))
+    return ordinal_loss(scores_chosen, scores_rejected)
+
+
+# ----------------------------------------------------------------------------- readouts
+
+def expected_class(logits: Tensor) -> Tensor:
+    """(B,) E[class] = sum_k k * softmax(logits)_k, classes numbered 1..K."""
+    classes = torch.arange(1, logits.shape[-1] + 1, dtype=torch.float32, device=logits.device)
+    return (logits.float().softmax(-1) * classes).sum(-1)
+
+
+def prob_at_least(logits: Tensor, k: int = 7) -> Tensor:
+    """(B,) P(class >= k), classes numbered 1..K: 'how likely is this a good answer'."""
+    return logits.float().softmax(-1)[:, k - 1:].sum(-1)
+
+
+def scalar_reward(scores: Tensor, readout: str = "expected") -> Tensor:
+    """(B,) reward from a reward model's (B, K) output: the score itself when K == 1; for the
+    ordinal model the expected class (`readout="expected"`) or P(class >= 7) (`"p7"`)."""
+    if scores.shape[-1] == 1:
+        return scores.squeeze(-1).float()
+    if readout == "p7":
+        return prob_at_least(scores, 7)
+    return expected_class(scores)
+
+
+# ----------------------------------------------------------------------------- data
+
+def encode_responses(tokenizer, prompts: list, responses: list[str], max_length: int = 512) -> list[list[int]]:
+    """Token ids of chat-formatted prompt + response + end-of-turn, exactly as a rollout makes
+    them. Over `max_length`, the prompt loses tokens from its start, then the response its end."""
+    texts = tokenizer.apply_chat_template(
+        [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts],
+        add_generation_prompt=True, tokenize=False)
+    p_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    out = []
+    for p, r in zip(p_ids, r_ids):
+        r = r[: max_length - 16] + [eos]
+        out.append(p[max(0, len(p) + len(r) - max_length):] + r)
+    return out
+
+
+def encode_pairs(tokenizer, pairs: list[dict], max_length: int = 512) -> tuple[list, list]:
+    """(chosen ids, rejected ids) of validated preference pairs (see `b2b.data`)."""
+    prompts = [p["chosen"][:-1] for p in pairs]
+    chosen = encode_responses(tokenizer, prompts, [p["chosen"][-1]["content"] for p in pairs], max_length)
+    rejected = encode_responses(tokenizer, prompts, [p["rejected"][-1]["content"] for p in pairs], max_length)
+    return chosen, rejected
+
+
+def pad_left(seqs: list[list[int]], pad_id: int, device=None) -> tuple[Tensor, Tensor]:
+    """Left-pad token id lists -> (ids, attention mask)."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, T - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def score_sequences(rm, seqs: list[list[int]], pad_id: int, batch_size: int = 128) -> Tensor:
+    """(N, K) raw reward-model outputs for token id lists, in batches sorted by length."""
+    device = next(rm.parameters()).device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.empty(len(seqs), rm.config.num_labels)
+    for s in range(0, len(seqs), batch_size):
+        idx = order[s:s + batch_size]
+        ids, mask = pad_left([seqs[i] for i in idx], pad_id, device)
+        out[idx] = reward_scores(rm, ids, mask).cpu()
+    return out
+
+
+def score_responses(rm, tokenizer, prompts: list, responses: list[str], readout: str = "expected",
+                    max_length: int = 512) -> Tensor:
+    """(N,) rewards of `responses` to `prompts` (text in, one number per response out)."""
+    seqs = encode_responses(tokenizer, prompts, responses, max_length)
+    return scalar_reward(score_sequences(rm, seqs, tokenizer.pad_token_id), readout)
+
+
+def pair_accuracy(rm, tokenizer, pairs: list[dict], readout: str = "expected", max_length: int = 512) -> float:
+    """Share of pairs whose chosen response gets the higher reward."""
+    chosen, rejected = encode_pairs(tokenizer, pairs, max_length)
+    r = scalar_reward(score_sequences(rm, chosen + rejected, tokenizer.pad_token_id), readout)
+    return (r[: len(pairs)] > r[len(pairs):]).float().mean().item()
+
+
+# ----------------------------------------------------------------------------- training
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How a reward model is trained (defaults: the tiny profile, notebooks 01-02)."""
+
+    level: int = 1
+    """1: Bradley-Terry regression model (one score); 2: ten-class ordinal model."""
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed)."""
+    batch_size: int = 32
+    """Pairs per optimizer step (2x sequences)."""
+    lr: float = 5e-4
+    """AdamW learning rate, after a linear warm-up, with cosine decay to zero."""
+    warmup: int = 50
+    weight_decay: float = 0.0
+    max_length: int = 512
+    """Longest sequence in tokens (prompt truncated from its start, response from its end)."""
+    limit: int | None = None
+    """Use only the first `limit` training pairs (None: all)."""
+    eval_every: int = 100
+    """Steps between held-out accuracy checks for the training curve (on up to 500 pairs)."""
+    seed: int = 0
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.level == 1 else NUM_CLASSES
+
+
+def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval_pairs: list[dict] | None = None,
+                       progress: bool = True) -> list[dict]:
+    """Train `rm` (a fresh model from `b2b.load_reward_model(backbone, cfg.num_labels)`) on
+    preference pairs; returns the history: one dict per step (loss, train accuracy, lr) plus
+    `eval_accuracy` every `cfg.eval_every` steps."""
+    from tqdm.auto import tqdm
+
+    from b2b.tiny import length_batches
+
+    torch.manual_seed(cfg.seed)
+    pairs = pairs[: cfg.limit] if cfg.limit else pairs
+    chosen, rejected = encode_pairs(tokenizer, pairs, cfg.max_length)
+    eval_pairs = (eval_pairs or [])[:500]
+    device = next(rm.parameters()).device
+    steps = max(1, int(cfg.epochs * len(pairs) / cfg.batch_size))
+    g = torch.Generator().manual_seed(cfg.seed)
+    batches = length_batches([max(len(c), len(r)) for c, r in zip(chosen, rejected)], cfg.batch_size, g)
+    opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    history, t0 = [], time.time()
+    rm.train()
+    bar = tqdm(range(steps), desc=f"reward model (level {cfg.level})", disable=not progress)
+    for step in bar:
+        idx = next(batches)
+        ids, mask = pad_left([chosen[i] for i in idx] + [rejected[i] for i in idx], tokenizer.pad_token_id, device)
+        scores = reward_scores(rm, ids, mask)                     # (2B, K)
+        sc, sr = scores[: len(idx)], scores[len(idx):]
+        loss = pair_loss(sc, sr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        acc = (scalar_reward(sc.detach()) > scalar_reward(sr.detach())).float().mean().item()
+        row = {"step": step + 1, "loss": loss.item(), "accuracy": acc, "lr": sched.get_last_lr()[0],
+               "seconds": time.time() - t0}
+        if eval_pairs and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
+            rm.eval()
+            row["eval_accuracy"] = pair_accuracy(rm, tokenizer, eval_pairs, max_length=cfg.max_length)
+            rm.train()
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{acc:.2f}")
+    rm.eval()
+    return history
+
+
+def save_reward_model(rm, tokenizer, out: str | Path, half: bool = False) -> Path:
+    """save_pretrained (safetensors) + tokenizer; `half` stores fp16 weights (shipped models)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() for k, v in rm.state_dict().items()} if half else None
+    rm.save_pretrained(out, safe_serialization=True, state_dict=state)
+    tokenizer.save_pretrained(out)
+    return out

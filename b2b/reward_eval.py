@@ -1,0 +1,62 @@
+"""How good is a reward model? Held-out pairs, and (tiny world) the gold judge.
+
+- `pair_accuracy`: held-out annotator pairs whose chosen response scores higher.
+- `gold_accuracy`: two fresh SFT samples per held-out prompt; share of the pairs (gold ratings
+  differing) where the reward model orders them as the gold judge does.
+- `gold_spearman`: rank correlation of reward and gold over those samples.
+- `length_corr`: correlation of reward and response length (words) over those samples; compare
+  `gold_length_corr`: a positive gap is the length bias the model learned from its annotators.
+"""
+from __future__ import annotations
+
+import statistics
+
+from b2b.evaluate import sample_many
+from b2b.gold import judge, words
+from b2b.metrics import pearson, spearman
+from b2b.reward import pair_accuracy
+
+
+def gold_probe(rm, policy, tokenizer, prompts: list[str], samples_per_prompt: int = 2, max_new_tokens: int = 64,
+               seed: int = 0, readout: str = "expected", batch_size: int = 128) -> list[dict]:
+    """Fresh SFT samples (temperature 1) with gold rating, reward, raw scores and length."""
+    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
+    s = sample_many(policy, tokenizer, repeated, batch_size, max_new_tokens, 1.0, seed, rm, readout)
+    rows = []
+    for i, (p, t, f) in enumerate(zip(repeated, s["texts"], s["finished"])):
+        j = judge(p, t, f)
+        rows.append({"prompt": p, "response": t, "finished": f, "gold": j.rating, "reward": s["proxy"][i],
+                     "scores": s["scores"][i].tolist(), "words": len(words(t)), "filler": j.n_filler})
+    return rows
+
+
+def gold_metrics(rows: list[dict], samples_per_prompt: int = 2) -> dict:
+    """gold_accuracy, gold_spearman, length_corr, gold_length_corr from `gold_probe` rows."""
+    agree = total = 0
+    for i in range(0, len(rows) - 1, samples_per_prompt):
+        a, b = rows[i], rows[i + 1]
+        if a["gold"] != b["gold"]:
+            total += 1
+            agree += (a["reward"] > b["reward"]) == (a["gold"] > b["gold"])
+    reward = [r["reward"] for r in rows]
+    gold = [r["gold"] for r in rows]
+    length = [r["words"] for r in rows]
+    return {"gold_accuracy": agree / max(total, 1), "gold_pairs": total,
+            "gold_spearman": spearman(reward, gold),
+            "length_corr": pearson(reward, length), "gold_length_corr": pearson(gold, length),
+            "reward_mean": statistics.fmean(reward)}
+
+
+def evaluate_reward_model(rm, tokenizer, test_pairs: list[dict], policy=None, prompts: list[str] | None = None,
+                          readout: str = "expected", max_new_tokens: int = 64, seed: int = 0,
+                          max_length: int = 512, world: bool = True) -> tuple[dict, list[dict]]:
+    """Metrics (the keys of `b2b run --only-reward-model --json`) and the probe's sample rows.
+
+    Without a policy and prompts (or outside the tiny world) only `pair_accuracy` is measured.
+    """
+    metrics = {"pair_accuracy": pair_accuracy(rm, tokenizer, test_pairs, readout, max_length)}
+    rows = []
+    if world and policy is not None and prompts:
+        rows = gold_probe(rm, policy, tokenizer, prompts, 2, max_new_tokens, seed, readout)
+        metrics.update(gold_metrics(rows))
+    return metrics, rows

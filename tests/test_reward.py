@@ -1,0 +1,88 @@
+"""Reward-model losses and readouts on hand-made tensors."""
+import math
+
+import pytest
+import torch
+
+from b2b.reward import (bradley_terry_loss, expected_class, ordinal_loss, pair_loss, prob_at_least,
+                        scalar_reward)
+
+
+def _dist(*probs):
+    return torch.tensor([probs]).log()  # logits whose softmax is `probs`
+
+
+def test_bradley_terry_by_hand():
+    assert math.isclose(bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item(), math.log(2), rel_tol=1e-6)
+    # margin 2: -log sigmoid(2) = log(1 + e^-2)
+    assert math.isclose(bradley_terry_loss(torch.tensor([3.0]), torch.tensor([1.0])).item(), math.log1p(math.exp(-2)), rel_tol=1e-6)
+    right = bradley_terry_loss(torch.tensor([2.0]), torch.tensor([-1.0]))
+    wrong = bradley_terry_loss(torch.tensor([-1.0]), torch.tensor([2.0]))
+    assert right < wrong
+    # stable for huge margins (no inf, no nan)
+    assert bradley_terry_loss(torch.tensor([-1e4]), torch.tensor([1e4])).item() == pytest.approx(2e4)
+    assert bradley_terry_loss(torch.tensor([1e4]), torch.tensor([-1e4])).item() == 0.0
+
+
+def test_ordinal_loss_by_hand_and_mask_direction():
+    """Two classes of ten used: winner in class 8 w.p. 0.9 (else 3), loser in class 3 w.p. 0.6 (else 8).
+    P(winner's class > loser's) = 0.9 * 0.6 = 0.54; `triu` (the seed's bug) would give 0.1 * 0.4."""
+    pw = [0.0] * 10
+    pw[7], pw[2] = 0.9, 0.1
+    pl = [0.0] * 10
+    pl[2], pl[7] = 0.6, 0.4
+    lw, ll = _dist(*pw), _dist(*pl)
+    assert ordinal_loss(lw, ll).item() == pytest.approx(-math.log(0.54), rel=1e-5)
+    assert ordinal_loss(ll, lw).item() == pytest.approx(-math.log(0.4 * 0.1), rel=1e-5)
+
+
+def test_ordinal_loss_is_minimised_by_a_higher_winner_class():
+    losses = []
+    for k in range(10):
+        w = torch.full((1, 10), -20.0)
+        w[0, k] = 20.0
+        l = torch.full((1, 10), -20.0)
+        l[0, 4] = 20.0
+        losses.append(ordinal_loss(w, l).item())
+    assert all(losses[k] > 10 for k in range(5)), "winner at or below the loser's class: near-impossible event"
+    assert all(losses[k] < 1e-6 for k in range(5, 10)), "winner above the loser: loss ~ 0"
+
+
+def test_ordinal_loss_uniform_and_equal_classes():
+    u = torch.zeros(1, 10)
+    assert ordinal_loss(u, u).item() == pytest.approx(-math.log(45 / 100), rel=1e-6)  # 45 of 100 pairs have i > j
+
+
+def test_ordinal_loss_is_stable_in_log_space():
+    w = torch.full((3, 10), -1e4)
+    w[:, 9] = 1e4
+    l = torch.full((3, 10), -1e4)
+    l[:, 0] = 1e4
+    assert ordinal_loss(w, l).item() == pytest.approx(0.0, abs=1e-6)
+    bad = ordinal_loss(l, w)  # certain to be wrong: large but finite, with finite gradients
+    assert torch.isfinite(bad) and bad.item() > 1e3
+    x = l.clone().requires_grad_(True)
+    ordinal_loss(x, w).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_gradients_push_the_right_way():
+    rc, rr = torch.zeros(4, 1, requires_grad=True), torch.zeros(4, 1, requires_grad=True)
+    pair_loss(rc, rr).backward()
+    assert (rc.grad < 0).all() and (rr.grad > 0).all()  # descent raises chosen, lowers rejected
+    lc, lr = torch.zeros(2, 10, requires_grad=True), torch.zeros(2, 10, requires_grad=True)
+    pair_loss(lc, lr).backward()
+    assert (lc.grad[:, -1] < 0).all() and (lc.grad[:, 0] > 0).all()  # winner's mass moves up
+    assert (lr.grad[:, 0] < 0).all() and (lr.grad[:, -1] > 0).all()  # loser's mass moves down
+
+
+def test_readouts():
+    sure7 = torch.full((1, 10), -1e9)
+    sure7[0, 6] = 0.0
+    assert expected_class(sure7).item() == pytest.approx(7.0)
+    assert prob_at_least(sure7, 7).item() == pytest.approx(1.0)
+    assert prob_at_least(sure7, 8).item() == pytest.approx(0.0)
+    assert expected_class(torch.zeros(1, 10)).item() == pytest.approx(5.5)
+    assert prob_at_least(torch.zeros(1, 10), 7).item() == pytest.approx(0.4)
+    assert scalar_reward(sure7, "p7").item() == pytest.approx(1.0)
+    assert scalar_reward(torch.tensor([[1.5]])).item() == 1.5
