@@ -262,7 +262,7 @@ def gold_rating(prompt: str | PromptSpec, response: str, finished: bool = True) 
 
 # ----------------------------------------------------------------------------- annotators
 
-ANNOTATOR_NOISE = 1.0   # sd of each annotator rating, in rating points
+ANNOTATOR_NOISE = 0.6   # sd of each annotator rating, in rating points
 FILLER_LIKING = 0.5     # rating points an annotator adds per enthusiastic phrase (up to 3)
 LENGTH_LIKING = 0.04    # rating points per word (up to 40 words)
 

@@ -151,9 +151,9 @@ def build_tiny(data_dir: str | Path = "data", out: str | Path | None = None,
     rows = [json.loads(line) for line in (data_dir / "sft.jsonl").open(encoding="utf-8")]
     prompts = [json.loads(line)["prompt"] for name in ("prompts_train.jsonl", "prompts_test.jsonl")
                for line in (data_dir / name).open(encoding="utf-8")]
-    pairs = [json.loads(line) for line in (data_dir / "prefs_train.jsonl").open(encoding="utf-8")]
-    corpus = ["user", "assistant", "system"] * 100 + prompts + [r["completion"] for r in rows] + \
-        [p[k][-1]["content"] for p in pairs for k in ("chosen", "rejected")]
+    # the tokenizer sees prompts and demonstrations only, so re-labelling the preference pairs
+    # (annotator settings) never changes the policy
+    corpus = ["user", "assistant", "system"] * 100 + prompts + [r["completion"] for r in rows]
     tokenizer = build_tokenizer(corpus, cfg.vocab_size)
     model = build_model(tokenizer, cfg)
     n_params = sum(p.numel() for p in model.parameters())

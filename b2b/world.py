@@ -30,8 +30,6 @@ cow cows mammal black 4 farm moos/moo 4 plants
 horse horses mammal brown 4 farm neighs/neigh 4 plants
 sheep sheep mammal white 3 farm bleats/bleat 4 plants
 pig pigs mammal pink 3 farm oinks/oink 4 everything
-goat goats mammal white 3 mountains bleats/bleat 4 plants
-donkey donkeys mammal grey 3 farm brays/bray 4 plants
 mouse mice mammal grey 2 house squeaks/squeak 4 plants
 rabbit rabbits mammal white 2 garden - 4 plants
 lion lions mammal yellow 4 savanna roars/roar 4 meat
@@ -43,31 +41,23 @@ monkey monkeys mammal brown 3 jungle chatters/chatter - everything
 bear bears mammal brown 4 forest growls/growl 4 everything
 wolf wolves mammal grey 3 forest howls/howl 4 meat
 fox foxes mammal orange 3 forest - 4 meat
-deer deer mammal brown 4 forest - 4 plants
 camel camels mammal brown 4 desert - 4 plants
 whale whales mammal blue 5 ocean sings/sing 0 meat
 dolphin dolphins mammal grey 4 ocean clicks/click 0 meat
-bat bats mammal black 2 cave squeaks/squeak 2 everything
 owl owls bird brown 2 forest hoots/hoot 2 meat
 eagle eagles bird brown 3 mountains screeches/screech 2 meat
-parrot parrots bird green 2 jungle squawks/squawk 2 plants
 penguin penguins bird black 3 ice - 2 meat
 duck ducks bird white 2 pond quacks/quack 2 everything
 chicken chickens bird white 2 farm clucks/cluck 2 everything
-crow crows bird black 2 forest caws/caw 2 everything
 salmon salmon fish pink 3 river - 0 meat
 shark sharks fish grey 4 ocean - 0 meat
 goldfish goldfish fish orange 1 pond - 0 plants
-tuna tuna fish blue 4 ocean - 0 meat
 frog frogs amphibian green 2 pond croaks/croak 4 meat
 snake snakes reptile green 3 jungle hisses/hiss 0 meat
 crocodile crocodiles reptile green 4 river - 4 meat
-turtle turtles reptile green 3 ocean - 4 plants
-lizard lizards reptile green 2 desert - 4 meat
 bee bees insect yellow 1 garden buzzes/buzz 6 plants
 ant ants insect black 1 garden - 6 everything
 butterfly butterflies insect orange 1 garden - 6 plants
-ladybird ladybirds insect red 1 garden - 6 meat
 spider spiders arachnid black 1 house - 8 meat
 """
 # fruit / vegetable: name plural colour size taste grows
@@ -76,51 +66,36 @@ fruit apple apples red 2 sweet tree
 fruit banana bananas yellow 2 sweet tree
 fruit orange oranges orange 2 sweet tree
 fruit lemon lemons yellow 2 sour tree
-fruit lime limes green 2 sour tree
 fruit strawberry strawberries red 1 sweet plant
 fruit cherry cherries red 1 sweet tree
 fruit grape grapes purple 1 sweet vine
 fruit pear pears green 2 sweet tree
-fruit peach peaches pink 2 sweet tree
-fruit plum plums purple 2 sweet tree
 fruit mango mangoes orange 3 sweet tree
 fruit pineapple pineapples yellow 3 sweet plant
 fruit watermelon watermelons green 4 sweet vine
-fruit kiwi kiwis brown 2 sour vine
 fruit blueberry blueberries blue 1 sweet bush
-fruit coconut coconuts brown 3 sweet tree
-fruit raspberry raspberries red 1 sweet bush
 vegetable carrot carrots orange 2 - underground
 vegetable potato potatoes brown 2 - underground
 vegetable onion onions white 2 - underground
-vegetable beetroot beetroots purple 2 - underground
-vegetable radish radishes red 1 - underground
 vegetable cabbage cabbages green 3 - ground
 vegetable pea peas green 1 - vine
-vegetable leek leeks green 2 - ground
 vegetable cucumber cucumbers green 2 - vine
 vegetable pumpkin pumpkins orange 4 - vine
-vegetable squash squashes yellow 3 - vine
 vegetable lettuce lettuces green 2 - ground
 vegetable tomato tomatoes red 2 - vine
-vegetable aubergine aubergines purple 2 - ground
 vegetable pepper peppers red 2 - ground
 """
 # vehicle: name plural colour size wheels travel
 _VEHICLES = """
 car cars red 4 4 roads
 bus buses yellow 5 6 roads
-taxi taxis yellow 4 4 roads
 bicycle bicycles blue 3 2 roads
 motorcycle motorcycles black 3 2 roads
 tractor tractors green 4 4 fields
 truck trucks white 5 6 roads
-scooter scooters red 3 2 roads
 train trains red 5 - rails
-tram trams yellow 5 - rails
 boat boats white 4 - water
 ship ships grey 5 - water
-submarine submarines yellow 5 - water
 plane planes white 5 - air
 helicopter helicopters blue 4 - air
 """
@@ -134,20 +109,13 @@ tool shovel shovels 3 to dig holes
 tool scissors scissors 1 to cut paper
 tool broom brooms 3 to sweep floors
 tool ladder ladders 4 to climb walls
-tool needle needles 1 to sew clothes
-tool rake rakes 3 to gather leaves
-tool brush brushes 2 to paint pictures
 tool pen pens 1 to write letters
-tool spoon spoons 1 to eat soup
-tool key keys 1 to open doors
 instrument piano pianos 4 by pressing the keys
 instrument guitar guitars 3 by strumming the strings
 instrument violin violins 2 by drawing a bow across the strings
 instrument drum drums 3 by hitting it with sticks
 instrument trumpet trumpets 2 by blowing into it
 instrument flute flutes 2 by blowing across it
-instrument harp harps 4 by plucking the strings
-instrument bell bells 1 by shaking it
 """
 
 TRAVEL_PHRASES = {"roads": "on roads", "rails": "on rails", "water": "on water",

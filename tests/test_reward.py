@@ -86,3 +86,53 @@ def test_readouts():
     assert prob_at_least(torch.zeros(1, 10), 7).item() == pytest.approx(0.4)
     assert scalar_reward(sure7, "p7").item() == pytest.approx(1.0)
     assert scalar_reward(torch.tensor([[1.5]])).item() == 1.5
+
+
+def test_encode_responses_matches_rollout_ids(tokenizer, policy):
+    """Reward-model inputs are built exactly like rollouts: template prompt, response, <|im_end|>."""
+    from b2b.reward import encode_responses
+    from b2b.rollout import decode_completions, sample_completions
+
+    prompts = ["What colour is a banana?", "Hello!"]
+    ro = sample_completions(policy, tokenizer, prompts, 32, 1.0, torch.Generator().manual_seed(0))
+    texts = decode_completions(tokenizer, ro)
+    ids = encode_responses(tokenizer, prompts, texts)
+    for i in range(2):
+        want = ro.input_ids[i][ro.attention_mask[i].bool()].tolist()
+        if ro.finished(tokenizer.eos_token_id)[i]:
+            assert ids[i] == want
+
+
+def test_short_training_moves_parameters_and_beats_chance(tokenizer, tiny_dir, data_dir):
+    from b2b.data import load_preferences
+    from b2b.models import load_reward_model
+    from b2b.reward import RewardConfig, pair_accuracy, train_reward_model
+
+    pairs = load_preferences(data_dir, "train", limit=256)
+    torch.manual_seed(0)
+    rm = load_reward_model(tiny_dir, num_labels=1)
+    before = [p.detach().clone() for p in rm.parameters()]
+    cfg = RewardConfig(level=1, epochs=6, batch_size=32, lr=1e-3, warmup=5, eval_every=10**6)
+    hist = train_reward_model(rm, tokenizer, pairs, cfg, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, rm.parameters()))
+    first = sum(h["loss"] for h in hist[:5]) / 5
+    last = sum(h["loss"] for h in hist[-5:]) / 5
+    assert last < first - 0.1
+    assert pair_accuracy(rm, tokenizer, pairs) > 0.75  # it can fit what it saw
+
+
+def test_run_only_reward_model_json_contract(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "b2b", "run", "--level", "2", "--only-reward-model", "--profile", "ci",
+                        "--epochs", "0.2", "--out", str(tmp_path / "rm"), "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("pair_accuracy", "gold_accuracy", "gold_spearman", "length_corr", "train_seconds"):
+        assert isinstance(m[key], float), key
+    assert (tmp_path / "rm" / "model.safetensors").exists()
+    r = subprocess.run([sys.executable, "-m", "b2b", "run", "--profile", "ci"], capture_output=True, text=True)
+    assert r.returncode == 2 and "only-reward-model" in r.stderr and "Traceback" not in r.stderr

