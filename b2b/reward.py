@@ -10,7 +10,6 @@ a rollout produces: chat-formatted prompt, then response + end-of-turn token.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +180,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     `eval_accuracy` every `cfg.eval_every` steps."""
     from tqdm.auto import tqdm
 
-    from b2b.tiny import length_batches
+    from b2b.tiny import length_batches, warmup_cosine
 
     torch.manual_seed(cfg.seed)
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
@@ -192,8 +191,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     g = torch.Generator().manual_seed(cfg.seed)
     batches = length_batches([max(len(c), len(r)) for c, r in zip(chosen, rejected)], cfg.batch_size, g)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(opt, cfg.warmup, steps)
     history, t0 = [], time.time()
     rm.train()
     bar = tqdm(range(steps), desc=f"reward model (level {cfg.level})", disable=not progress)

@@ -115,12 +115,18 @@ def length_batches(lengths: list[int], batch_size: int, g: torch.Generator, pool
             yield batches[j]
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate x min(1, (s + 1) / warmup) x (1 + cos(pi * s / steps)) / 2 at step s."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
 def train_sft(model, examples, cfg: TinyConfig, log_every: int = 250, progress=print) -> list[float]:
     """Plain SFT: AdamW, linear warm-up then cosine decay; returns the loss per step."""
     g = torch.Generator().manual_seed(cfg.seed)
     batches = length_batches([len(ids) for ids, _ in examples], cfg.batch_size, g)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     pad = model.config.pad_token_id
     losses, t0 = [], time.time()
     model.train()
