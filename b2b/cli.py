@@ -78,9 +78,7 @@ def _cmd_evaluate(args) -> int:
     names = [("gold_mean", "reward/gold_mean"), ("proxy_mean", "reward/proxy_mean"),
              ("eos_rate", "completions/eos_rate"), ("distinct_2", "completions/distinct_2"),
              ("reference_distinct_2", "  generator's own distinct_2"), ("mean_length", "completions/mean_length")]
-    for key, label in names:
-        if key in res:
-            print(f"  {label:<32} {res[key]:.3f}")
+    _print_metrics(res, names)
     print("samples:")
     for s in samples[:args.samples]:
         extra = "".join(f"  {k}={s[k]:.2f}" for k in ("gold", "proxy") if k in s)
@@ -90,13 +88,17 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _print_reward_metrics(m: dict) -> None:
-    labels = [("pair_accuracy", "held-out pair accuracy"), ("gold_accuracy", "agreement with gold (SFT pairs)"),
-              ("gold_spearman", "Spearman with gold"), ("length_corr", "reward vs length (corr)"),
-              ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")]
+def _print_metrics(m: dict, labels: list[tuple[str, str]]) -> None:
+    """One aligned line per (key, label) present in `m`."""
     for key, label in labels:
         if key in m:
             print(f"  {label:<34} {m[key]:.3f}")
+
+
+def _print_reward_metrics(m: dict) -> None:
+    _print_metrics(m, [("pair_accuracy", "held-out pair accuracy"), ("gold_accuracy", "agreement with gold (SFT pairs)"),
+                       ("gold_spearman", "Spearman with gold"), ("length_corr", "reward vs length (corr)"),
+                       ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")])
 
 
 def _cmd_run(args) -> int:

@@ -8,6 +8,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
+
 from b2b.config import Profile
 from b2b.data import heldout_prompts, load_preferences, split_prompts
 from b2b.reward import RewardConfig
@@ -55,8 +57,6 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
     cfg = cfg or reward_config(profile, level)
     train, test = preference_splits(profile, data)
     tok = load_tokenizer(profile.reward_backbone)
-    import torch
-
     torch.manual_seed(cfg.seed)
     rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tok.pad_token_id)
     t0 = time.time()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from b2b.rollout import encode_prompts, reward_scores
+from b2b.rollout import chat_prompts, reward_scores
 
 NUM_CLASSES = 10
 
@@ -85,10 +85,7 @@ def scalar_reward(scores: Tensor, readout: str = "expected") -> Tensor:
 def encode_responses(tokenizer, prompts: list, responses: list[str], max_length: int = 512) -> list[list[int]]:
     """Token ids of chat-formatted prompt + response + end-of-turn, exactly as a rollout makes
     them. Over `max_length`, the prompt loses tokens from its start, then the response its end."""
-    texts = tokenizer.apply_chat_template(
-        [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts],
-        add_generation_prompt=True, tokenize=False)
-    p_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    p_ids = tokenizer(chat_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     out = []

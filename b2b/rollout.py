@@ -71,11 +71,17 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return T - 1 - attention_mask.long().flip(1).argmax(1)
 
 
+def chat_prompts(tokenizer, prompts: list[str] | list[list[dict]]) -> list[str]:
+    """Prompts (user strings or message lists) as chat-template text ending where the assistant
+    turn starts: the one place every prompt of the course is formatted."""
+    convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+    return tokenizer.apply_chat_template(convs, add_generation_prompt=True, tokenize=False)
+
+
 def encode_prompts(tokenizer, prompts: list[str] | list[list[dict]], device=None) -> tuple[Tensor, Tensor]:
     """Chat-format and left-pad `prompts` (user strings or message lists) -> (ids, mask)."""
-    convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
-    texts = tokenizer.apply_chat_template(convs, add_generation_prompt=True, tokenize=False)
-    enc = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
+    enc = tokenizer(chat_prompts(tokenizer, prompts), add_special_tokens=False, padding=True,
+                    padding_side="left", return_tensors="pt")
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 

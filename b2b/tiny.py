@@ -80,9 +80,9 @@ def build_model(tokenizer, cfg: TinyConfig):
 
 def sft_examples(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
     """(token ids, prompt length) per row: chat-formatted prompt, then completion + <|im_end|>."""
-    prompts = tokenizer.apply_chat_template([[{"role": "user", "content": r["prompt"]}] for r in rows],
-                                            add_generation_prompt=True, tokenize=False)
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    from b2b.rollout import chat_prompts
+
+    p_ids = tokenizer(chat_prompts(tokenizer, [r["prompt"] for r in rows]), add_special_tokens=False)["input_ids"]
     c_ids = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     return [(p + c + [eos], len(p)) for p, c in zip(p_ids, c_ids)]
