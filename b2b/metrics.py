@@ -43,3 +43,16 @@ def pearson(x: list[float], y: list[float]) -> float:
 def spearman(x: list[float], y: list[float]) -> float:
     """Spearman rank correlation: Pearson correlation of the (tie-averaged) ranks."""
     return pearson(_ranks(x), _ranks(y))
+
+
+def calibration(probs: list[float], outcomes: list[bool], n_bins: int = 10) -> tuple[list[dict], float]:
+    """Reliability of predicted probabilities: per equal-width bin the mean prediction, the observed
+    frequency and the count; and the expected calibration error
+    ECE = sum_bins (n_bin / N) * |mean prediction - observed frequency|."""
+    bins = [[] for _ in range(n_bins)]
+    for p, o in zip(probs, outcomes):
+        bins[min(int(p * n_bins), n_bins - 1)].append((p, float(o)))
+    rows = [{"predicted": sum(p for p, _ in b) / len(b), "observed": sum(o for _, o in b) / len(b), "n": len(b)}
+            for b in bins if b]
+    ece = sum(r["n"] * abs(r["predicted"] - r["observed"]) for r in rows) / max(1, len(probs))
+    return rows, ece

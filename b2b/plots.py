@@ -91,3 +91,112 @@ def write_readme_figures(out: str = "img", n_prompts: int = 256) -> list[str]:
     plot_temperature_sweep(sweep).savefig(paths[1], dpi=110)
     plt.close("all")
     return paths
+
+
+def _smooth(xs: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, x in enumerate(xs):
+        acc += x - (xs[i - window] if i >= window else 0.0)
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_reward_training(history: list[dict], window: int = 25, title: str = "reward-model training"):
+    """Loss and pair accuracy per step (moving average over `window` steps), held-out accuracy."""
+    steps = [r["step"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].plot(steps, _smooth([r["loss"] for r in history], window))
+    axes[0].set_title("loss (moving average)")
+    axes[1].plot(steps, _smooth([r["accuracy"] for r in history], window), label="training batches")
+    ev = [(r["step"], r["eval_accuracy"]) for r in history if "eval_accuracy" in r]
+    if ev:
+        axes[1].plot(*zip(*ev), "o-", label="held-out pairs")
+    axes[1].set_title("pair accuracy")
+    axes[1].legend()
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reward_vs_gold(models: dict[str, list[dict]], ylabel: str = "mean reward"):
+    """Mean reward by gold-rating bin (one line per model, from `gold_probe` rows), with the
+    number of samples per bin: a good reward model rises from left to right."""
+    edges = list(range(1, 11))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], models.items()):
+        xs, ys, errs = [], [], []
+        for lo in edges[:-1]:
+            sel = [r["reward"] for r in rows if lo <= r["gold"] < lo + 1 or (lo == 9 and r["gold"] == 10)]
+            if len(sel) >= 3:
+                xs.append(lo + 0.5)
+                ys.append(statistics.fmean(sel))
+                errs.append(statistics.stdev(sel) / len(sel) ** 0.5)
+        ax.scatter([r["gold"] for r in rows], [r["reward"] for r in rows], s=6, alpha=0.25, c="gray")
+        ax.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=3, c="C0")
+        ax.set_xlabel("gold rating of the response")
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bias_probe(probes: dict[str, list[dict]], reward_std: dict[str, float], gold_std: float):
+    """What appending filler or padding to an expert answer does to each reward model and to gold,
+    in standard deviations (over SFT samples) so different reward scales compare."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for ax, kind, label in zip(axes, ("filler", "padding"), ("enthusiastic phrases appended",
+                                                             "irrelevant sentences appended")):
+        first = next(iter(probes.values()))
+        ks = [0] + [r["added"] for r in first if r["kind"] == kind]
+        gold = [0.0] + [r["gold_delta"] / gold_std for r in first if r["kind"] == kind]
+        ax.plot(ks, gold, "k^--", label="gold judge")
+        for i, (name, rows) in enumerate(probes.items()):
+            ys = [0.0] + [r["reward_delta"] / reward_std[name] for r in rows if r["kind"] == kind]
+            ax.plot(ks, ys, "o-", c=f"C{i}", label=name)
+        ax.axhline(0, c="gray", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("change vs the plain answer (std)")
+    axes[0].legend()
+    fig.suptitle("Bias probe: an expert answer, then more of what annotators liked")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_distributions(probs, titles: list[str], ncols: int = 4):
+    """Bar chart of an ordinal reward model's ten-class distribution for each response."""
+    n = len(titles)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.6 * nrows), sharey=True, squeeze=False)
+    for ax, p, t in zip(axes.flat, probs, titles):
+        p = [float(x) for x in p]
+        ax.bar(range(1, len(p) + 1), p, color="C0")
+        mean = sum((k + 1) * x for k, x in enumerate(p))
+        ax.axvline(mean, c="C3", ls="--", lw=1)
+        ax.set_title(t, fontsize=8.5)
+        ax.set_xticks(range(1, len(p) + 1))
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("class (red line: expected class, the reward)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_calibration(models: dict[str, list[dict]]):
+    """Reliability diagram: predicted probability that the chosen response wins vs how often it
+    did, on held-out pairs (rows from `b2b.metrics.calibration`)."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], c="gray", ls=":", label="perfect calibration")
+    for name, rows in models.items():
+        ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], "o-", label=name)
+    ax.set_xlabel("predicted P(chosen wins)")
+    ax.set_ylabel("observed frequency")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -80,6 +80,20 @@ def scalar_reward(scores: Tensor, readout: str = "expected") -> Tensor:
     return expected_class(scores)
 
 
+def win_probability(scores_chosen: Tensor, scores_rejected: Tensor) -> Tensor:
+    """(B,) the model's probability that the first response beats the second.
+
+    Bradley-Terry (K == 1): sigmoid(r_w - r_l). Ordinal (K > 1): P(class_w > class_l) plus half of
+    P(class_w == class_l) (a tie is a coin flip), with the classes drawn independently from the two
+    softmaxes. Compare with how often the first really won: a calibration check.
+    """
+    if scores_chosen.shape[-1] == 1:
+        return torch.sigmoid((scores_chosen - scores_rejected).squeeze(-1).float())
+    pw, pl = scores_chosen.float().softmax(-1), scores_rejected.float().softmax(-1)
+    joint = pw[:, :, None] * pl[:, None, :]                      # (B, K, K): [b, i, j]
+    return joint.tril(diagonal=-1).sum((1, 2)) + 0.5 * joint.diagonal(dim1=1, dim2=2).sum(-1)
+
+
 # ----------------------------------------------------------------------------- data
 
 def encode_responses(tokenizer, prompts: list, responses: list[str], max_length: int = 512) -> list[list[int]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import statistics
 
+import torch
+
 from b2b.evaluate import sample_many
 from b2b.gold import judge, words
 from b2b.metrics import pearson, spearman
@@ -60,3 +62,41 @@ def evaluate_reward_model(rm, tokenizer, test_pairs: list[dict], policy=None, pr
         rows = gold_probe(rm, policy, tokenizer, prompts, 2, max_new_tokens, seed, readout)
         metrics.update(gold_metrics(rows))
     return metrics, rows
+
+
+def bias_probe(rm, tokenizer, world, n_prompts: int = 128, max_added: int = 3, readout: str = "expected",
+               seed: int = 0) -> list[dict]:
+    """Does the reward model pay for filler and padding? A controlled experiment.
+
+    For `n_prompts` held-out prompts, an expert answer (`world.Style()`) is scored as is and with
+    1..`max_added` enthusiastic phrases ("I hope this helps!", `kind="filler"`) or irrelevant
+    sentences (`kind="padding"`) appended. Rows: kind, added, mean reward change and mean gold
+    change against the plain answer. Gold says filler beyond one phrase and padding past the length
+    budget are worse; a positive `reward_delta` is a bias the policy can exploit.
+    """
+    import random
+
+    from b2b.gold import gold_rating
+    from b2b.reward import score_responses
+    from b2b.world import CLOSERS, TANGENTS, Style
+
+    rng = random.Random(f"bias-probe-{seed}")
+    specs = world.split["test"][:n_prompts]
+    base = [world.respond(s, rng, Style()) for s in specs]
+    variants = [("plain", 0, base)]
+    for kind, pool in (("filler", CLOSERS), ("padding", TANGENTS)):
+        for k in range(1, max_added + 1):
+            variants.append((kind, k, [b + " " + " ".join(rng.sample(pool, k)) for b in base]))
+    prompts = [s.text for s in specs]
+    texts = [t for _, _, ts in variants for t in ts]
+    reward = score_responses(rm, tokenizer, prompts * len(variants), texts, readout).view(len(variants), -1)
+    gold = torch.tensor([[gold_rating(s, t) for s, t in zip(specs, ts)] for _, _, ts in variants])
+    return [{"kind": kind, "added": k, "reward_delta": (reward[v] - reward[0]).mean().item(),
+             "gold_delta": (gold[v] - gold[0]).mean().item()} for v, (kind, k, _) in enumerate(variants)]
+
+
+def filler_gain(probe_rows: list[dict], reward_std: float) -> float:
+    """Reward change per added enthusiastic phrase, in standard deviations of the reward over SFT
+    samples (comparable across reward models with different scales)."""
+    rows = [r for r in probe_rows if r["kind"] == "filler"]
+    return sum(r["reward_delta"] / r["added"] for r in rows) / len(rows) / reward_std

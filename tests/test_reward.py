@@ -136,3 +136,68 @@ def test_run_only_reward_model_json_contract(tmp_path):
     assert (tmp_path / "rm" / "model.safetensors").exists()
     r = subprocess.run([sys.executable, "-m", "b2b", "run", "--profile", "ci"], capture_output=True, text=True)
     assert r.returncode == 2 and "only-reward-model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_win_probability_by_hand():
+    from b2b.reward import win_probability
+
+    # Bradley-Terry: sigmoid of the margin
+    p = win_probability(torch.tensor([[2.0], [0.0]]), torch.tensor([[0.0], [0.0]]))
+    assert torch.allclose(p, torch.tensor([1 / (1 + math.exp(-2)), 0.5]))
+    # ordinal: winner in 8 w.p. 0.9 (else 3), loser in 3 w.p. 0.6 (else 8):
+    # P(w > l) = 0.9 * 0.6 = 0.54, P(tie) = 0.9 * 0.4 + 0.1 * 0.6 = 0.42 -> 0.54 + 0.21
+    pw, pl = [1e-9] * 10, [1e-9] * 10
+    pw[7], pw[2], pl[2], pl[7] = 0.9, 0.1, 0.6, 0.4
+    assert win_probability(_dist(*pw), _dist(*pl)).item() == pytest.approx(0.75, abs=1e-6)
+    assert win_probability(_dist(*pl), _dist(*pw)).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_calibration_bins_and_ece():
+    from b2b.metrics import calibration
+
+    rows, ece = calibration([0.15, 0.15, 0.85, 0.85], [False, False, True, False], n_bins=10)
+    assert [(r["n"], r["observed"]) for r in rows] == [(2, 0.0), (2, 0.5)]
+    assert ece == pytest.approx(0.5 * 0.15 + 0.5 * 0.35)
+    assert calibration([0.3, 0.7], [False, True], 2)[1] == pytest.approx(0.3)
+
+
+def test_exercise_checks_catch_the_classic_mistakes(capsys):
+    from b2b.exercises import check_bradley_terry, check_ordinal
+
+    assert check_bradley_terry(bradley_terry_loss)
+    assert check_ordinal(ordinal_loss)
+    naive = lambda rw, rl: -torch.log(torch.sigmoid(rw - rl)).mean()  # noqa: E731 (inf for huge margins)
+    assert not check_bradley_terry(naive)
+    flipped = lambda rw, rl: -torch.nn.functional.logsigmoid(rl - rw).mean()  # noqa: E731
+    assert not check_bradley_terry(flipped)
+
+    def triu(lw, ll):  # the seed's mask: sums P(loser above winner)
+        joint = lw.log_softmax(-1)[:, :, None] + ll.log_softmax(-1)[:, None, :]
+        mask = torch.ones(10, 10, dtype=torch.bool).triu(diagonal=1)
+        return -joint.masked_fill(~mask, float("-inf")).logsumexp((1, 2)).mean()
+
+    def products(lw, ll):  # log of a sum of probabilities: underflows for sharp logits
+        joint = lw.softmax(-1)[:, :, None] * ll.softmax(-1)[:, None, :]
+        return -torch.log(joint.tril(-1).sum((1, 2)) + 1e-8).mean()
+
+    assert not check_ordinal(triu)
+    assert not check_ordinal(products)
+    assert "x " in capsys.readouterr().out
+
+
+def test_bias_probe_measures_filler_and_padding(tokenizer, tiny_dir):
+    from b2b.models import load_reward_model
+    from b2b.reward_eval import bias_probe, filler_gain
+    from b2b.world import World
+
+    torch.manual_seed(0)
+    rm = load_reward_model(tiny_dir, num_labels=1)
+    rows = bias_probe(rm, tokenizer, World(), n_prompts=16, max_added=3)
+    assert [(r["kind"], r["added"]) for r in rows] == [("plain", 0)] + [("filler", k) for k in (1, 2, 3)] + \
+        [("padding", k) for k in (1, 2, 3)]
+    assert rows[0]["reward_delta"] == 0.0 and rows[0]["gold_delta"] == 0.0
+    gold = {(r["kind"], r["added"]): r["gold_delta"] for r in rows}
+    # gold: one polite phrase costs nothing (at most the clean bonus), more cost 0.8 each
+    assert gold[("filler", 3)] < gold[("filler", 2)] < gold[("filler", 1)] <= 0
+    assert gold[("padding", 3)] < 0
+    assert math.isfinite(filler_gain(rows, 1.0))

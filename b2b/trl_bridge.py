@@ -1,0 +1,94 @@
+"""The same jobs done with TRL, to cross-check b2b and to show where a learner goes next.
+
+    result = trl_reward_model("data/tiny-sft", train_pairs, test_pairs, cfg)
+    result["pair_accuracy"]   # TRL's own held-out accuracy (its evaluate())
+
+TRL's `RewardTrainer` gets the preference pairs as they are (conversational `chosen` / `rejected`
+message lists), tokenizes them with the chat template itself, pads on the right and scores each
+sequence where transformers' sequence-classification head pools: the last token that is not the
+pad token. Its loss is the same Bradley-Terry loss, -log sigmoid(r_w - r_l).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+
+import torch
+
+from b2b.reward import RewardConfig
+
+
+def _dataset(pairs: list[dict]):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
+
+
+def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[dict], cfg: RewardConfig,
+                     out_dir: str | None = None, progress: bool = False) -> dict:
+    """Train a Bradley-Terry reward model with `trl.RewardTrainer` on b2b's settings (batch size,
+    learning rate, warm-up + cosine schedule, epochs, gradient clipping at 1, fp32, no gradient
+    checkpointing) and return its held-out accuracy, training time and the trained model."""
+    import logging
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+    from trl import RewardConfig as TRLRewardConfig
+    from transformers import PrinterCallback
+    from trl import RewardTrainer
+
+    from b2b.models import load_reward_model, load_tokenizer
+
+    if cfg.level != 1:
+        raise ValueError("TRL's RewardTrainer trains Bradley-Terry (level 1) reward models only")
+    train_pairs = train_pairs[: cfg.limit] if cfg.limit else train_pairs
+    tok = load_tokenizer(backbone)
+    torch.manual_seed(cfg.seed)
+    model = load_reward_model(backbone, num_labels=1, pad_token_id=tok.pad_token_id)
+    out_dir = out_dir or tempfile.mkdtemp(prefix="b2b-trl-rm-")
+    with warnings.catch_warnings():  # transformers renames gradient_checkpointing; TRL still sets it
+        warnings.simplefilter("ignore", FutureWarning)
+        args = TRLRewardConfig(
+            output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+            num_train_epochs=cfg.epochs, lr_scheduler_type="cosine", warmup_steps=cfg.warmup,
+            weight_decay=cfg.weight_decay, max_grad_norm=1.0, max_length=cfg.max_length, seed=cfg.seed,
+            bf16=False, fp16=False, gradient_checkpointing=False, report_to="none", save_strategy="no",
+            eval_strategy="no", logging_steps=50, disable_tqdm=not progress,
+            use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(train_pairs), processing_class=tok)
+        trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log dict
+        t0 = time.time()
+        trainer.train()
+        seconds = time.time() - t0
+    finally:
+        hf_logging.set_verbosity(level)
+    model.eval()
+    return {"pair_accuracy": hf_pair_accuracy(model, tok, test_pairs), "train_seconds": seconds, "model": model,
+            "tokenizer": tok, "log": trainer.state.log_history}
+
+
+@torch.no_grad()
+def hf_pair_accuracy(model, tokenizer, pairs: list[dict], batch_size: int = 128) -> float:
+    """Held-out accuracy the way TRL scores: each conversation through the chat template, padded on
+    the right, the score from the model's own pooling (`model(...).logits`)."""
+    device = next(model.parameters()).device
+    texts = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    scores = []
+    for i in range(0, len(texts), batch_size):
+        ids = [tokenizer.apply_chat_template(m, tokenize=True, return_dict=False) for m in texts[i:i + batch_size]]
+        T = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), T), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), T), dtype=torch.long)
+        for j, x in enumerate(ids):
+            input_ids[j, :len(x)] = torch.tensor(x)
+            mask[j, :len(x)] = 1
+        scores.append(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu())
+    s = torch.cat(scores)
+    return (s[: len(pairs)] > s[len(pairs):]).float().mean().item()
