@@ -4,7 +4,8 @@
     b2b build-data --check    # exit 1 if the shipped files differ from what this code makes
 
 Files (all JSON Lines, one object a line):
-- `prefs_train.jsonl`, `prefs_test.jsonl`: preference pairs in the HelpSteer2-binarized schema:
+- `prefs_train.jsonl.gz`, `prefs_test.jsonl`: preference pairs in the HelpSteer2-binarized schema
+  (the 100,000 training pairs gzipped, to keep the repository small):
   `prompt`, `chosen`, `rejected` (chat messages ending with the assistant turn),
   `chosen_rating`, `rejected_rating` (annotator ratings, 1-10). Test pairs use test prompts only.
 - `sft.jsonl`: `{"prompt", "completion"}` demonstrations of mixed, mediocre quality.
@@ -13,6 +14,7 @@ Files (all JSON Lines, one object a line):
 """
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from functools import lru_cache
@@ -21,10 +23,10 @@ from pathlib import Path
 from b2b.gold import annotator_rating
 from b2b.world import FAMILIES, PromptSpec, World, sample_style
 
-N_TRAIN_PAIRS = 20_000
+N_TRAIN_PAIRS = 100_000
 N_TEST_PAIRS = 2_000
 N_SFT = 20_000
-DATA_FILES = ["prefs_train.jsonl", "prefs_test.jsonl", "sft.jsonl", "prompts_train.jsonl",
+DATA_FILES = ["prefs_train.jsonl.gz", "prefs_test.jsonl", "sft.jsonl", "prompts_train.jsonl",
               "prompts_test.jsonl"]
 
 
@@ -53,32 +55,30 @@ def preference_pair(world: World, spec: PromptSpec, rng: random.Random) -> dict:
             "chosen_rating": rc, "rejected_rating": rr}
 
 
-def build_rows(world: World | None = None) -> dict[str, list[dict]]:
-    """Every data file's rows, deterministic in `world.seed` (cached per seed and size)."""
-    return _build_rows((world or World()).seed, N_TRAIN_PAIRS, N_TEST_PAIRS, N_SFT)
+def build_rows(world: World | None = None, names: list[str] | None = None) -> dict[str, list[dict]]:
+    """The rows of every data file (or of `names`), deterministic in `world.seed` (cached)."""
+    seed = (world or World()).seed
+    return {name: _file_rows(seed, name, N_TRAIN_PAIRS, N_TEST_PAIRS, N_SFT) for name in (names or DATA_FILES)}
 
 
-@lru_cache(maxsize=2)
-def _build_rows(seed: int, n_train: int, n_test: int, n_sft: int) -> dict[str, list[dict]]:
+@lru_cache(maxsize=8)
+def _file_rows(seed: int, name: str, n_train: int, n_test: int, n_sft: int) -> list[dict]:
+    """One file's rows; each file has its own random stream, so files are built independently."""
     world = World(seed=seed)
     split = world.split
-    train, test = _by_family(split["train"]), _by_family(split["test"])
-    rng = random.Random(f"prefs-train-{seed}")
-    prefs_train = [preference_pair(world, _draw_prompt(rng, train), rng) for _ in range(n_train)]
-    rng = random.Random(f"prefs-test-{seed}")
-    prefs_test = [preference_pair(world, _draw_prompt(rng, test), rng) for _ in range(n_test)]
-    rng = random.Random(f"sft-{seed}")
-    sft = []
-    for _ in range(n_sft):
-        spec = _draw_prompt(rng, train)
-        sft.append({"prompt": spec.text, "completion": world.respond(spec, rng, sample_style(rng, "sft"))})
-    return {
-        "prefs_train.jsonl": prefs_train,
-        "prefs_test.jsonl": prefs_test,
-        "sft.jsonl": sft,
-        "prompts_train.jsonl": [{"prompt": s.text, "family": s.family} for s in split["train"]],
-        "prompts_test.jsonl": [{"prompt": s.text, "family": s.family} for s in split["test"]],
-    }
+    if name.startswith("prefs_"):
+        which, n = ("train", n_train) if name.startswith("prefs_train") else ("test", n_test)
+        by_family = _by_family(split[which])
+        rng = random.Random(f"prefs-{which}-{seed}")
+        return [preference_pair(world, _draw_prompt(rng, by_family), rng) for _ in range(n)]
+    if name == "sft.jsonl":
+        by_family, rng, rows = _by_family(split["train"]), random.Random(f"sft-{seed}"), []
+        for _ in range(n_sft):
+            spec = _draw_prompt(rng, by_family)
+            rows.append({"prompt": spec.text, "completion": world.respond(spec, rng, sample_style(rng, "sft"))})
+        return rows
+    which = name.removeprefix("prompts_").removesuffix(".jsonl")
+    return [{"prompt": s.text, "family": s.family} for s in split[which]]
 
 
 def reference_responses(prompts: list[str], seed: int = 0, world: World | None = None) -> list[str]:
@@ -92,19 +92,31 @@ def _dumps(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows).encode("utf-8")
 
 
+def _write(path: Path, rows: list[dict]) -> None:
+    data = _dumps(rows)
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+
+
+def _read(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
+
 def write_data(out: str | Path = "data", world: World | None = None) -> list[Path]:
     """Write every data file into `out`; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, rows in build_rows(world).items():
-        (out / name).write_bytes(_dumps(rows))
+        _write(out / name, rows)
         paths.append(out / name)
     return paths
 
 
 def check_data(out: str | Path = "data", world: World | None = None) -> list[str]:
-    """Names of the shipped files that are missing or differ from what the code generates."""
+    """Names of the shipped files that are missing or differ from what the code generates
+    (gzipped files are compared by content)."""
     out = Path(out)
-    return [name for name, rows in build_rows(world).items()
-            if not (out / name).exists() or (out / name).read_bytes() != _dumps(rows)]
+    missing = [name for name in DATA_FILES if not (out / name).exists()]
+    present = [name for name in DATA_FILES if name not in missing]
+    differ = [name for name, rows in build_rows(world, present).items() if _read(out / name) != _dumps(rows)]
+    return [name for name in DATA_FILES if name in missing or name in differ]

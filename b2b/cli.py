@@ -136,6 +136,7 @@ def _cmd_build_reward_models(args) -> int:
     for level, name in SHIPPED_REWARD_MODELS.items():
         out = Path(args.data) / name
         _, _, m, _, _ = reward_stage(profile, level, args.data, out, half=True)
+        (out / "b2b_metrics.json").write_text(json.dumps(m, indent=1) + "\n")
         print(f"wrote {out}")
         _print_reward_metrics(m)
     return 0

@@ -9,6 +9,7 @@ Every problem is a one-line `DataError` naming the file, the line (or row) and t
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -81,7 +82,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows = []
-    with path.open("rb") as f:
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
         for n, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -108,12 +109,14 @@ def _hub_rows(name: str, split: str | None):
 
 
 def load_preferences(source: str | Path, split: str | None = None, limit: int | None = None) -> list[dict]:
-    """Validated preference pairs from a JSONL file, a data directory (`prefs_{split}.jsonl`,
-    split defaults to 'train') or a hub dataset id (e.g. HelpSteer2-binarized, split 'average_rating')."""
+    """Validated preference pairs from a JSONL file (optionally gzipped), a data directory
+    (`prefs_{split}.jsonl[.gz]`, split defaults to 'train') or a hub dataset id (e.g.
+    HelpSteer2-binarized, split 'average_rating')."""
     p = Path(str(source)).expanduser()
     if p.is_dir():
         p = p / f"prefs_{split or 'train'}.jsonl"
-    if p.suffix == ".jsonl" or p.exists():
+        p = p if p.exists() or not p.with_suffix(".jsonl.gz").exists() else p.with_suffix(".jsonl.gz")
+    if p.suffix in (".jsonl", ".gz") or p.exists():
         rows = read_jsonl(p)[:limit]
         return [validate_pair(r, f"{p}: line {n}") for n, r in rows]
     rows = _hub_rows(str(source), split)

@@ -146,9 +146,9 @@ def content_score(spec: PromptSpec, text_sents: list[str]) -> float:
             return _single(_fact_values(ws, "travel"), t.travel)
         return _single(_use_values(ws, t.kind), t.use)
     if fam == "yesno":
-        return _yesno_score(spec, ws)
+        return _yesno_score(spec, text_sents)
     if fam == "compare":
-        return _compare_score(spec, ws)
+        return _compare_score(spec, text_sents)
     if fam == "list":
         return _list_score(spec, ws)
     if fam == "describe":
@@ -156,33 +156,58 @@ def content_score(spec: PromptSpec, text_sents: list[str]) -> float:
     raise ValueError(f"unknown family {fam!r}")
 
 
-def _yesno_score(spec, ws):
+def _things_named(ws: list[str]) -> list[str]:
+    """Names of the things a sentence mentions ('orange' counts as the fruit only after an article)."""
+    return [SURFACE[w].name for i, w in enumerate(ws)
+            if w in SURFACE and (w not in COLOURS or (i and ws[i - 1] in ARTICLES))]
+
+
+def _yesno_score(spec, sents):
+    """0.75 for the right yes/no, +0.25 for a reason about the thing asked ('A whale is a mammal.');
+    a reason about another thing earns nothing."""
+    ws = " ".join(sents).split()
     truth, ask, t = spec.slot("answer"), spec.slot("ask"), spec.thing
     polar = next((w == "yes" for w in ws if w in ("yes", "no")), None)
     if polar is None and ("not" in ws or "cannot" in ws):
         polar = False
-    if ask in ("fly", "swim"):
-        why = ("cannot" not in ws and "can" in ws) == truth and ask in ws
-    else:
-        why = (t.group if t.kind == "animal" else t.kind) in ws
+    why = False
+    for sent in sents:
+        sw = sent.split()
+        if ask in ("fly", "swim"):
+            says = ask in sw and (("cannot" not in sw and "can" in sw) == truth)
+        else:
+            says = (t.group if t.kind == "animal" else t.kind) in sw
+        named = _things_named(sw)
+        if says and named and set(named) == {t.name}:
+            why = True
+            break
     if polar is None:
         return 0.25 * why
     return (0.75 + 0.25 * why) if polar == truth else 0.0
 
 
-def _compare_score(spec, ws):
+COMPARATIVES = ("bigger", "larger", "smaller")
+
+
+def _compare_score(spec, sents):
+    """1 if the first sentence that names a thing picks the right one of the two asked about
+    ('The horse is bigger.', 'A pig is smaller than a horse.', 'A horse.'); 0 if it compares
+    anything else (a third thing, or a thing with itself)."""
     a, b = spec.things
-    names = {a.name: a.name, a.plural: a.name, b.name: b.name, b.plural: b.name}
-    mentioned = [names[w] for w in ws if w in names]
-    if not mentioned:
-        return 0.0
-    claim = mentioned[0]
-    # "X is smaller than Y" answers "which is bigger" with Y
-    comps = [w for w in ws if w in ("bigger", "larger", "smaller")]
     asked = spec.slot("word")
-    if comps and len(set(mentioned)) == 2 and (comps[0] == "smaller") != (asked == "smaller"):
-        claim = [m for m in mentioned if m != claim][0]
-    return 1.0 if claim == spec.slot("answer") else 0.0
+    for sent in sents:
+        sw = sent.split()
+        named = _things_named(sw)
+        if not named:
+            continue
+        if any(n not in (a.name, b.name) for n in named) or (len(named) > 1 and len(set(named)) < 2):
+            return 0.0
+        claim = named[0]
+        comps = [w for w in sw if w in COMPARATIVES]
+        if comps and (comps[0] == "smaller") != (asked == "smaller"):  # "X is smaller than Y" answers "bigger" with Y
+            claim = b.name if claim == a.name else a.name
+        return 1.0 if claim == spec.slot("answer") else 0.0
+    return 0.0
 
 
 def _list_score(spec, ws):

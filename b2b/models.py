@@ -95,15 +95,22 @@ def load_policy(name_or_path: str | Path, device: str | None = None, dtype=torch
     return model
 
 
-def load_reward_model(name_or_path: str | Path, num_labels: int = 1, device: str | None = None,
+def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, device: str | None = None,
                       dtype=torch.float32, pad_token_id: int | None = None):
-    """A sequence-classification model: a trained reward model, or a backbone with a new
-    `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""
-    from transformers import AutoModelForSequenceClassification
+    """A sequence-classification model: a trained reward model (`num_labels=None`: as saved), or
+    a backbone with a new `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from transformers.utils import logging as hf_logging
 
     src = resolve_model_source(name_or_path)
+    if num_labels is None:
+        try:
+            config = AutoConfig.from_pretrained(src)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{src}: cannot read config.json ({str(e).splitlines()[0]})") from None
+        trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        num_labels = config.num_labels if trained else 1
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a fresh score head is expected: no "newly initialized" report
     try:

@@ -22,9 +22,10 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
     else:
-        cfg = RewardConfig(level=level, epochs=3.0)
+        cfg = RewardConfig(level=level, epochs=1.0, eval_every=250)  # tiny: one pass over 100,000 pairs
         if profile.name == "ci":
-            cfg = dataclasses.replace(cfg, epochs=1.0, limit=int(20_000 * profile.scale), eval_every=25)
+            # 62 steps: a short warm-up, or the cosine decay would end before the warm-up does
+            cfg = dataclasses.replace(cfg, limit=int(20_000 * profile.scale), warmup=6, eval_every=25)
     return dataclasses.replace(cfg, **overrides)
 
 

@@ -123,17 +123,13 @@ def plot_reward_training(history: list[dict], window: int = 25, title: str = "re
 
 def plot_reward_vs_gold(models: dict[str, list[dict]], ylabel: str = "mean reward"):
     """Mean reward by gold-rating bin (one line per model, from `gold_probe` rows), with the
-    number of samples per bin: a good reward model rises from left to right."""
-    edges = list(range(1, 11))
+    standard errors: a good reward model rises from left to right."""
+    from b2b.reward_eval import binned_means
+
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
     for ax, (name, rows) in zip(axes[0], models.items()):
-        xs, ys, errs = [], [], []
-        for lo in edges[:-1]:
-            sel = [r["reward"] for r in rows if lo <= r["gold"] < lo + 1 or (lo == 9 and r["gold"] == 10)]
-            if len(sel) >= 3:
-                xs.append(lo + 0.5)
-                ys.append(statistics.fmean(sel))
-                errs.append(statistics.stdev(sel) / len(sel) ** 0.5)
+        bins = binned_means(rows)
+        xs, ys, errs = [lo + 0.5 for lo, _, _ in bins], [m for _, m, _ in bins], [e for _, _, e in bins]
         ax.scatter([r["gold"] for r in rows], [r["reward"] for r in rows], s=6, alpha=0.25, c="gray")
         ax.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=3, c="C0")
         ax.set_xlabel("gold rating of the response")

@@ -132,6 +132,9 @@ def _yesno(spec, rng, style):
         return [f"{word}."]
     if ask in ("fly", "swim"):
         return [f"{word}, {t.plural} {'can' if says else 'cannot'} {ask}."]
+    if style.confused and not style.terse and ask not in ("fly", "swim"):  # a reason about another thing
+        o = rng.choice([x for x in KB if x.kind == t.kind and x is not t])
+        return [f"{word}.", f"{cap(o.a)} is {_article(o.group) if o.kind == 'animal' else _article(o.kind)}."]
     if says == truth:  # explanation names the true group
         why = f"{cap(t.a)} is {_article(t.group)}." if t.group != "fish" else f"{cap(t.a)} is a fish."
     else:
@@ -147,6 +150,9 @@ def _compare(spec, rng, style):
     pick, rest = (answer, other) if rng.random() < style.p_correct else (other, answer)
     if style.terse:
         return [f"{cap(pick.a)}."]
+    if style.confused:  # compares a thing with itself, or with a third thing
+        third = rng.choice([x for x in KB if x.kind == a.kind and x not in (a, b)] or [pick])
+        return [f"{cap(pick.a)} is {word} than {rng.choice([pick, third]).a}."]
     flip = {"bigger": "smaller", "larger": "smaller", "smaller": "bigger"}[word]
     return [rng.choice([f"{cap(pick.a)} is {word} than {rest.a}.", f"The {pick.name} is {word}.",
                         f"{cap(rest.a)} is {flip} than {pick.a}."])]

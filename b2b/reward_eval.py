@@ -100,3 +100,47 @@ def filler_gain(probe_rows: list[dict], reward_std: float) -> float:
     samples (comparable across reward models with different scales)."""
     rows = [r for r in probe_rows if r["kind"] == "filler"]
     return sum(r["reward_delta"] / r["added"] for r in rows) / len(rows) / reward_std
+
+
+def reference_accuracies(pairs: list[dict]) -> dict:
+    """What two perfect readers of the tiny world score on the same held-out pairs: the annotators'
+    own noise-free rating (the ceiling a reward model can reach: only annotator noise beats it)
+    and the gold judge (how often the annotators' choice is what gold prefers)."""
+    from b2b.gold import annotator_rating, gold_rating
+
+    ann = gold = 0
+    for p in pairs:
+        c, r = p["chosen"][-1]["content"], p["rejected"][-1]["content"]
+        ann += annotator_rating(p["prompt"], c, None) > annotator_rating(p["prompt"], r, None)
+        gold += gold_rating(p["prompt"], c) > gold_rating(p["prompt"], r)
+    return {"noise_free_annotator": ann / len(pairs), "gold_judge": gold / len(pairs)}
+
+
+def binned_means(rows: list[dict], key: str = "reward", min_count: int = 3) -> list[tuple[int, float, float]]:
+    """(gold bin start, mean `key`, standard error) for gold bins [1, 2), ..., [9, 10] with at
+    least `min_count` samples: is the reward monotone in gold on average?"""
+    out = []
+    for lo in range(1, 10):
+        sel = [r[key] for r in rows if lo <= r["gold"] < lo + 1 or (lo == 9 and r["gold"] == 10)]
+        if len(sel) >= min_count:
+            out.append((lo, statistics.fmean(sel), statistics.stdev(sel) / len(sel) ** 0.5 if len(sel) > 1 else 0.0))
+    return out
+
+
+def pair_win_probabilities(rm, tokenizer, pairs: list[dict], max_length: int = 512) -> torch.Tensor:
+    """(N,) the model's probability that each pair's chosen response wins (`b2b.reward.win_probability`)."""
+    from b2b.reward import encode_pairs, score_sequences, win_probability
+
+    chosen, rejected = encode_pairs(tokenizer, pairs, max_length)
+    scores = score_sequences(rm, chosen + rejected, tokenizer.pad_token_id)
+    return win_probability(scores[: len(pairs)], scores[len(pairs):])
+
+
+def pair_calibration(win_probs, n_bins: int = 10) -> tuple[list[dict], float]:
+    """Reliability rows and ECE of predicted win probabilities on held-out pairs. Each pair is
+    counted in both orders, (chosen, rejected) with p and outcome 'won', (rejected, chosen) with
+    1 - p and outcome 'lost', so every bin has both outcomes (see `b2b.metrics.calibration`)."""
+    from b2b.metrics import calibration
+
+    p = [float(x) for x in win_probs]
+    return calibration(p + [1 - x for x in p], [True] * len(p) + [False] * len(p), n_bins)

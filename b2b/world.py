@@ -370,6 +370,8 @@ class Style:
     repeat: int = 0         # times a content sentence is repeated
     truncate: bool = False  # cut off mid-sentence
     terse: bool = False     # shortest phrasing
+    confused: bool = False  # mixes things up: compares a thing with itself or a third thing,
+                            # explains a yes/no with another thing (mistakes small models make)
 
 
 STYLE_MIXES = {
@@ -378,7 +380,8 @@ STYLE_MIXES = {
                 extra=(0.55, 0.25, 0.13, 0.07), repeat=(0.9, 0.1), truncate=0.03, terse=0.15),
     # responses shown to annotators: a wider spread of quality
     "pool": dict(p_correct=(0.2, 1.0), openers=(0.45, 0.3, 0.15, 0.1), closers=(0.45, 0.3, 0.15, 0.1),
-                 extra=(0.45, 0.25, 0.15, 0.1, 0.05), repeat=(0.82, 0.13, 0.05), truncate=0.06, terse=0.2),
+                 extra=(0.45, 0.25, 0.15, 0.1, 0.05), repeat=(0.82, 0.13, 0.05), truncate=0.06, terse=0.2,
+                 confused=0.15),
     # what a careful expert writes
     "gold": dict(p_correct=(1.0, 1.0), openers=(1.0,), closers=(1.0,), extra=(1.0,), repeat=(1.0,),
                  truncate=0.0, terse=0.0),
@@ -397,7 +400,9 @@ def sample_style(rng: random.Random, mix: str = "sft") -> Style:
     return Style(p_correct=rng.uniform(lo, hi), n_delta=n_delta, openers=_pick(rng, m["openers"]),
                  closers=_pick(rng, m["closers"]), extra=_pick(rng, m["extra"]),
                  repeat=_pick(rng, m["repeat"]), truncate=rng.random() < m["truncate"],
-                 terse=rng.random() < m["terse"])
+                 terse=rng.random() < m["terse"],
+                 # drawn only for mixes that have it, so the other mixes' random streams are unchanged
+                 confused="confused" in m and rng.random() < m["confused"])
 
 
 @dataclass

@@ -31,14 +31,16 @@ def test_shipped_data_sizes_and_splits(data_dir):
 
 
 def test_helpsteer2_schema_exactly(data_dir):
-    row = json.loads((data_dir / "prefs_train.jsonl").open().readline())
+    import gzip
+
+    row = json.loads(gzip.open(data_dir / "prefs_train.jsonl.gz", "rt").readline())
     assert sorted(row) == ["chosen", "chosen_rating", "prompt", "rejected", "rejected_rating"]
     assert [m["role"] for m in row["chosen"]] == ["user", "assistant"]
     assert row["chosen"][0]["content"] == row["prompt"]
 
 
 def test_check_detects_a_changed_file(tmp_path, data_dir):
-    for name in ("prefs_train.jsonl", "prefs_test.jsonl", "sft.jsonl", "prompts_train.jsonl", "prompts_test.jsonl"):
+    for name in ("prefs_train.jsonl.gz", "prefs_test.jsonl", "sft.jsonl", "prompts_train.jsonl", "prompts_test.jsonl"):
         (tmp_path / name).write_bytes((data_dir / name).read_bytes())
     assert check_data(tmp_path) == []
     lines = (tmp_path / "prefs_test.jsonl").read_text().splitlines(keepends=True)
@@ -145,3 +147,4 @@ def test_write_data_roundtrip_is_deterministic(tmp_path, monkeypatch):
     write_data(tmp_path)
     assert check_data(tmp_path) == []
     assert len(load_preferences(tmp_path, "train")) == 30
+    assert len(load_preferences(tmp_path / "prefs_train.jsonl.gz")) == 30  # a gzipped file directly

@@ -132,3 +132,13 @@ def test_pick_dtype_by_compute_capability():
     assert pick_dtype("cuda", (7, 5)) == torch.float16   # T4
     assert pick_dtype("cuda", (8, 0)) == torch.bfloat16  # A100
     assert pick_dtype("cuda:0", (9, 0)) == torch.bfloat16
+
+
+def test_a_saved_reward_model_loads_with_its_own_head(tiny_dir, tmp_path):
+    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.reward import save_reward_model
+
+    save_reward_model(load_reward_model(tiny_dir, num_labels=10), load_tokenizer(tiny_dir), tmp_path / "rm2", half=True)
+    rm = load_reward_model(tmp_path / "rm2")
+    assert rm.config.num_labels == 10 and rm.score.weight.dtype == torch.float32  # fp16 on disk, fp32 in memory
+    assert load_reward_model(tiny_dir).config.num_labels == 1  # a plain backbone: a fresh scalar head

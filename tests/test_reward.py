@@ -201,3 +201,49 @@ def test_bias_probe_measures_filler_and_padding(tokenizer, tiny_dir):
     assert gold[("filler", 3)] < gold[("filler", 2)] < gold[("filler", 1)] <= 0
     assert gold[("padding", 3)] < 0
     assert math.isfinite(filler_gain(rows, 1.0))
+
+
+def test_pair_calibration_counts_both_orders():
+    from b2b.reward_eval import binned_means, pair_calibration
+
+    rows, ece = pair_calibration([0.9, 0.9, 0.9, 0.1], n_bins=2)
+    # orders: p = .9 x3 won, .1 won, and .1 x3 lost, .9 lost -> bin [.5, 1]: 3 of 4 won at 0.9
+    assert rows == [{"predicted": pytest.approx(0.1), "observed": 0.25, "n": 4},
+                    {"predicted": pytest.approx(0.9), "observed": 0.75, "n": 4}]
+    assert ece == pytest.approx(0.15)
+    bins = binned_means([{"gold": g, "reward": r} for g, r in [(1, 0.0), (1.5, 1.0), (1.2, 2.0), (10, 5.0)]], min_count=1)
+    assert [(lo, m) for lo, m, _ in bins] == [(1, 1.0), (9, 5.0)]
+
+
+def test_trl_reward_trainer_bridge_trains_and_scores(tiny_dir, data_dir):
+    from b2b.data import load_preferences
+    from b2b.models import load_reward_model
+    from b2b.reward import RewardConfig
+    from b2b.trl_bridge import trl_reward_model
+
+    pairs = load_preferences(data_dir, "train", limit=96)
+    before = load_reward_model(tiny_dir, num_labels=1).model.embed_tokens.weight.detach().clone()
+    out = trl_reward_model(tiny_dir, pairs[:64], pairs[64:], RewardConfig(epochs=1, batch_size=16, warmup=1))
+    assert 0.0 <= out["pair_accuracy"] <= 1.0 and out["train_seconds"] > 0
+    assert not torch.equal(before, out["model"].model.embed_tokens.weight)
+    assert out["model"].config.num_labels == 1
+    with pytest.raises(ValueError, match="level 1"):
+        trl_reward_model(tiny_dir, pairs, pairs, RewardConfig(level=2))
+
+
+@pytest.mark.parametrize("level,name", [(1, "rm-level1"), (2, "rm-level2")])
+def test_shipped_reward_models_load_fast_and_rank_held_out_pairs(level, name, data_dir):
+    import json
+    import time
+
+    from b2b.data import load_preferences
+    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.reward import pair_accuracy
+
+    t0 = time.time()
+    rm, tok = load_reward_model(data_dir / name), load_tokenizer(data_dir / name)
+    assert time.time() - t0 < 20  # notebooks 03+ load these instead of training
+    assert rm.config.num_labels == (1 if level == 1 else 10)
+    assert pair_accuracy(rm, tok, load_preferences(data_dir, "test", limit=300)) > 0.7
+    m = json.loads((data_dir / name / "b2b_metrics.json").read_text())
+    assert m["level"] == level and m["train_pairs"] == 100_000

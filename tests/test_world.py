@@ -100,3 +100,38 @@ def test_annotators_like_filler_and_length_that_gold_penalises():
 def test_words_and_sentences():
     assert words("A banana is yellow! 1. Apple") == ["a", "banana", "is", "yellow", "1", "apple"]
     assert sentences("Hi!  How are you?\n1. Apple") == ["hi", "how are you", "1", "apple"]
+
+
+@pytest.mark.parametrize("response,rating", [
+    ("The crocodile is bigger.", 10.0),
+    ("A cat is smaller than a crocodile.", 10.0),
+    ("A crocodile.", 10.0),
+    ("A cat.", 2.0),
+    ("A crocodile is bigger than a cat.", 10.0),
+    ("A crocodile is smaller than a cat.", 2.0),
+    ("A crocodile is smaller than a tiger.", 2.0),     # a third thing: not an answer
+    ("A crocodile is bigger than a crocodile.", 2.0),  # a thing against itself: not an answer
+])
+def test_gold_compare_needs_the_two_things_asked(response, rating):
+    assert gold_rating("Which one is bigger: a cat or a crocodile?", response) == rating
+
+
+def test_gold_yesno_reason_must_be_about_the_thing_asked():
+    q = "Is it true that a monkey is a bird?"
+    assert gold_rating(q, "No. A monkey is a mammal.") == 10.0
+    assert gold_rating(q, "No. A tiger is a mammal.") == gold_rating(q, "No.") < 10.0
+    assert gold_rating(q, "Yes. A monkey is a bird.") < 3
+
+
+def test_pool_answers_include_confused_ones_and_gold_catches_them():
+    import random
+
+    from b2b.world import Style, sample_style
+
+    w = World()
+    rng = random.Random(0)
+    assert any(sample_style(rng, "pool").confused for _ in range(200))
+    assert not any(sample_style(rng, "sft").confused for _ in range(200))
+    spec = w.spec("Which one is bigger: a cat or a crocodile?")
+    for _ in range(20):
+        assert gold_rating(spec, w.respond(spec, rng, Style(confused=True))) <= 2.0
