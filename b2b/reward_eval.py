@@ -144,3 +144,15 @@ def pair_calibration(win_probs, n_bins: int = 10) -> tuple[list[dict], float]:
 
     p = [float(x) for x in win_probs]
     return calibration(p + [1 - x for x in p], [True] * len(p) + [False] * len(p), n_bins)
+
+
+def spearman_by_family(rows: list[dict], world=None) -> dict[str, tuple[int, float]]:
+    """{family: (samples, Spearman of reward and gold)} over `gold_probe` rows: where a reward
+    model tracks gold and where it does not."""
+    from b2b.world import World
+
+    world = world or World()
+    fams: dict[str, list[dict]] = {}
+    for r in rows:
+        fams.setdefault(world.spec(r["prompt"]).family, []).append(r)
+    return {f: (len(rs), spearman([r["reward"] for r in rs], [r["gold"] for r in rs])) for f, rs in fams.items()}

@@ -247,3 +247,12 @@ def test_shipped_reward_models_load_fast_and_rank_held_out_pairs(level, name, da
     assert pair_accuracy(rm, tok, load_preferences(data_dir, "test", limit=300)) > 0.7
     m = json.loads((data_dir / name / "b2b_metrics.json").read_text())
     assert m["level"] == level and m["train_pairs"] == 100_000
+
+
+def test_spearman_by_family():
+    from b2b.reward_eval import spearman_by_family
+
+    rows = [{"prompt": "What colour is a banana?", "reward": r, "gold": g} for r, g in [(1, 2), (2, 3), (3, 9)]] + \
+           [{"prompt": "Which is bigger, a horse or a mouse?", "reward": r, "gold": g} for r, g in [(1, 9), (2, 5), (3, 1)]]
+    out = spearman_by_family(rows)
+    assert out["colour"] == (3, pytest.approx(1.0)) and out["compare"] == (3, pytest.approx(-1.0))
