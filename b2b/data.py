@@ -115,7 +115,8 @@ def load_preferences(source: str | Path, split: str | None = None, limit: int | 
     p = Path(str(source)).expanduser()
     if p.is_dir():
         p = p / f"prefs_{split or 'train'}.jsonl"
-        p = p if p.exists() or not p.with_suffix(".jsonl.gz").exists() else p.with_suffix(".jsonl.gz")
+        if not p.exists() and p.with_suffix(".jsonl.gz").exists():  # the shipped train pairs are gzipped
+            p = p.with_suffix(".jsonl.gz")
     if p.suffix in (".jsonl", ".gz") or p.exists():
         rows = read_jsonl(p)[:limit]
         return [validate_pair(r, f"{p}: line {n}") for n, r in rows]

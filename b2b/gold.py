@@ -177,7 +177,7 @@ def _yesno_score(spec, sents):
             says = ask in sw and (("cannot" not in sw and "can" in sw) == truth)
         else:
             says = (t.group if t.kind == "animal" else t.kind) in sw
-        named = _things_named(sw)
+        named = _things_named(sw) or ([t.name] if {"it", "they"} & set(sw) else [])  # "It cannot fly."
         if says and named and set(named) == {t.name}:
             why = True
             break

@@ -132,7 +132,7 @@ def _yesno(spec, rng, style):
         return [f"{word}."]
     if ask in ("fly", "swim"):
         return [f"{word}, {t.plural} {'can' if says else 'cannot'} {ask}."]
-    if style.confused and not style.terse and ask not in ("fly", "swim"):  # a reason about another thing
+    if style.confused:  # a reason about another thing
         o = rng.choice([x for x in KB if x.kind == t.kind and x is not t])
         return [f"{word}.", f"{cap(o.a)} is {_article(o.group) if o.kind == 'animal' else _article(o.kind)}."]
     if says == truth:  # explanation names the true group

@@ -121,6 +121,7 @@ def test_gold_yesno_reason_must_be_about_the_thing_asked():
     assert gold_rating(q, "No. A monkey is a mammal.") == 10.0
     assert gold_rating(q, "No. A tiger is a mammal.") == gold_rating(q, "No.") < 10.0
     assert gold_rating(q, "Yes. A monkey is a bird.") < 3
+    assert gold_rating("Can a penguin fly?", "No, it cannot fly.") == 10.0  # "it" is the thing asked
 
 
 def test_pool_answers_include_confused_ones_and_gold_catches_them():
