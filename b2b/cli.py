@@ -3,7 +3,9 @@
     b2b build-data [--out data] [--check]        # the tiny world's data files
     b2b build-tiny [--data data] [--steps N]     # the tiny SFT policy in data/tiny-sft
     b2b evaluate --policy PATH [--reward-model PATH] [--n N] [--json]
-    b2b run --level 1|2 --only-reward-model [--data PATH] [--out DIR] [--json]
+    b2b run [--level 1|2] [--algo reinforce] [--steps N] [--batch-size B] [--skip-reward-training]
+            [--only-reward-model] [--repetition-penalty X] [--ngram-penalty X] [--config FILE.yaml]
+            [--profile P] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
     b2b build-reward-models [--data data]        # the shipped tiny reward models
     b2b figures [--out img]                      # the README's figures
 
@@ -17,6 +19,7 @@ import sys
 import time
 
 from b2b.errors import B2BError
+from b2b.train import comparison_table
 
 
 def _cmd_build_data(args) -> int:
@@ -56,21 +59,28 @@ def _cmd_build_tiny(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from pathlib import Path
+
     from b2b.config import default_device, get_profile
     from b2b.data import heldout_prompts
     from b2b.evaluate import evaluate_policy
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.models import load_policy, load_reward_model, load_tokenizer, resolve_model_source
 
     profile = get_profile(args.profile)
     device = default_device()
     tok = load_tokenizer(args.policy)
     policy = load_policy(args.policy, device)
-    rm = load_reward_model(args.reward_model, device=device) if args.reward_model else None
+    run_file = Path(str(args.policy)) / "b2b_run.json"  # a policy saved by `b2b run`: its reward model and sampler
+    run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    rm_path = args.reward_model or run.get("reward_model")
+    rm = load_reward_model(rm_path, device=device) if rm_path else None
     prompts = heldout_prompts(profile, args.n)
-    args.max_new_tokens = args.max_new_tokens or profile.max_new_tokens
+    args.max_new_tokens = args.max_new_tokens or run.get("max_new_tokens") or profile.max_new_tokens
+    kw = dict(world=profile.world, batch_size=profile.sample_batch, max_new_tokens=args.max_new_tokens,
+              temperature=args.temperature, seed=args.seed, readout=run.get("readout", "expected"),
+              repetition_penalty=run.get("repetition_penalty", 1.0))
     t0 = time.time()
-    res = evaluate_policy(policy, tok, prompts, rm, world=profile.world, batch_size=profile.sample_batch,
-                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    res = evaluate_policy(policy, tok, prompts, rm, **kw)
     seconds = time.time() - t0
     samples = res.pop("samples")
     print(f"b2b evaluate  policy={args.policy}  profile={profile.name}  prompts={len(prompts)}  "
@@ -83,8 +93,19 @@ def _cmd_evaluate(args) -> int:
     for s in samples[:args.samples]:
         extra = "".join(f"  {k}={s[k]:.2f}" for k in ("gold", "proxy") if k in s)
         print(f"  {s['prompt']!r} -> {s['response']!r}{extra}")
+    extra = {}
+    def where(x):
+        src = resolve_model_source(x)
+        return str(Path(src).resolve()) if Path(src).exists() else src
+    if where(args.policy) != where(profile.policy):  # a trained policy: compare with the SFT policy
+        sft = evaluate_policy(load_policy(profile.policy, device), load_tokenizer(profile.policy), prompts, rm, **kw)
+        sft.pop("samples")
+        print(f"compared with the SFT policy ({profile.policy}) on the same prompts:")
+        print(comparison_table(sft, res, "RL policy"))
+        extra["sft"] = sft
     if args.json:
-        print(json.dumps({**res, "profile": profile.name, "policy": str(args.policy), "seconds": round(seconds, 2)}))
+        print(json.dumps({**res, **extra, "profile": profile.name, "policy": str(args.policy),
+                          "seconds": round(seconds, 2)}))
     return 0
 
 
@@ -101,28 +122,129 @@ def _print_reward_metrics(m: dict) -> None:
                        ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")])
 
 
+def _read_config(path: str) -> dict:
+    """A YAML config: keys of `b2b.train.RLConfig` at the top level, `RewardConfig` keys under
+    `reward:`. Unknown keys and wrong types are one-line errors naming the file and key."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from b2b.errors import ConfigError
+    from b2b.reward import RewardConfig
+    from b2b.train import RLConfig
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+
+    def check(d: dict, cls, where: str) -> dict:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        defaults = cls()
+        for k, v in d.items():
+            if k not in fields:
+                raise ConfigError(f"{path}: unknown key '{where}{k}' (expected one of: {', '.join(fields)})")
+            want = getattr(defaults, k)
+            ok = (v is None and want is None) or (
+                isinstance(v, bool) if isinstance(want, bool) else
+                isinstance(v, int) and not isinstance(v, bool) if isinstance(want, int) else
+                isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(want, float) else
+                isinstance(v, type(want)) if want is not None else isinstance(v, int))
+            if not ok:
+                raise ConfigError(f"{path}: key '{where}{k}': expected {type(want).__name__ if want is not None else 'int'}, "
+                                  f"got {v!r}")
+        return d
+
+    reward = raw.pop("reward", None) or {}
+    if not isinstance(reward, dict):
+        raise ConfigError(f"{path}: key 'reward': expected a mapping of reward-model settings")
+    return {"rl": check(raw, RLConfig, ""), "reward": check(reward, RewardConfig, "reward.")}
+
+
+ALGO_NAMES = {"reinforce": "REINFORCE"}
+
+
 def _cmd_run(args) -> int:
     import dataclasses
+    from pathlib import Path
 
-    from b2b.config import get_profile
+    from b2b.config import default_device, get_profile
     from b2b.errors import ConfigError
     from b2b.pipeline import reward_config, reward_stage
 
-    if not args.only_reward_model:
-        raise ConfigError("run: the RL stage is not part of b2b yet; use --only-reward-model "
-                          "(trains and evaluates the reward model)")
     profile = get_profile(args.profile)
-    cfg = reward_config(profile, args.level, seed=args.seed)
+    file_cfg = _read_config(args.config) if args.config else {"rl": {}, "reward": {}}
+    cfg = reward_config(profile, args.level, **{"seed": args.seed, **file_cfg["reward"]})
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
-    out = args.out or f"runs/rm-level{args.level}"
-    _, _, m, _, _ = reward_stage(profile, args.level, args.data, out, cfg, progress=not args.json)
     kind = "Bradley-Terry regression" if args.level == 1 else "ten-class ordinal"
-    print(f"b2b run --level {args.level} --only-reward-model  ({kind} reward model, profile={profile.name}, "
-          f"{m['train_pairs']} pairs) -> {out}")
-    _print_reward_metrics(m)
+    if args.only_reward_model:
+        if args.skip_reward_training:
+            raise ConfigError("run: --only-reward-model and --skip-reward-training exclude each other")
+        out = args.out or f"runs/rm-level{args.level}"
+        _, _, m, _, _ = reward_stage(profile, args.level, args.data, out, cfg, progress=not args.json)
+        print(f"b2b run --level {args.level} --only-reward-model  ({kind} reward model, profile={profile.name}, "
+              f"{m['train_pairs']} pairs) -> {out}")
+        _print_reward_metrics(m)
+        if args.json:
+            print(json.dumps(m))
+        return 0
+
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.pipeline import rl_config, rl_prompts, shipped_reward_model
+    from b2b.train import summary, train
+
+    out = Path(args.resume or args.out or f"runs/level{args.level}-{args.algo}")
+    rl = rl_config(profile, args.algo, **{"seed": args.seed, **file_cfg["rl"]})
+    flags = {"steps": args.steps, "batch_size": args.batch_size, "repetition_penalty": args.repetition_penalty,
+             "ngram_penalty": args.ngram_penalty, "lr": args.lr}
+    rl = dataclasses.replace(rl, **{k: v for k, v in flags.items() if v is not None}).validate()
+    if not args.resume and not args.overwrite and (out / "checkpoints").is_dir():
+        raise ConfigError(f"run: {out} already holds a run; --resume {out} continues it, --overwrite starts over")
+    device = default_device()
+    t0 = time.time()
+    rm_dir = out / "reward_model"
+    if args.resume or args.skip_reward_training:
+        if not (rm_dir / "config.json").exists():
+            rm_dir = shipped_reward_model(profile, args.level)
+            if rm_dir is None:
+                raise ConfigError(f"run: --skip-reward-training: no reward model in {out / 'reward_model'} and none "
+                                  f"shipped for profile {profile.name}; train one first (drop the flag)")
+        rm = load_reward_model(rm_dir, device=device)
+        print(f"reward model: {rm_dir} ({kind}, not retrained)")
+    else:
+        rm, _, m, _, _ = reward_stage(profile, args.level, args.data, rm_dir, cfg, progress=not args.json)
+        print(f"reward model: {kind}, {m['train_pairs']} pairs -> {rm_dir}")
+        _print_reward_metrics(m)
+    prompts, eval_prompts, world = rl_prompts(profile, args.data)
+    tok = load_tokenizer(profile.policy)
+    policy = load_policy(profile.policy, device, trainable=True)
+    print(f"RL: {args.algo}, {rl.steps} steps x {rl.batch_size} rollouts, lr {rl.lr:g}, "
+          f"repetition penalty {rl.repetition_penalty:g} (sampling) / {rl.ngram_penalty:g} (reward), "
+          f"profile={profile.name} -> {out}")
+    history = train(policy, tok, rm, prompts, rl, eval_prompts=eval_prompts, world=world, out=out,
+                    resume=args.resume, overwrite=args.overwrite, progress=not args.json,
+                    eval_batch_size=profile.sample_batch)
+    policy.save_pretrained(out / "policy")
+    tok.save_pretrained(out / "policy")
+    (out / "policy" / "b2b_run.json").write_text(json.dumps(
+        {"reward_model": str(Path(rm_dir).resolve()), "level": args.level, "readout": rl.readout,
+         "temperature": rl.temperature, "repetition_penalty": rl.repetition_penalty,
+         "max_new_tokens": rl.max_new_tokens}, indent=1) + "\n")
+    res = summary(history, time.time() - t0)
+    print(f"held-out evaluation ({len(eval_prompts)} prompts), before and after {res['steps']} steps:")
+    print(comparison_table(res["sft"], res["final"], ALGO_NAMES.get(args.algo, args.algo)))
+    if res["peak_gold_mean"] is not None:
+        print(f"peak gold {res['peak_gold_mean']:.3f} at step {res['peak_step']}; "
+              f"median step {res['median_step_s']:.2f} s; policy -> {out / 'policy'}")
     if args.json:
-        print(json.dumps(m))
+        print(json.dumps(res))
     return 0
 
 
@@ -173,12 +295,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=8, help="samples to print")
     ev.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
-    rn = sub.add_parser("run", help="the pipeline: a reward model (--only-reward-model), then RL")
+    rn = sub.add_parser("run", help="the pipeline: a reward model, then RL (vanilla REINFORCE by default)")
     rn.add_argument("--level", type=int, choices=(1, 2), default=1,
                     help="1: Bradley-Terry regression reward model; 2: ten-class ordinal")
     rn.add_argument("--only-reward-model", action="store_true", help="train and evaluate the reward model only")
     rn.add_argument("--data", default=None, help="preference data: JSONL file, data directory or hub dataset id")
-    rn.add_argument("--out", default=None, help="output directory (default: runs/rm-levelL)")
+    rn.add_argument("--algo", default="reinforce", choices=("reinforce",), help="RL algorithm (default: reinforce)")
+    rn.add_argument("--skip-reward-training", action="store_true",
+                    help="use the run's reward model, or the shipped one (tiny world), instead of training one")
+    rn.add_argument("--steps", type=int, default=None, help="RL steps (default: the profile's notebook settings)")
+    rn.add_argument("--batch-size", type=int, default=None, help="rollouts per RL step")
+    rn.add_argument("--lr", type=float, default=None, help="policy learning rate")
+    rn.add_argument("--repetition-penalty", type=float, default=None,
+                    help="sampling-time repetition penalty (1.0: off; the seed used 1.2)")
+    rn.add_argument("--ngram-penalty", type=float, default=None,
+                    help="reward-side penalty per share of repeated 3-grams (0: off)")
+    rn.add_argument("--config", default=None, help="YAML file of RL settings (reward-model ones under 'reward:')")
+    rn.add_argument("--resume", default=None, help="continue the run in this directory from its last checkpoint")
+    rn.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a run")
+    rn.add_argument("--out", default=None,
+                    help="output directory (default: runs/levelL-ALGO; runs/rm-levelL with --only-reward-model)")
     rn.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
     rn.add_argument("--epochs", type=float, default=None, help="reward-model epochs (default: the profile's)")
     rn.add_argument("--seed", type=int, default=0)

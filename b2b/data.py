@@ -2,6 +2,8 @@
 
 One schema, HelpSteer2-binarized's: `prompt` (str), `chosen` and `rejected` (lists of chat
 messages ending with the assistant turn), optional `chosen_rating` / `rejected_rating`.
+`chosen` / `rejected` may also be plain response strings (the prompt becomes the user turn), and
+files may be CSV with those columns (as the seed's data was) as well as JSONL.
 Every problem is a one-line `DataError` naming the file, the line (or row) and the field:
 
     data/prefs_train.jsonl: line 12: field 'chosen': expected a list of chat messages ending
@@ -68,7 +70,14 @@ def validate_pair(row, where: str) -> dict:
                         + (repr(row["prompt"]) if isinstance(row["prompt"], str) else _kind(row["prompt"])))
     out = {"prompt": row["prompt"]}
     for f in ("chosen", "rejected"):
-        out[f] = _check_messages(row[f], where, f)
+        v = row[f]
+        if isinstance(v, str):  # a plain response: the conversation is the prompt, then it
+            if not v.strip():
+                raise DataError(f"{where}: field '{f}': expected a non-empty response, got {v!r}")
+            v = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": v}]
+        out[f] = _check_messages(v, where, f)
+    if out["chosen"][-1]["content"] == out["rejected"][-1]["content"]:
+        raise DataError(f"{where}: fields 'chosen'/'rejected': expected two different responses, got the same text")
     if out["chosen"][:-1] != out["rejected"][:-1]:
         raise DataError(f"{where}: fields 'chosen'/'rejected': expected the same conversation before the last turn")
     for f in RATING_FIELDS:
@@ -99,6 +108,51 @@ def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
     return rows
 
 
+def read_csv(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, row) of a CSV file with a header; ratings are converted to numbers and
+    cells holding a JSON list (chat messages) are parsed; blank ratings become None."""
+    import csv
+    import io
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: expected UTF-8 text ({e.reason} at byte {e.start})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise DataError(f"{path}: empty file (expected a header line with {', '.join(PAIR_FIELDS)})")
+    missing = [f for f in PAIR_FIELDS if f not in reader.fieldnames]
+    if missing:
+        raise DataError(f"{path}: missing column '{missing[0]}' (expected columns {', '.join(PAIR_FIELDS)}; "
+                        f"found {', '.join(reader.fieldnames)})")
+    rows = []
+    for row in reader:
+        n = reader.line_num
+        for f in ("chosen", "rejected"):
+            v = row.get(f)
+            if isinstance(v, str) and v.lstrip().startswith("[{"):
+                try:
+                    row[f] = json.loads(v)
+                except json.JSONDecodeError:
+                    pass  # plain text that happens to start with "[{"
+        for f in RATING_FIELDS:
+            v = row.get(f)
+            if v is None or not v.strip():
+                row[f] = None
+                continue
+            try:
+                row[f] = float(v)
+            except ValueError:
+                raise DataError(f"{path}: line {n}: field '{f}': expected a number, got {v!r}") from None
+        rows.append((n, row))
+    if not rows:
+        raise DataError(f"{path}: no rows after the header")
+    return rows
+
+
 def _hub_rows(name: str, split: str | None):
     import datasets
 
@@ -109,7 +163,7 @@ def _hub_rows(name: str, split: str | None):
 
 
 def load_preferences(source: str | Path, split: str | None = None, limit: int | None = None) -> list[dict]:
-    """Validated preference pairs from a JSONL file (optionally gzipped), a data directory
+    """Validated preference pairs from a JSONL file (optionally gzipped), a CSV file, a data directory
     (`prefs_{split}.jsonl[.gz]`, split defaults to 'train') or a hub dataset id (e.g.
     HelpSteer2-binarized, split 'average_rating')."""
     p = Path(str(source)).expanduser()
@@ -117,12 +171,26 @@ def load_preferences(source: str | Path, split: str | None = None, limit: int | 
         p = p / f"prefs_{split or 'train'}.jsonl"
         if not p.exists() and p.with_suffix(".jsonl.gz").exists():  # the shipped train pairs are gzipped
             p = p.with_suffix(".jsonl.gz")
+    if p.suffix == ".csv":
+        rows = read_csv(p)[:limit]
+        return [validate_pair(r, f"{p}: line {n}") for n, r in rows]
     if p.suffix in (".jsonl", ".gz") or p.exists():
         rows = read_jsonl(p)[:limit]
         return [validate_pair(r, f"{p}: line {n}") for n, r in rows]
     rows = _hub_rows(str(source), split)
     n = len(rows) if limit is None else min(limit, len(rows))
-    return [validate_pair(rows[i], f"{source} [{split}]: row {i}") for i in range(n)]
+    out, same = [], 0
+    for i in range(n):
+        try:
+            out.append(validate_pair(rows[i], f"{source} [{split}]: row {i}"))
+        except DataError as e:  # a hub dataset cannot be fixed by its user: tie rows are skipped, and said so
+            if "two different responses" not in str(e):
+                raise
+            same += 1
+    if same:
+        import warnings
+        warnings.warn(f"{source} [{split}]: skipped {same} rows whose chosen and rejected responses are identical")
+    return out
 
 
 def load_prompts(source: str | Path, split: str = "test", limit: int | None = None) -> list[str]:

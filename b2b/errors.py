@@ -15,3 +15,7 @@ class ModelError(B2BError):
 
 class ConfigError(B2BError):
     """An unknown profile, option or value."""
+
+
+class TrainingError(B2BError):
+    """Training stopped: a NaN/inf in a reward, log-prob, loss or gradient (names step and tensor)."""

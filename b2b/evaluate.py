@@ -26,18 +26,24 @@ def proxy_rewards(reward_model, rollout: Rollout, readout: str = "expected") -> 
 
 @torch.no_grad()
 def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new_tokens: int = 64,
-                temperature: float = 1.0, seed: int = 0, reward_model=None, readout: str = "expected") -> dict:
+                temperature: float = 1.0, seed: int = 0, reward_model=None, readout: str = "expected",
+                repetition_penalty: float = 1.0) -> dict:
     """One completion per prompt, sampled in batches: texts, finished flags, token lengths and,
-    with a reward model, its raw outputs (`scores`, (N, K)) and rewards (`proxy`)."""
+    with a reward model, its raw outputs (`scores`, (N, K)) and rewards (`proxy`). A callable
+    `reward_model(prompts, completions, finished)` gives `proxy` only."""
     device = next(policy.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     out = {"texts": [], "finished": [], "lengths": [], "scores": [], "proxy": []}
     for i in range(0, len(prompts), batch_size):
-        ro = sample_completions(policy, tokenizer, prompts[i:i + batch_size], max_new_tokens, temperature, gen)
-        out["texts"] += decode_completions(tokenizer, ro)
-        out["finished"] += ro.finished(tokenizer.eos_token_id).tolist()
+        ro = sample_completions(policy, tokenizer, prompts[i:i + batch_size], max_new_tokens, temperature, gen,
+                                repetition_penalty)
+        texts, finished = decode_completions(tokenizer, ro), ro.finished(tokenizer.eos_token_id).tolist()
+        out["texts"] += texts
+        out["finished"] += finished
         out["lengths"] += ro.lengths.tolist()
-        if reward_model is not None:
+        if reward_model is not None and not isinstance(reward_model, torch.nn.Module):  # a reward function
+            out["proxy"] += [float(x) for x in reward_model(prompts[i:i + batch_size], texts, finished)]
+        elif reward_model is not None:
             scores = reward_scores(reward_model, ro.input_ids, ro.attention_mask)
             out["scores"].append(scores.cpu())
             out["proxy"] += scalar_reward(scores, readout).tolist()
@@ -47,9 +53,10 @@ def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new
 
 def evaluate_policy(policy, tokenizer, prompts: list[str], reward_model=None, world: bool = True,
                     batch_size: int = 128, max_new_tokens: int = 64, temperature: float = 1.0,
-                    seed: int = 0, readout: str = "expected") -> dict:
+                    seed: int = 0, readout: str = "expected", repetition_penalty: float = 1.0) -> dict:
     """Sample one completion per prompt and summarise (keys as in `b2b evaluate --json`)."""
-    s = sample_many(policy, tokenizer, prompts, batch_size, max_new_tokens, temperature, seed, reward_model, readout)
+    s = sample_many(policy, tokenizer, prompts, batch_size, max_new_tokens, temperature, seed, reward_model, readout,
+                    repetition_penalty)
     texts, finished = s["texts"], s["finished"]
     out = {"n": len(prompts), "eos_rate": sum(finished) / len(prompts),
            "distinct_2": distinct_n(texts), "mean_length": statistics.fmean(s["lengths"])}

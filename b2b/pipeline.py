@@ -77,3 +77,42 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
         save_reward_model(rm, tok, out, half=half)
         metrics["out"] = str(out)
     return rm, tok, metrics, history, rows
+
+
+# ----------------------------------------------------------------------------- the RL stage
+
+def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
+    """The RL settings of a profile: notebook 03's (vanilla REINFORCE) in `tiny`, a few short steps in
+    `ci`, SmolLM2-sized ones in `colab`. `b2b run` uses these, so the CLI and the notebooks agree."""
+    from b2b.train import RLConfig
+
+    if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
+        cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
+                       eval_prompts=128)
+    else:
+        cfg = RLConfig(algo=algo)
+        if profile.name == "ci":
+            cfg = dataclasses.replace(cfg, steps=max(4, int(cfg.steps * profile.scale)), batch_size=16,
+                                      eval_every=5, eval_prompts=32, checkpoint_every=5)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def rl_prompts(profile: Profile, data: str | None = None) -> tuple[list[str], list[str], bool]:
+    """(training prompts, held-out prompts, world) for a run: the tiny world's prompt files, or the
+    prompts of a preference dataset split by a stable hash (then `world` is False: no gold judge)."""
+    from b2b.data import MAX_PROMPT_CHARS, load_prompts
+
+    if data is None and profile.world:
+        return (load_prompts(profile.preferences, "train"), heldout_prompts(profile), True)
+    train, test = preference_splits(profile, data)
+    def uniq(pairs):
+        return [p for p in dict.fromkeys(x["prompt"] for x in pairs) if len(p) <= MAX_PROMPT_CHARS]
+    return uniq(train), uniq(test)[: profile.eval_prompts], False
+
+
+def shipped_reward_model(profile: Profile, level: int) -> Path | None:
+    """The reward model shipped in `data/` for a tiny-world profile, else None."""
+    if not profile.world:
+        return None
+    p = Path(profile.preferences) / SHIPPED_REWARD_MODELS[level]
+    return p if (p / "config.json").exists() else None

@@ -196,3 +196,38 @@ def plot_calibration(models: dict[str, list[dict]]):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None):
+    """A run at a glance: proxy reward and gold (training batches, smoothed; held-out evaluations
+    as dots), completion length, policy entropy and distinct-2. `extra`: more runs to overlay,
+    {label: history}."""
+    runs = {title: history, **(extra or {})}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.4))
+    panels = [(axes[0, 0], "reward/proxy_mean", "proxy_mean", "proxy reward (reward model)"),
+              (axes[0, 1], "reward/gold_mean", "gold_mean", "gold rating (tiny world's judge)"),
+              (axes[1, 0], "completions/mean_length", "mean_length", "completion length (tokens)"),
+              (axes[1, 1], "policy/entropy", None, "policy entropy (nats / token)")]
+    for i, (label, h) in enumerate(runs.items()):
+        color = f"C{i}"
+        for ax, key, ekey, name in panels:
+            steps, ys = h.series(key)
+            if ys:
+                ax.plot(steps, _smooth(ys, window), color=color, label=label)
+            if ekey:
+                es, ev = h.series(ekey, "evals")
+                if ev:
+                    ax.plot(es, ev, "o", color=color, ms=4, label=f"{label}: held-out" if ax is axes[0, 0] else None)
+            ax.set_title(name, fontsize=10)
+            ax.grid(alpha=0.3)
+    ax2 = axes[1, 1].twinx()
+    for i, (label, h) in enumerate(runs.items()):
+        steps, ys = h.series("completions/distinct_2")
+        ax2.plot(steps, _smooth(ys, window), color=f"C{i}", ls=":", alpha=0.8)
+    ax2.set_ylabel("distinct-2 (dotted)")
+    for ax in axes[1]:
+        ax.set_xlabel("RL step")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"{title}: lines = training batches (smoothed over {window} steps), dots = held-out evaluations")
+    fig.tight_layout()
+    return fig

@@ -92,14 +92,31 @@ def _sample(logits: Tensor, temperature: float, generator: torch.Generator | Non
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
 
 
+def repetition_penalized(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """Sampling-time repetition penalty (CTRL; transformers' `repetition_penalty`): the logit of
+    every token already in the sequence (prompt included) is divided by `penalty` if positive and
+    multiplied by it if negative, so a seen token always becomes less likely.
+
+        z'_v = z_v / penalty  if seen_v and z_v > 0;   z_v * penalty  if seen_v and z_v <= 0;   z_v otherwise
+
+    `seen` is a (B, V) boolean mask. The sampler then draws from softmax(z' / T), which is not the
+    policy: the samples are off-policy (see `Rollout.sampler_logprobs`).
+    """
+    z = logits.float()
+    return torch.where(seen, torch.where(z > 0, z / penalty, z * penalty), z)
+
+
 @torch.no_grad()  # not inference_mode: the ids feed the training forward pass
 def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
-                       temperature: float = 1.0, generator: torch.Generator | None = None) -> Rollout:
+                       temperature: float = 1.0, generator: torch.Generator | None = None,
+                       repetition_penalty: float = 1.0) -> Rollout:
     """Sample one completion per prompt, all prompts in one batch, with a KV cache.
 
-    Plain ancestral sampling from softmax(logits / temperature): no top-k, top-p or repetition
-    penalty, so at temperature 1 the samples are exactly on-policy. `generator` (on the model's
-    device) makes the samples reproducible.
+    Plain ancestral sampling from softmax(logits / temperature): no top-k, top-p, and no
+    repetition penalty unless `repetition_penalty` != 1 (see `repetition_penalized`), so at
+    temperature 1 without the penalty the samples are exactly on-policy. `generator` (on the
+    model's device) makes the samples reproducible. `sampler_logprobs` are the log-probs under
+    the distribution actually sampled from (penalty and temperature included).
     """
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
@@ -110,10 +127,16 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
     cache, logits = out.past_key_values, out.logits[:, -1]
     next_pos = pos[:, -1] + 1
     B = ids.shape[0]
+    penalize = repetition_penalty != 1.0
+    if penalize:  # tokens of the (unpadded) prompt count as seen, as in transformers
+        seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=device)
+        seen.scatter_(1, torch.where(mask.bool(), ids, ids[:, -1:]), True)  # pads -> a real token
     done = torch.zeros(B, dtype=torch.bool, device=device)
     tokens, logps = [], []
     attn = mask
     for _ in range(max_new_tokens):
+        if penalize:
+            logits = repetition_penalized(logits, seen, repetition_penalty)
         tok, lp = _sample(logits, temperature, generator)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         tokens.append(tok)
@@ -121,6 +144,8 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
         done = done | (tok == eos)
         if bool(done.all()):
             break
+        if penalize:
+            seen.scatter_(1, tok[:, None], True)
         attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
                     past_key_values=cache, use_cache=True)
@@ -132,26 +157,34 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
 
 
 def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                        completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+                        completion_mask: Tensor, temperature: float = 1.0, with_entropy: bool = False):
     """(B, C) log pi(y_t | x, y_<t) of each completion token, 0 where masked. One forward pass.
 
     The logits at position P - 1 + t predict completion token t; only those C positions go
     through the LM head (`logits_to_keep`), and log-softmax is computed as
     logit[y] - logsumexp(logits) without materialising a (B, C, V) log-prob tensor.
+    With `with_entropy`, also the (B, C) entropy H_t = logsumexp(z) - sum_v softmax(z)_v z_v of
+    each next-token distribution (no gradient), from the same logits.
     """
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     mask = torch.cat([prompt_mask, completion_mask], dim=1)
     C = completion_ids.shape[1]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                    logits_to_keep=C + 1).logits[:, :-1].float() / temperature  # (B, C, V)
+    lse = logits.logsumexp(-1)
     chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)
-    return (chosen - logits.logsumexp(-1)) * completion_mask
+    logp = (chosen - lse) * completion_mask
+    if not with_entropy:
+        return logp
+    with torch.no_grad():
+        entropy = (lse - (logits.softmax(-1) * logits).sum(-1)) * completion_mask
+    return logp, entropy
 
 
-def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> Tensor:
+def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False):
     """`completion_logprobs` of a `Rollout` under `model` (policy or reference)."""
     return completion_logprobs(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
-                               rollout.completion_mask, temperature)
+                               rollout.completion_mask, temperature, with_entropy)
 
 
 def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

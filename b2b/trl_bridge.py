@@ -10,6 +10,7 @@ pad token. Its loss is the same Bradley-Terry loss, -log sigmoid(r_w - r_l).
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 import warnings
@@ -46,6 +47,7 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
     tok = load_tokenizer(backbone)
     torch.manual_seed(cfg.seed)
     model = load_reward_model(backbone, num_labels=1, pad_token_id=tok.pad_token_id)
+    own_dir = out_dir is None  # nothing is saved (save_strategy="no"); a temporary dir is removed after
     out_dir = out_dir or tempfile.mkdtemp(prefix="b2b-trl-rm-")
     with warnings.catch_warnings():  # transformers renames gradient_checkpointing; TRL still sets it
         warnings.simplefilter("ignore", FutureWarning)
@@ -69,6 +71,8 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
         seconds = time.time() - t0
     finally:
         hf_logging.set_verbosity(level)
+        if own_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
     model.eval()
     return {"pair_accuracy": hf_pair_accuracy(model, tok, test_pairs), "train_seconds": seconds, "model": model,
             "tokenizer": tok, "log": trainer.state.log_history}

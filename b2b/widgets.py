@@ -88,3 +88,24 @@ def temperature_explorer(policy, tokenizer, prompts: list[str], gold: bool = Tru
     temp.observe(redraw, names="value")
     redraw()
     return w.VBox([w.HBox([temp, seed, button]), out])
+
+
+def _samples_html(rows: list[dict], step: int) -> str:
+    sel = [r for r in rows if r["step"] == step]
+    cols = [c for c in ("prompt", "response", "gold") if any(c in r for r in sel)]
+    return f"<p><b>step {step}</b></p>" + table_html(sel, cols)
+
+
+def sample_replay(history, start: int | None = None):
+    """Replay the samples a run logged: a slider over the steps with logged samples, showing each
+    prompt, completion and gold rating. Returns the widget (its first view is also plain HTML)."""
+    import ipywidgets as w
+
+    steps = sorted({r["step"] for r in history.samples})
+    if not steps:
+        raise ValueError("sample_replay: the run logged no samples (set sample_every > 0)")
+    first = start if start in steps else steps[0]
+    out = w.HTML(_samples_html(history.samples, first))
+    slider = w.SelectionSlider(options=steps, value=first, description="step", continuous_update=False)
+    slider.observe(lambda ch: setattr(out, "value", _samples_html(history.samples, ch["new"])), names="value")
+    return w.VBox([slider, out])

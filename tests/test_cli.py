@@ -76,3 +76,33 @@ def test_python_dash_m_and_console_script_agree():
     if exe is None:
         pytest.skip("console script not on PATH (package not installed)")
     assert subprocess.run([exe, "--help"], capture_output=True, text=True).stdout == r.stdout.replace("__main__.py", "b2b")
+
+
+def test_run_json_contract_and_evaluate_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--skip-reward-training", "--steps", "2", "--batch-size", "8", "--out", str(out),
+                 "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(lines[-1])
+    for part in ("sft", "final"):
+        assert set(res[part]) == {"proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate"}
+    assert res["steps"] == 2 and isinstance(res["seconds"], float)
+    assert res["peak_gold_mean"] >= max(res["sft"]["gold_mean"], res["final"]["gold_mean"]) - 1e-9
+    assert any(line.startswith("| Model | Eval Reward | Improvement |") for line in lines)
+    assert main(["evaluate", "--policy", str(out / "policy"), "--n", "8", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    ev = json.loads(lines[-1])
+    assert "proxy_mean" in ev and "proxy_mean" in ev["sft"]       # the run's reward model, found from the policy
+    assert any(line.startswith("| RL policy |") for line in lines)
+    r = _run("run", "--skip-reward-training", "--steps", "2", "--out", str(out))
+    assert r.returncode == 2 and "already holds a run" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("text,msg", [("stepz: 3\n", "unknown key 'stepz'"), ("steps: three\n", "key 'steps': expected int"),
+                                      ("reward:\n  lr: fast\n", "key 'reward.lr': expected float"),
+                                      ("- 1\n", "expected a mapping")])
+def test_run_config_file_errors_name_the_key(tmp_path, text, msg):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    r = _run("run", "--config", str(f), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and msg in r.stderr and str(f) in r.stderr and "Traceback" not in r.stderr

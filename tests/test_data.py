@@ -71,7 +71,9 @@ CASES = [
     (_bad(rejected=KeyError), "missing field 'rejected'"),
     (_bad(prompt="  "), "field 'prompt': expected non-empty text"),
     (_bad(prompt=3), "field 'prompt': expected non-empty text, got int"),
-    (_bad(chosen="Hello!"), "field 'chosen': expected a list of chat messages"),
+    (_bad(chosen="  "), "field 'chosen': expected a non-empty response"),
+    (_bad(chosen=7), "field 'chosen': expected a list of chat messages"),
+    (_bad(rejected=GOOD["chosen"]), "fields 'chosen'/'rejected': expected two different responses"),
     (_bad(chosen=[]), "field 'chosen': expected a list of chat messages"),
     (_bad(chosen=[{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": ""}]), "field 'chosen[1].content': expected non-empty text"),
     (_bad(chosen=[{"role": "user", "content": "Hi!"}, {"role": "bot", "content": "Hey"}]), "field 'chosen[1].role': expected one of system, user, assistant"),
@@ -148,3 +150,30 @@ def test_write_data_roundtrip_is_deterministic(tmp_path, monkeypatch):
     assert check_data(tmp_path) == []
     assert len(load_preferences(tmp_path, "train")) == 30
     assert len(load_preferences(tmp_path / "prefs_train.jsonl.gz")) == 30  # a gzipped file directly
+
+
+def test_plain_string_responses_and_csv_files(tmp_path):
+    row = {"prompt": "Hi!", "chosen": "Hello! How can I help?", "rejected": "Go away.", "chosen_rating": 3}
+    out = load_preferences(_write(tmp_path, [row]))[0]
+    assert out["chosen"] == [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    assert out["chosen_rating"] == 3.0 and out["rejected_rating"] is None
+    import csv
+    path = tmp_path / "prefs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "chosen", "rejected", "chosen_rating", "rejected_rating"])
+        w.writerow(["Hi!", "Hello, with a comma\nand a new line.", "No.", "3.5", ""])
+        w.writerow(["Hey", json.dumps(GOOD["chosen"]), json.dumps(GOOD["rejected"]), "", ""])
+    rows = load_preferences(path)
+    assert rows[0]["chosen"][-1]["content"] == "Hello, with a comma\nand a new line." and rows[0]["chosen_rating"] == 3.5
+    assert rows[1]["chosen"] == GOOD["chosen"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,chosen,rejected,chosen_rating\nHi!,Hello,No,lots\n")
+    with pytest.raises(DataError, match=r"bad.csv: line 2: field 'chosen_rating': expected a number, got 'lots'"):
+        load_preferences(bad)
+    bad.write_text("prompt,answer_a,answer_b\nHi!,a,b\n")
+    with pytest.raises(DataError, match=r"bad.csv: missing column 'chosen' \(expected columns prompt, chosen, rejected"):
+        load_preferences(bad)
+    bad.write_text("")
+    with pytest.raises(DataError, match="empty file"):
+        load_preferences(bad)

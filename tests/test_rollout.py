@@ -131,3 +131,32 @@ def test_decode_drops_padding_and_special_tokens(policy, tokenizer):
     texts = decode_completions(tokenizer, ro)
     assert len(texts) == ro.prompt_ids.shape[0]
     assert all("<|im_end|>" not in t for t in texts)
+
+
+def test_repetition_penalty_sampler_logprobs_are_off_policy(policy, tokenizer):
+    prompts = ["List three fruits.", "Hello!", "Which is bigger, a dog or a mouse?"]
+    g = torch.Generator().manual_seed(0)
+    ro = sample_completions(policy, tokenizer, prompts, 24, 1.0, g, repetition_penalty=1.5)
+    with torch.no_grad():
+        lp = rollout_logprobs(policy, ro)
+    gap = ((ro.sampler_logprobs - lp).abs() * ro.completion_mask).sum() / ro.completion_mask.sum()
+    assert gap > 1e-3                                    # the penalised sampler is not the policy
+    g = torch.Generator().manual_seed(0)
+    plain = sample_completions(policy, tokenizer, prompts, 24, 1.0, g, repetition_penalty=1.0)
+    with torch.no_grad():
+        lp = rollout_logprobs(policy, plain)
+    assert torch.allclose(plain.sampler_logprobs, lp, atol=1e-4)
+
+
+def test_entropy_matches_the_definition(policy, tokenizer):
+    ro = sample_completions(policy, tokenizer, ["Hello!", "List two tools."], 8, 1.0, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logp, ent = rollout_logprobs(policy, ro, with_entropy=True)
+        ids = ro.input_ids
+        P = ro.prompt_ids.shape[1]
+        logits = policy(input_ids=ids, attention_mask=ro.attention_mask,
+                        position_ids=position_ids(ro.attention_mask)).logits[:, P - 1:-1].float()
+        p = logits.softmax(-1)
+        want = -(p * p.clamp_min(1e-30).log()).sum(-1) * ro.completion_mask
+    assert torch.allclose(ent, want, atol=1e-4)
+    assert torch.allclose(logp, rollout_logprobs(policy, ro))

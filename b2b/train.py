@@ -1,0 +1,390 @@
+"""One policy-gradient loop for every algorithm of the course.
+
+    history = train(policy, tokenizer, reward_model, train_prompts, RLConfig(steps=200),
+                    eval_prompts=heldout, out="runs/reinforce")
+
+Each step: draw `batch_size` prompts, sample one completion each (`b2b.rollout`), score them with
+the reward model (and the gold judge in the tiny world), shape the reward (optional n-gram
+repetition penalty), turn rewards into advantages (`b2b.advantages`), take one optimizer step.
+Metrics are namespaced (`reward/proxy_mean`, `completions/distinct_2`, `time/step_s`, ...; see the
+README's glossary) and kept in a `History`; with `out`, also appended to `out/metrics.jsonl`, and
+the run is checkpointed every `checkpoint_every` steps so `resume=out` continues a killed run with
+the same results on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from b2b.advantages import moving_average_baseline, reinforce_loss, shaped_reward
+from b2b.errors import ConfigError, TrainingError
+from b2b.metrics import distinct_n
+from b2b.reward import scalar_reward
+from b2b.rollout import decode_completions, reward_scores, rollout_logprobs, sample_completions
+
+ALGOS = ("reinforce",)
+
+
+@dataclass
+class RLConfig:
+    """How a policy is trained (defaults: notebook 03, vanilla REINFORCE in the tiny profile)."""
+
+    algo: str = "reinforce"
+    steps: int = 150
+    batch_size: int = 64
+    """Rollouts (prompts, one completion each) per step."""
+    lr: float = 2e-4
+    """AdamW learning rate (constant)."""
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are taken at the same temperature (on-policy)."""
+    baseline_decay: float = 0.9
+    """b <- decay * b + (1 - decay) * mean reward (the seed's moving-average baseline)."""
+    repetition_penalty: float = 1.0
+    """Sampling-time penalty on already-seen tokens (1.0: off). Makes the samples off-policy."""
+    ngram_penalty: float = 0.0
+    """Reward-side penalty: R = r - ngram_penalty * (share of repeated n-grams). 0: off."""
+    ngram: int = 3
+    readout: str = "expected"
+    """Ordinal reward models: 'expected' class or 'p7' = P(class >= 7)."""
+    max_grad_norm: float = 1.0
+    eval_every: int = 25
+    """Steps between held-out evaluations (0: only before and after training)."""
+    eval_prompts: int | None = None
+    """Held-out prompts per evaluation (None: all given to `train`)."""
+    sample_every: int = 5
+    """Steps between logged samples (the first `n_samples` of the batch)."""
+    n_samples: int = 4
+    checkpoint_every: int = 50
+    """Steps between checkpoints (needs `out`; 0: none)."""
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def validate(self) -> "RLConfig":
+        positive = ["steps", "batch_size", "lr", "max_new_tokens", "temperature", "repetition_penalty", "ngram",
+                    "max_grad_norm", "n_samples", "keep_checkpoints"]
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                raise ConfigError(f"config: field '{name}': expected a positive number, got {v!r}")
+        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"config: field '{name}': expected a number >= 0, got {v!r}")
+        if not 0 <= self.baseline_decay < 1:
+            raise ConfigError(f"config: field 'baseline_decay': expected 0 <= decay < 1, got {self.baseline_decay!r}")
+        if self.algo not in ALGOS:
+            raise ConfigError(f"config: field 'algo': expected one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.readout not in ("expected", "p7"):
+            raise ConfigError(f"config: field 'readout': expected 'expected' or 'p7', got {self.readout!r}")
+        return self
+
+
+@dataclass
+class History:
+    """What a run logged: `steps` (one metrics dict per step), `evals` (held-out evaluations,
+    step 0 = before training), `samples` (completions every `sample_every` steps)."""
+
+    steps: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+
+    def series(self, key: str, source: str = "steps") -> tuple[list[int], list[float]]:
+        """(steps, values) of one metric, skipping steps where it was not logged."""
+        rows = [r for r in getattr(self, source) if key in r]
+        return [r["step"] for r in rows], [r[key] for r in rows]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**{k: list(d.get(k, [])) for k in ("steps", "evals", "samples")})
+
+    @property
+    def peak_gold(self) -> dict | None:
+        """The evaluation with the highest gold mean (tiny world)."""
+        rows = [e for e in self.evals if "gold_mean" in e]
+        return max(rows, key=lambda e: e["gold_mean"]) if rows else None
+
+
+def _finite(name: str, x: torch.Tensor, step: int, ckpt: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise TrainingError(f"step {step}: {name} is not finite (NaN or inf); training stopped, the policy was not "
+                            f"updated; last good checkpoint: {ckpt}. Try a lower learning rate or check the reward model")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _checkpoints(out: Path) -> list[Path]:
+    d = out / "checkpoints"
+    return sorted(d.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if d.is_dir() else []
+
+
+def _save_checkpoint(out: Path, step: int, policy, opt, gen: torch.Generator, baseline, history: History,
+                     cfg: RLConfig) -> Path:
+    """Write checkpoints/step-N atomically (a temporary directory, then a rename); keep the last few."""
+    from safetensors.torch import save_model
+
+    final = out / "checkpoints" / f"step-{step:06d}"
+    tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(policy, str(tmp / "policy.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step,
+                "baseline": baseline}, tmp / "trainer.pt")
+    (tmp / "history.json").write_text(json.dumps(history.to_dict()))
+    (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in _checkpoints(out)[: -cfg.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(path: str | Path) -> Path | None:
+    """The newest `step-N` checkpoint of a run directory (or `path` itself if it is one)."""
+    path = Path(path)
+    if (path / "trainer.pt").exists():
+        return path
+    found = _checkpoints(path)
+    return found[-1] if found else None
+
+
+def _load_checkpoint(ckpt: Path, policy, opt, gen: torch.Generator) -> tuple[int, object, History]:
+    from safetensors.torch import load_model
+
+    load_model(policy, str(ckpt / "policy.safetensors"), device=str(next(policy.parameters()).device))
+    state = torch.load(ckpt / "trainer.pt", weights_only=True, map_location="cpu")
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    return state["step"], state["baseline"], History.from_dict(json.loads((ckpt / "history.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate_step(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig, world: bool, step: int,
+                  batch_size: int = 128) -> dict:
+    """Held-out metrics of the current policy, sampled with the training sampler's settings and a
+    fixed seed (every evaluation of a run sees the same prompts and random stream)."""
+    from b2b.evaluate import evaluate_policy
+
+    res = evaluate_policy(policy, tokenizer, prompts, reward_model, world=world, batch_size=batch_size,
+                          max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 1,
+                          readout=cfg.readout, repetition_penalty=cfg.repetition_penalty)
+    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate")
+    return {"step": step, **{k: res[k] for k in keep if k in res}, "samples": res["samples"][:8]}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _sync(device) -> None:
+    if device.type == "cuda":  # honest time splits on a GPU
+        torch.cuda.synchronize(device)
+
+
+def policy_rewards(reward_model, ro, prompts: list[str], texts: list[str], finished: torch.Tensor,
+                   readout: str = "expected") -> torch.Tensor:
+    """(B,) rewards of a rollout: a reward model read at each sequence's last real token, or any
+    callable `reward_model(prompts, completions, finished) -> list or tensor of floats` (e.g. the
+    gold judge, as an upper bound on what a perfect reward model would give)."""
+    if isinstance(reward_model, torch.nn.Module):
+        with torch.no_grad():
+            return scalar_reward(reward_scores(reward_model, ro.input_ids, ro.attention_mask), readout)
+    r = reward_model(prompts, texts, finished.tolist())
+    return torch.as_tensor(r, dtype=torch.float32, device=ro.completion_ids.device)
+
+
+def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch.Generator, baseline,
+            cfg: RLConfig, world: bool, step: int, ckpt: str = "none") -> tuple[dict, list[str], object]:
+    """One policy-gradient step on `prompts`; returns (metrics, completions, new baseline state)."""
+    device = next(policy.parameters()).device
+    t0 = time.perf_counter()
+    policy.eval()
+    ro = sample_completions(policy, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, gen,
+                            cfg.repetition_penalty)
+    _sync(device)
+    t1 = time.perf_counter()
+    texts = decode_completions(tokenizer, ro)
+    finished = ro.finished(tokenizer.eos_token_id)
+    proxy = policy_rewards(reward_model, ro, prompts, texts, finished, cfg.readout)
+    rewards, rep = shaped_reward(proxy, ro.completion_ids, ro.completion_mask, cfg.ngram_penalty, cfg.ngram)
+    _finite("reward", rewards, step, ckpt)
+    m = {}
+    if world:
+        from b2b.gold import judge
+
+        fin = finished.tolist()
+        m["reward/gold_mean"] = statistics.fmean(judge(p, t, f).rating for p, t, f in zip(prompts, texts, fin))
+    adv, baseline = moving_average_baseline(rewards, baseline, cfg.baseline_decay)
+    _sync(device)
+    t2 = time.perf_counter()
+    policy.train()
+    logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
+    _finite("log-probs", logp, step, ckpt)
+    loss = reinforce_loss(adv, logp, ro.completion_mask)
+    _finite("loss", loss, step, ckpt)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+    _finite("gradient norm", grad_norm, step, ckpt)
+    opt.step()
+    _sync(device)
+    t3 = time.perf_counter()
+    mask = ro.completion_mask.float()
+    n_tok = mask.sum()
+    m.update({
+        "reward/proxy_mean": proxy.mean().item(), "reward/shaped_mean": rewards.mean().item(),
+        "reward/rep_frac": rep.mean().item(), "reward/baseline": baseline,
+        "adv/mean": adv.mean().item(), "adv/std": adv.std().item() if adv.numel() > 1 else 0.0,
+        "loss": loss.item(), "grad_norm": grad_norm.item(),
+        "policy/entropy": (entropy.sum() / n_tok).item(),
+        "sampler/offpolicy_gap": ((ro.sampler_logprobs - logp.detach()).abs() * mask).sum().item() / n_tok.item(),
+        "completions/mean_length": ro.lengths.float().mean().item(),
+        "completions/eos_rate": finished.float().mean().item(),
+        "completions/distinct_2": distinct_n(texts),
+        "time/generate_s": t1 - t0, "time/score_s": t2 - t1, "time/learn_s": t3 - t2, "time/step_s": t3 - t0,
+    })
+    return m, texts, baseline
+
+
+def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
+          eval_prompts: list[str] | None = None, world: bool = True, out: str | Path | None = None,
+          resume: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+          eval_batch_size: int = 128) -> History:
+    """Train `policy` in place with policy gradients; returns the run's `History`.
+
+    prompts: training prompts (user messages), drawn uniformly with replacement each step.
+    eval_prompts: held-out prompts evaluated before training, every `cfg.eval_every` steps and
+        after the last step (the first `cfg.eval_prompts` of them).
+    world: the prompts are tiny-world prompts, so the gold judge rates every completion.
+    out: run directory for `metrics.jsonl`, `samples.jsonl` and `checkpoints/`.
+    resume: a run directory (or checkpoint) to continue from; the policy passed in is overwritten
+        with the checkpoint's weights and training continues at the next step.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = (cfg or RLConfig()).validate()
+    if not prompts:
+        raise ConfigError("train: expected at least one training prompt")
+    device = next(policy.parameters()).device
+    if isinstance(reward_model, torch.nn.Module):
+        reward_model.eval()
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
+    out = Path(out) if out is not None else None
+    history, baseline, start = History(), None, 0
+    if resume is not None:
+        ckpt = latest_checkpoint(resume)
+        if ckpt is None:
+            raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run directory)")
+        start, baseline, history = _load_checkpoint(ckpt, policy, opt, gen)
+        out = out or ckpt.parent.parent
+    elif out is not None and _checkpoints(out):
+        if not overwrite:
+            raise ConfigError(f"out: {out} already holds a run (checkpoints/); pass resume={str(out)!r} to continue "
+                              "it or overwrite=True to start over")
+        shutil.rmtree(out / "checkpoints")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        _rewrite_logs(out, history)
+
+    def log_eval(step):
+        if not eval_prompts:
+            return
+        policy.eval()
+        e = evaluate_step(policy, tokenizer, reward_model, eval_prompts, cfg, world, step, eval_batch_size)
+        history.evals.append(e)
+        _append(out, "evals.jsonl", e)
+
+    if start == 0:
+        log_eval(0)
+    ckpt_path = str(latest_checkpoint(out)) if out is not None and _checkpoints(out) else "none"
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"{cfg.algo}", initial=start, total=cfg.steps,
+               disable=not progress)
+    for step in bar:
+        idx = torch.randint(len(prompts), (cfg.batch_size,), generator=gen, device=device).tolist()
+        batch = [prompts[i] for i in idx]
+        m, texts, baseline = rl_step(policy, tokenizer, reward_model, batch, opt, gen, baseline, cfg, world, step,
+                                     ckpt_path)
+        row = {"step": step, **m}
+        history.steps.append(row)
+        _append(out, "metrics.jsonl", row)
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            for s in _samples(batch, texts, step, cfg.n_samples, world):
+                history.samples.append(s)
+                _append(out, "samples.jsonl", s)
+        if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
+            log_eval(step)
+        if out is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            ckpt_path = str(_save_checkpoint(out, step, policy, opt, gen, baseline, history, cfg))
+        post = {"proxy": f"{m['reward/proxy_mean']:.2f}"}
+        if "reward/gold_mean" in m:
+            post["gold"] = f"{m['reward/gold_mean']:.2f}"
+        bar.set_postfix(post)
+    policy.eval()
+    return history
+
+
+def _samples(prompts: list[str], texts: list[str], step: int, n: int, world: bool) -> list[dict]:
+    rows = [{"step": step, "prompt": p, "response": t} for p, t in zip(prompts[:n], texts[:n])]
+    if world:
+        from b2b.gold import judge
+
+        for r in rows:
+            r["gold"] = judge(r["prompt"], r["response"]).rating
+    return rows
+
+
+def _append(out: Path | None, name: str, row: dict) -> None:
+    if out is not None:
+        with open(out / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _rewrite_logs(out: Path, history: History) -> None:
+    """The JSONL logs hold exactly the history (after a resume: up to the checkpoint's step)."""
+    for name, rows in (("metrics.jsonl", history.steps), ("evals.jsonl", history.evals),
+                       ("samples.jsonl", history.samples)):
+        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def summary(history: History, seconds: float | None = None) -> dict:
+    """The `b2b run --json` fields of a run: `sft` (evaluation before training), `final` (after),
+    `peak_gold_mean` (None outside the tiny world), `steps`, `seconds` (given, else the sum of
+    the step times), `median_step_s`."""
+    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate")
+    first, last = (history.evals[0], history.evals[-1]) if history.evals else ({}, {})
+    peak = history.peak_gold
+    return {"sft": {k: first[k] for k in keep if k in first}, "final": {k: last[k] for k in keep if k in last},
+            "peak_gold_mean": peak["gold_mean"] if peak else None, "peak_step": peak["step"] if peak else None,
+            "steps": history.steps[-1]["step"] if history.steps else 0,
+            "seconds": round(seconds if seconds is not None else sum(r["time/step_s"] for r in history.steps), 2),
+            "median_step_s": statistics.median(r["time/step_s"] for r in history.steps) if history.steps else None}
+
+
+def comparison_table(sft: dict, final: dict, name: str = "REINFORCE") -> str:
+    """The seed's table as Markdown: Model | Eval Reward | Improvement, plus gold in the tiny world."""
+    gold = "gold_mean" in sft and "gold_mean" in final
+
+    def cell(d, key, fmt):
+        return format(d[key], fmt) if key in d else "n/a"
+
+    def diff(key, fmt):
+        return format(final[key] - sft[key], "+" + fmt) if key in final and key in sft else "n/a"
+    head = "| Model | Eval Reward | Improvement |" + (" Gold | Gold improvement |" if gold else "")
+    rows = [head, "|" + "---|" * (head.count("|") - 1),
+            f"| SFT | {cell(sft, 'proxy_mean', '.4f')} | - |" + (f" {sft['gold_mean']:.3f} | - |" if gold else ""),
+            f"| {name} | {cell(final, 'proxy_mean', '.4f')} | {diff('proxy_mean', '.4f')} |"
+            + (f" {final['gold_mean']:.3f} | {diff('gold_mean', '.3f')} |" if gold else "")]
+    return "\n".join(rows)

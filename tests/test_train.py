@@ -1,0 +1,151 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from b2b.errors import ConfigError, TrainingError
+from b2b.train import History, RLConfig, latest_checkpoint, summary, train
+
+PROMPTS = ["List three fruits.", "What colour is a banana?", "Is a whale a fish?", "Hello!",
+           "Which is bigger, a dog or a mouse?", "Describe a tiger.", "What sound does a cow make?",
+           "How many legs does a spider have?"]
+SMALL = dict(batch_size=8, max_new_tokens=16, eval_every=2, sample_every=1, n_samples=2, checkpoint_every=2)
+TIME_KEYS = ("time/", )
+
+
+@pytest.fixture(scope="module")
+def rm(data_dir):
+    from b2b.models import load_reward_model
+    return load_reward_model(data_dir / "rm-level1")
+
+
+def _policy(tiny_dir):
+    from b2b.models import load_policy
+    return load_policy(tiny_dir, trainable=True)
+
+
+def _no_time(rows):
+    return [{k: v for k, v in r.items() if not k.startswith(TIME_KEYS)} for r in rows]
+
+
+def test_train_logs_namespaced_metrics_evals_samples_and_checkpoints(tiny_dir, tokenizer, rm, tmp_path):
+    cfg = RLConfig(steps=3, **SMALL)
+    h = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, eval_prompts=PROMPTS[:4], out=tmp_path, progress=False)
+    assert [r["step"] for r in h.steps] == [1, 2, 3]
+    for key in ("reward/proxy_mean", "reward/gold_mean", "adv/mean", "adv/std", "loss", "grad_norm",
+                "policy/entropy", "completions/mean_length", "completions/eos_rate", "completions/distinct_2",
+                "sampler/offpolicy_gap", "time/step_s", "time/generate_s", "time/score_s", "time/learn_s"):
+        assert all(isinstance(r[key], float) for r in h.steps), key
+    assert h.steps[0]["sampler/offpolicy_gap"] < 1e-4                # T = 1, no penalty: on-policy
+    assert [e["step"] for e in h.evals] == [0, 2, 3]
+    assert len(h.samples) == 3 * 2 and {"prompt", "response", "gold"} <= set(h.samples[0])
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert latest_checkpoint(tmp_path).name == "step-000003"
+    assert len(list((tmp_path / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
+    s = summary(h)
+    assert set(s["sft"]) == set(s["final"]) == {"proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate"}
+    assert s["peak_gold_mean"] == max(e["gold_mean"] for e in h.evals) and s["steps"] == 3
+
+
+def test_resume_continues_exactly(tiny_dir, tokenizer, rm, tmp_path):
+    cfg = RLConfig(steps=4, **SMALL)
+    full = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, out=tmp_path / "a", progress=False)
+    import dataclasses
+    train(_policy(tiny_dir), tokenizer, rm, PROMPTS, dataclasses.replace(cfg, steps=2), out=tmp_path / "b",
+          progress=False)
+    resumed = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, resume=tmp_path / "b", progress=False)
+    assert _no_time(resumed.steps) == _no_time(full.steps)
+    assert [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_an_existing_run_is_not_overwritten(tiny_dir, tokenizer, rm, tmp_path):
+    cfg = RLConfig(steps=2, **SMALL)
+    train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, out=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, out=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, resume=tmp_path / "nothing", progress=False)
+
+
+def test_nan_reward_stops_with_a_clear_message(tiny_dir, tokenizer, data_dir, tmp_path):
+    from b2b.models import load_reward_model
+    bad = load_reward_model(data_dir / "rm-level1")
+    with torch.no_grad():
+        bad.score.weight.fill_(float("nan"))
+    policy = _policy(tiny_dir)
+    before = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(TrainingError, match=r"step 1: reward is not finite"):
+        train(policy, tokenizer, bad, PROMPTS, RLConfig(steps=2, **SMALL), out=tmp_path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+@pytest.mark.parametrize("field,value", [("batch_size", 0), ("lr", -1.0), ("steps", "ten"), ("baseline_decay", 1.0),
+                                         ("algo", "ppo"), ("ngram_penalty", -0.5)])
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        RLConfig(**{field: value}).validate()
+
+
+def test_history_series_and_roundtrip():
+    h = History(steps=[{"step": 1, "loss": 0.5}, {"step": 2}], evals=[{"step": 0, "gold_mean": 5.0}])
+    assert h.series("loss") == ([1], [0.5])
+    assert History.from_dict(json.loads(json.dumps(h.to_dict()))) == h
+
+
+@pytest.mark.slow
+def test_a_short_run_raises_the_proxy_reward(tiny_dir, tokenizer, rm):
+    torch.manual_seed(0)
+    cfg = RLConfig(steps=30, batch_size=32, max_new_tokens=48, eval_every=0, sample_every=0, seed=0)
+    h = train(_policy(tiny_dir), tokenizer, rm, _train_prompts(), cfg, progress=False)
+    _, proxy = h.series("reward/proxy_mean")
+    assert sum(proxy[-8:]) / 8 > sum(proxy[:8]) / 8 + 0.2
+
+
+def _train_prompts():
+    from b2b.config import get_profile
+    from b2b.pipeline import rl_prompts
+    return rl_prompts(get_profile("ci"))[0]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    """SIGKILL a `b2b run` after its first checkpoint, resume it, compare with an uninterrupted run."""
+    env = {**os.environ, "B2B_PROFILE": "ci", "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "b2b", "run", "--skip-reward-training", "--steps", "6", "--batch-size", "8",
+            "--json"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("checkpoint_every: 2\neval_every: 3\nmax_new_tokens: 24\n")
+    args += ["--config", str(cfg)]
+    subprocess.run(args + ["--out", str(tmp_path / "full")], env=env, check=True, capture_output=True, timeout=300)
+    p = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoints" / "step-000002"
+    t0 = time.time()
+    while not ckpt.exists() and p.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert ckpt.exists()
+    r = subprocess.run(args + ["--resume", str(tmp_path / "killed")], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    def rows(d):
+        return _no_time([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()])
+    assert rows("killed") == rows("full") and len(rows("full")) == 6
+    a, b = (json.loads((tmp_path / d / "evals.jsonl").read_text().splitlines()[-1]) for d in ("full", "killed"))
+    assert a == b
+
+
+def test_comparison_table_is_the_seeds_table():
+    from b2b.train import comparison_table
+    t = comparison_table({"proxy_mean": 1.2507, "gold_mean": 5.0}, {"proxy_mean": 1.9433, "gold_mean": 6.25})
+    assert t.splitlines() == ["| Model | Eval Reward | Improvement | Gold | Gold improvement |",
+                              "|---|---|---|---|---|",
+                              "| SFT | 1.2507 | - | 5.000 | - |",
+                              "| REINFORCE | 1.9433 | +0.6926 | 6.250 | +1.250 |"]
+    assert "Gold" not in comparison_table({"proxy_mean": 1.0}, {"proxy_mean": 0.5})
