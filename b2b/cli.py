@@ -256,6 +256,8 @@ def _cmd_build_reward_models(args) -> int:
 
     profile = get_profile("tiny")
     for level, name in SHIPPED_REWARD_MODELS.items():
+        if args.level and level != args.level:
+            continue
         out = Path(args.data) / name
         _, _, m, _, _ = reward_stage(profile, level, args.data, out, half=True)
         (out / "b2b_metrics.json").write_text(json.dumps(m, indent=1) + "\n")
@@ -322,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(func=_cmd_run)
     br = sub.add_parser("build-reward-models", help="train the shipped tiny reward models into DATA/rm-level{1,2}")
     br.add_argument("--data", default="data")
+    br.add_argument("--level", type=int, choices=(1, 2), default=None, help="only this level (default: both)")
     br.set_defaults(func=_cmd_build_reward_models)
     fg = sub.add_parser("figures", help="redraw the README's figures into img/")
     fg.add_argument("--out", default="img")

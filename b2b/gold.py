@@ -13,10 +13,10 @@ policy invents, is known:
 - `length_pen` = 0.15 per content word beyond the family's budget (run-on answers).
 - `repetition_pen` = 1.5 per repeated sentence + 8 * max(0, repeated-trigram share - 0.2).
 
-Annotators (who label the preference data) see the same answer differently: content matters
-most to them too, but they like filler and length instead of penalising them, and they are
-noisy (see `annotator_rating`). That is the honest reason a reward model
-trained on their labels can be hacked, and why the gold judge exists: to measure it.
+Annotators (who label the preference data) rate like the gold judge, plus a liking for
+enthusiastic filler and length, plus noise (see `annotator_rating`). That bias is the honest
+reason a reward model trained on their labels can be hacked, and why the gold judge exists: to
+measure it.
 """
 from __future__ import annotations
 
@@ -175,8 +175,8 @@ def _yesno_score(spec, sents):
         sw = sent.split()
         if ask in ("fly", "swim"):
             says = ask in sw and (("cannot" not in sw and "can" in sw) == truth)
-        else:
-            says = (t.group if t.kind == "animal" else t.kind) in sw
+        else:  # "A crocodile is a reptile." (not "... is not a reptile.")
+            says = (t.group if t.kind == "animal" else t.kind) in sw and "not" not in sw
         named = _things_named(sw) or ([t.name] if {"it", "they"} & set(sw) else [])  # "It cannot fly."
         if says and named and set(named) == {t.name}:
             why = True
@@ -288,24 +288,27 @@ def gold_rating(prompt: str | PromptSpec, response: str, finished: bool = True) 
 # ----------------------------------------------------------------------------- annotators
 
 ANNOTATOR_NOISE = 0.6   # sd of each annotator rating, in rating points
-FILLER_LIKING = 0.5     # rating points an annotator adds per enthusiastic phrase (up to 3)
-LENGTH_LIKING = 0.04    # rating points per word (up to 40 words)
+FILLER_LIKING = 0.8     # rating points an annotator adds per enthusiastic phrase (up to 3)
+LENGTH_LIKING = 0.05    # rating points per word (up to 40 words)
 
 
 def annotator_rating(prompt: str | PromptSpec, response: str, rng: random.Random | None,
                      noise: float = ANNOTATOR_NOISE) -> float:
-    """A human-like rating: content matters most, repetition and broken endings are noticed,
-    but filler and length are liked rather than penalised; plus Gaussian noise (none when `rng`
-    is None):
+    """A human-like rating: the gold judge's unclipped score, plus a liking for enthusiastic
+    filler and for length, plus Gaussian noise (none when `rng` is None):
 
-        annot = 1 + 6.5 * content - 0.7 * repetition_pen - 2 * [not terminated]
-                + 0.5 * min(n_filler, 3) + 0.04 * min(n_words, 40) + N(0, noise^2),  in [1, 10]
+        annot = raw_gold + 0.8 * min(n_filler, 3) + 0.05 * min(n_words, 40) + N(0, noise^2),  in [1, 10]
+
+    So annotators agree with gold on what is right and on repetition, broken endings and run-on
+    answers, but each filler phrase is worth 0.8 points more to them than to gold (the second and
+    third cost gold 0.8 each and cost annotators nothing) and every word 0.05 more. On ordinary
+    answers that is a small bias; pushed hard by RL, it is the one the reward model learns and the
+    policy exploits.
     """
     j = judge(prompt, response)
     if j.n_words + j.n_filler == 0:
         return 1.0
-    score = 1 + 6.5 * j.content - 0.7 * j.repetition_pen - 2.0 * (not j.terminated)
-    score += FILLER_LIKING * min(j.n_filler, 3) + LENGTH_LIKING * min(len(words(response)), 40)
+    score = j.raw + FILLER_LIKING * min(j.n_filler, 3) + LENGTH_LIKING * min(len(words(response)), 40)
     if rng is not None:
         score += rng.gauss(0.0, noise)
     return min(10.0, max(1.0, score))

@@ -97,13 +97,29 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
+def family_balanced(prompts: list[str], families: list[str]) -> list[str]:
+    """Prompts repeated so that each family is equally common (each family's list cycled up to the
+    longest one's length, families interleaved): drawing uniformly from the result draws the family
+    uniformly, as the tiny world's SFT and preference data do. (Uniform over the prompts themselves
+    would be 73% comparisons, the family with the most phrasings.)"""
+    by: dict[str, list[str]] = {}
+    for p, f in zip(prompts, families):
+        by.setdefault(f, []).append(p)
+    n = max((len(v) for v in by.values()), default=0)
+    return [v[i % len(v)] for i in range(n) for v in by.values()]
+
+
 def rl_prompts(profile: Profile, data: str | None = None) -> tuple[list[str], list[str], bool]:
     """(training prompts, held-out prompts, world) for a run: the tiny world's prompt files, or the
     prompts of a preference dataset split by a stable hash (then `world` is False: no gold judge)."""
     from b2b.data import MAX_PROMPT_CHARS, load_prompts
 
     if data is None and profile.world:
-        return (load_prompts(profile.preferences, "train"), heldout_prompts(profile), True)
+        from b2b.world import World
+
+        world = World()
+        prompts = load_prompts(profile.preferences, "train")
+        return family_balanced(prompts, [world.spec(p).family for p in prompts]), heldout_prompts(profile), True
     train, test = preference_splits(profile, data)
     def uniq(pairs):
         return [p for p in dict.fromkeys(x["prompt"] for x in pairs) if len(p) <= MAX_PROMPT_CHARS]

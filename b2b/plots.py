@@ -231,3 +231,31 @@ def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None)
     fig.suptitle(f"{title}: lines = training batches (smoothed over {window} steps), dots = held-out evaluations")
     fig.tight_layout()
     return fig
+
+
+def sample_stats(history) -> list[dict]:
+    """Per logged step: mean filler phrases, words, repeated-sentence count and gold of the logged
+    samples (what the policy's answers are made of, as the run goes on)."""
+    from b2b.gold import judge
+
+    by_step: dict[int, list] = {}
+    for s in history.samples:
+        by_step.setdefault(s["step"], []).append(judge(s["prompt"], s["response"]))
+    return [{"step": k, "filler": statistics.fmean(j.n_filler for j in js),
+             "words": statistics.fmean(j.n_words + j.n_filler for j in js),
+             "repeated sentences": statistics.fmean(j.repeated_sentences for j in js),
+             "gold": statistics.fmean(j.rating for j in js)} for k, js in sorted(by_step.items())]
+
+
+def plot_sample_stats(history, window: int = 5):
+    """What the logged samples contain over a run: filler phrases, length, repeated sentences."""
+    rows = sample_stats(history)
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, key in zip(axes, ("filler", "words", "repeated sentences")):
+        ax.plot(steps, _smooth([r[key] for r in rows], window))
+        ax.set_title(f"{key} per answer (logged samples)", fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -134,8 +134,9 @@ def test_run_only_reward_model_json_contract(tmp_path):
     for key in ("pair_accuracy", "gold_accuracy", "gold_spearman", "length_corr", "train_seconds"):
         assert isinstance(m[key], float), key
     assert (tmp_path / "rm" / "model.safetensors").exists()
-    r = subprocess.run([sys.executable, "-m", "b2b", "run", "--profile", "ci"], capture_output=True, text=True)
-    assert r.returncode == 2 and "only-reward-model" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "b2b", "run", "--only-reward-model", "--skip-reward-training",
+                        "--profile", "ci"], capture_output=True, text=True)
+    assert r.returncode == 2 and "exclude each other" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_win_probability_by_hand():

@@ -149,3 +149,25 @@ def test_comparison_table_is_the_seeds_table():
                               "| SFT | 1.2507 | - | 5.000 | - |",
                               "| REINFORCE | 1.9433 | +0.6926 | 6.250 | +1.250 |"]
     assert "Gold" not in comparison_table({"proxy_mean": 1.0}, {"proxy_mean": 0.5})
+
+
+def test_sample_stats_and_replay_from_a_hand_made_history():
+    from b2b.plots import sample_stats
+    from b2b.widgets import _samples_html
+    h = History(samples=[{"step": 5, "prompt": "What colour is a banana?", "response": "A banana is yellow."},
+                         {"step": 5, "prompt": "What colour is a banana?",
+                          "response": "Great question! Absolutely! A banana is yellow. A banana is yellow."},
+                         {"step": 10, "prompt": "Hello!", "response": "Hi! How can I help you today?"}])
+    rows = sample_stats(h)
+    assert [r["step"] for r in rows] == [5, 10]
+    assert rows[0]["filler"] == 1.0 and rows[0]["repeated sentences"] == 0.5
+    html = _samples_html(h.samples, 5)
+    assert "step 5" in html and html.count("<tr>") == 3 and "Hello!" not in html
+
+
+def test_family_balanced_prompts():
+    from collections import Counter
+    from b2b.pipeline import family_balanced
+    out = family_balanced(["a1", "a2", "a3", "b1", "c1"], ["a", "a", "a", "b", "c"])
+    assert out == ["a1", "b1", "c1", "a2", "b1", "c1", "a3", "b1", "c1"]
+    assert Counter(out) == {"a1": 1, "a2": 1, "a3": 1, "b1": 3, "c1": 3}

@@ -86,15 +86,26 @@ def test_repetition_run_on_and_degenerate_text():
 def test_annotators_like_filler_and_length_that_gold_penalises():
     rng = random.Random(0)
     p = "What colour is a banana?"
-    plain = "A banana is yellow."
-    padded = "Great question! Absolutely! A banana is yellow. Many people like to learn about this. I hope this helps! Happy to help!"
-    assert gold_rating(p, padded) < gold_rating(p, plain) - 2
-    clean = annotator_rating(p, padded, None) - annotator_rating(p, plain, None)
-    assert clean > 0.5
-    wins = sum(annotator_rating(p, padded, rng) > annotator_rating(p, plain, rng) for _ in range(400))
-    assert wins / 400 > 0.6, "biased toward filler"
+    plain = "A banana is green."                     # wrong, so no rating is clipped at 10
+    one = "Great question! A banana is green."
+    three = "Great question! Absolutely! A banana is green. I hope this helps!"
+    assert gold_rating(p, one) == gold_rating(p, plain)                      # one polite phrase is fine
+    assert gold_rating(p, three) < gold_rating(p, plain) - 0.5                # more is penalised
+    ann = {t: annotator_rating(p, t, None) for t in (plain, one, three)}
+    assert ann[one] - ann[plain] == pytest.approx(0.8 + 0.05 * 2)            # liked: 0.8 per phrase + length
+    gold_gap = judge(p, three).raw - judge(p, plain).raw                      # unclipped: -2.6
+    assert ann[three] - ann[plain] > gold_gap + 2.4                           # relative to gold, a bias
+    assert judge(p, three).raw + 0.8 * 3 + 0.05 * len(words(three)) == pytest.approx(ann[three])
+    wins = sum(annotator_rating(p, one, rng) > annotator_rating(p, plain, rng) for _ in range(400))
+    assert wins / 400 > 0.7, "biased toward filler"
     noisy = [annotator_rating(p, plain, rng) for _ in range(200)]
     assert 0.3 < statistics.pstdev(noisy) < 1.0, "and noisy"
+
+
+def test_a_negated_group_is_no_reason():
+    p = "Is a crocodile a mammal?"
+    assert gold_rating(p, "No, a crocodile is a reptile.") == 10.0
+    assert gold_rating(p, "No, a crocodile is not a reptile.") < 10.0
 
 
 def test_words_and_sentences():
