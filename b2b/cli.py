@@ -122,6 +122,18 @@ def _print_reward_metrics(m: dict) -> None:
                        ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")])
 
 
+def _fits(value, default) -> bool:
+    """Does a config value have the type of the field's default? (ints pass for floats; a None
+    default is an optional int, e.g. `eval_prompts`)."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if default is None:
+        return value is None or isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
 def _read_config(path: str) -> dict:
     """A YAML config: keys of `b2b.train.RLConfig` at the top level, `RewardConfig` keys under
     `reward:`. Unknown keys and wrong types are one-line errors naming the file and key."""
@@ -151,12 +163,7 @@ def _read_config(path: str) -> dict:
             if k not in fields:
                 raise ConfigError(f"{path}: unknown key '{where}{k}' (expected one of: {', '.join(fields)})")
             want = getattr(defaults, k)
-            ok = (v is None and want is None) or (
-                isinstance(v, bool) if isinstance(want, bool) else
-                isinstance(v, int) and not isinstance(v, bool) if isinstance(want, int) else
-                isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(want, float) else
-                isinstance(v, type(want)) if want is not None else isinstance(v, int))
-            if not ok:
+            if not _fits(v, want):
                 raise ConfigError(f"{path}: key '{where}{k}': expected {type(want).__name__ if want is not None else 'int'}, "
                                   f"got {v!r}")
         return d
