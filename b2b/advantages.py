@@ -66,3 +66,119 @@ def shaped_reward(reward: Tensor, token_ids: Tensor, mask: Tensor, coef: float =
     """Reward-side repetition penalty: R = r - coef * rep_n(y). Returns (R, rep_n)."""
     rep = repeated_ngram_fraction(token_ids, mask, n)
     return reward - coef * rep.to(reward.dtype), rep
+
+
+# ----------------------------------------------------------------------------- KL to the reference policy
+#
+# With y_t sampled from pi and the log-ratio  l_t = log pi(y_t | .) - log pi_ref(y_t | .),  three
+# per-token estimators of KL(pi || pi_ref) (Schulman, "Approximating KL divergence", 2020):
+#   k1 = l_t                      unbiased, high variance, can be negative
+#   k2 = l_t^2 / 2                biased, low variance; its gradient is the KL's gradient on-policy
+#   k3 = exp(-l_t) - 1 + l_t      unbiased, low variance, always >= 0
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, estimator: str = "k1") -> Tensor:
+    """(B, C) per-token estimate of KL(pi || pi_ref) at the sampled tokens, zero outside `mask`:
+
+        k1 = l,   k2 = l^2 / 2,   k3 = exp(-l) - 1 + l,     l = log pi(y_t) - log pi_ref(y_t)
+    """
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = 0.5 * log_ratio ** 2
+    elif estimator == "k3":
+        kl = torch.expm1(-log_ratio) + log_ratio
+    else:
+        raise ValueError(f"kl estimator: expected one of {', '.join(KL_ESTIMATORS)}, got {estimator!r}")
+    return kl * mask
+
+
+def kl_shaped_reward(reward: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, beta: float,
+                     estimator: str = "k1") -> tuple[Tensor, Tensor]:
+    """Sequence-level KL folded into the reward (Back to Basics, Ahmadian et al. 2024, eq. 1):
+
+        R_i = r_i - beta * sum_t m_it * kl_t,     kl_t = log pi(y_it) - log pi_ref(y_it)  (k1)
+
+    Log-probs are detached: the KL enters as a reward, not as a differentiated loss. Returns
+    (R (B,), sequence KL (B,))."""
+    kl = kl_per_token(logprobs.detach(), ref_logprobs.detach(), mask, estimator).sum(1)
+    return reward - beta * kl.to(reward.dtype), kl
+
+
+def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
+    """Leave-one-out advantages for `rewards` laid out as groups of k consecutive samples of one prompt:
+
+        A_i = R_i - 1/(k-1) * sum_{j != i, same prompt} R_j  =  k/(k-1) * (R_i - mean_group R)
+
+    The baseline of each sample uses only the other k-1 samples, so it is independent of y_i and the
+    estimator stays unbiased (Kool et al. 2019; Ahmadian et al. 2024)."""
+    if k < 2:
+        raise ValueError(f"rloo: k (samples per prompt) must be >= 2 for a leave-one-out baseline, got {k}")
+    if rewards.numel() % k:
+        raise ValueError(f"rloo: {rewards.numel()} rewards do not split into groups of k={k}")
+    g = rewards.view(-1, k)
+    return (g - (g.sum(1, keepdim=True) - g) / (k - 1)).view(-1)
+
+
+def group_mean_baseline(rewards: Tensor, k: int) -> Tensor:
+    """R_i - mean of its prompt's group of k (REINFORCE++-baseline's first step)."""
+    if rewards.numel() % k:
+        raise ValueError(f"group baseline: {rewards.numel()} rewards do not split into groups of k={k}")
+    g = rewards.view(-1, k)
+    return (g - g.mean(1, keepdim=True)).view(-1)
+
+
+# ----------------------------------------------------------------------------- REINFORCE++ (Hu 2025)
+
+def token_level_rewards(reward: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """(B, C) per-token rewards: the KL penalty at every completion token, the scalar reward at the last:
+
+        r_t = -beta * kl_t + [t = T_i] * R_i,     T_i = last position of `mask` in row i
+    """
+    mask = mask.to(kl.dtype)
+    last = (mask.cumsum(1) == mask.sum(1, keepdim=True)) & (mask > 0)
+    return (-beta * kl + last * reward[:, None].to(kl.dtype)) * mask
+
+
+def returns_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
+    """(B, C) undiscounted returns  G_t = sum_{s >= t} m_s r_s  (gamma = 1), zero outside the mask."""
+    r = token_rewards * mask
+    return r.flip(1).cumsum(1).flip(1) * mask
+
+
+def masked_whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """(x - mu) / (sigma + eps) with mu, sigma the mean and std over all masked entries of the batch
+    (REINFORCE++'s global normalisation), zero outside the mask."""
+    mask = mask.to(x.dtype)
+    n = mask.sum().clamp(min=1)
+    mu = (x * mask).sum() / n
+    var = (((x - mu) * mask) ** 2).sum() / n
+    return (x - mu) / (var.sqrt() + eps) * mask
+
+
+def clipped_pg_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
+                    clip: float = 0.2) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate on per-token advantages, averaged over all masked tokens of the batch:
+
+        rho_t = exp(log pi(y_t) - log pi_old(y_t))
+        L = -(1/sum m) sum_t m_t * min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)
+
+    Returns (L, clip fraction = share of masked tokens where the clipped term is the smaller)."""
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    adv = advantages.detach()
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1 - clip, 1 + clip) * adv
+    n = mask.sum().clamp(min=1)
+    loss = -(torch.minimum(unclipped, clipped) * mask).sum() / n
+    frac = ((clipped < unclipped).to(mask.dtype) * mask).sum() / n
+    return loss, frac.detach()
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of x over the masked entries of the whole batch."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)

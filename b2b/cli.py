@@ -19,7 +19,8 @@ import sys
 import time
 
 from b2b.errors import B2BError
-from b2b.train import comparison_table
+from b2b.advantages import KL_ESTIMATORS
+from b2b.train import ALGOS, comparison_table
 
 
 def _cmd_build_data(args) -> int:
@@ -174,7 +175,8 @@ def _read_config(path: str) -> dict:
     return {"rl": check(raw, RLConfig, ""), "reward": check(reward, RewardConfig, "reward.")}
 
 
-ALGO_NAMES = {"reinforce": "REINFORCE"}
+ALGO_NAMES = {"reinforce": "REINFORCE", "rloo": "RLOO", "reinforce_pp": "REINFORCE++",
+              "reinforce_pp_baseline": "REINFORCE++-baseline"}
 
 
 def _cmd_run(args) -> int:
@@ -210,7 +212,8 @@ def _cmd_run(args) -> int:
     out = Path(args.resume or args.out or f"runs/level{args.level}-{args.algo}")
     rl = rl_config(profile, args.algo, **{"seed": args.seed, **file_cfg["rl"]})
     flags = {"steps": args.steps, "batch_size": args.batch_size, "repetition_penalty": args.repetition_penalty,
-             "ngram_penalty": args.ngram_penalty, "lr": args.lr}
+             "ngram_penalty": args.ngram_penalty, "lr": args.lr, "k": args.k, "kl_coef": args.kl_coef,
+             "kl_estimator": args.kl_estimator, "clip": args.clip}
     rl = dataclasses.replace(rl, **{k: v for k, v in flags.items() if v is not None}).validate()
     if not args.resume and not args.overwrite and (out / "checkpoints").is_dir():
         raise ConfigError(f"run: {out} already holds a run; --resume {out} continues it, --overwrite starts over")
@@ -232,7 +235,8 @@ def _cmd_run(args) -> int:
     prompts, eval_prompts, world = rl_prompts(profile, args.data)
     tok = load_tokenizer(profile.policy)
     policy = load_policy(profile.policy, device, trainable=True)
-    print(f"RL: {args.algo}, {rl.steps} steps x {rl.batch_size} rollouts, lr {rl.lr:g}, "
+    print(f"RL: {args.algo}, {rl.steps} steps x {rl.batch_size} rollouts ({rl.k} per prompt), lr {rl.lr:g}, "
+          f"KL coef {rl.kl_coef:g} ({rl.kl_estimator}), "
           f"repetition penalty {rl.repetition_penalty:g} (sampling) / {rl.ngram_penalty:g} (reward), "
           f"profile={profile.name} -> {out}")
     history = train(policy, tok, rm, prompts, rl, eval_prompts=eval_prompts, world=world, out=out,
@@ -309,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="1: Bradley-Terry regression reward model; 2: ten-class ordinal")
     rn.add_argument("--only-reward-model", action="store_true", help="train and evaluate the reward model only")
     rn.add_argument("--data", default=None, help="preference data: JSONL file, data directory or hub dataset id")
-    rn.add_argument("--algo", default="reinforce", choices=("reinforce",), help="RL algorithm (default: reinforce)")
+    rn.add_argument("--algo", default="reinforce", choices=ALGOS, help="RL algorithm (default: reinforce)")
     rn.add_argument("--skip-reward-training", action="store_true",
                     help="use the run's reward model, or the shipped one (tiny world), instead of training one")
     rn.add_argument("--steps", type=int, default=None, help="RL steps (default: the profile's notebook settings)")
@@ -319,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sampling-time repetition penalty (1.0: off; the seed used 1.2)")
     rn.add_argument("--ngram-penalty", type=float, default=None,
                     help="reward-side penalty per share of repeated 3-grams (0: off)")
+    rn.add_argument("--k", type=int, default=None, help="samples per prompt (rloo, reinforce_pp_baseline: >= 2)")
+    rn.add_argument("--kl-coef", type=float, default=None, help="beta of the KL penalty to the SFT policy")
+    rn.add_argument("--kl-estimator", default=None, choices=KL_ESTIMATORS, help="per-token KL estimator")
+    rn.add_argument("--clip", type=float, default=None, help="REINFORCE++ clip range epsilon")
     rn.add_argument("--config", default=None, help="YAML file of RL settings (reward-model ones under 'reward:')")
     rn.add_argument("--resume", default=None, help="continue the run in this directory from its last checkpoint")
     rn.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a run")

@@ -15,7 +15,7 @@ from b2b.build_data import reference_responses
 from b2b.gold import judge
 from b2b.metrics import distinct_n
 from b2b.reward import scalar_reward
-from b2b.rollout import Rollout, decode_completions, reward_scores, sample_completions
+from b2b.rollout import Rollout, decode_completions, reward_scores, rollout_logprobs, sample_completions
 
 
 @torch.no_grad()
@@ -27,13 +27,15 @@ def proxy_rewards(reward_model, rollout: Rollout, readout: str = "expected") -> 
 @torch.no_grad()
 def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new_tokens: int = 64,
                 temperature: float = 1.0, seed: int = 0, reward_model=None, readout: str = "expected",
-                repetition_penalty: float = 1.0) -> dict:
+                repetition_penalty: float = 1.0, ref_policy=None) -> dict:
     """One completion per prompt, sampled in batches: texts, finished flags, token lengths and,
     with a reward model, its raw outputs (`scores`, (N, K)) and rewards (`proxy`). A callable
-    `reward_model(prompts, completions, finished)` gives `proxy` only."""
+    `reward_model(prompts, completions, finished)` gives `proxy` only. With `ref_policy`, also
+    `kl`: each sample's sum_t log pi(y_t) - log pi_ref(y_t), whose mean estimates KL(pi || pi_ref)
+    (exactly so when the samples are on-policy: no repetition penalty)."""
     device = next(policy.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
-    out = {"texts": [], "finished": [], "lengths": [], "scores": [], "proxy": []}
+    out = {"texts": [], "finished": [], "lengths": [], "scores": [], "proxy": [], "kl": []}
     for i in range(0, len(prompts), batch_size):
         ro = sample_completions(policy, tokenizer, prompts[i:i + batch_size], max_new_tokens, temperature, gen,
                                 repetition_penalty)
@@ -41,6 +43,9 @@ def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new
         out["texts"] += texts
         out["finished"] += finished
         out["lengths"] += ro.lengths.tolist()
+        if ref_policy is not None:
+            lp, lp_ref = rollout_logprobs(policy, ro, temperature), rollout_logprobs(ref_policy, ro, temperature)
+            out["kl"] += (lp - lp_ref).sum(1).tolist()
         if reward_model is not None and not isinstance(reward_model, torch.nn.Module):  # a reward function
             out["proxy"] += [float(x) for x in reward_model(prompts[i:i + batch_size], texts, finished)]
         elif reward_model is not None:
@@ -53,13 +58,17 @@ def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new
 
 def evaluate_policy(policy, tokenizer, prompts: list[str], reward_model=None, world: bool = True,
                     batch_size: int = 128, max_new_tokens: int = 64, temperature: float = 1.0,
-                    seed: int = 0, readout: str = "expected", repetition_penalty: float = 1.0) -> dict:
-    """Sample one completion per prompt and summarise (keys as in `b2b evaluate --json`)."""
+                    seed: int = 0, readout: str = "expected", repetition_penalty: float = 1.0,
+                    ref_policy=None) -> dict:
+    """Sample one completion per prompt and summarise (keys as in `b2b evaluate --json`; with
+    `ref_policy` also `kl_ref`, the mean sequence KL to it, see `sample_many`)."""
     s = sample_many(policy, tokenizer, prompts, batch_size, max_new_tokens, temperature, seed, reward_model, readout,
-                    repetition_penalty)
+                    repetition_penalty, ref_policy)
     texts, finished = s["texts"], s["finished"]
     out = {"n": len(prompts), "eos_rate": sum(finished) / len(prompts),
            "distinct_2": distinct_n(texts), "mean_length": statistics.fmean(s["lengths"])}
+    if s["kl"]:
+        out["kl_ref"] = statistics.fmean(s["kl"])
     samples = [{"prompt": p, "response": t, "finished": f} for p, t, f in zip(prompts, texts, finished)]
     if world:
         gold = [judge(p, t, f).rating for p, t, f in zip(prompts, texts, finished)]

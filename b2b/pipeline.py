@@ -81,18 +81,29 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
 
 # ----------------------------------------------------------------------------- the RL stage
 
+ALGO_SETTINGS = {
+    "reinforce": {},                                             # notebook 03
+    "rloo": dict(k=4, kl_coef=0.05, steps=600),                   # notebook 06
+    "reinforce_pp": dict(k=1, kl_coef=0.01, ppo_epochs=2, minibatches=2, steps=600),       # notebook 07
+    "reinforce_pp_baseline": dict(k=4, kl_coef=0.01, ppo_epochs=2, minibatches=2, steps=600),
+}
+"""Each algorithm's notebook settings in the tiny profile, over RLConfig's defaults (64 rollouts per
+step, lr 2e-4, 64 new tokens)."""
+
+
 def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     """The RL settings of a profile: notebook 03's (vanilla REINFORCE) in `tiny`, a few short steps in
     `ci`, SmolLM2-sized ones in `colab`. `b2b run` uses these, so the CLI and the notebooks agree."""
     from b2b.train import RLConfig
 
+    algo_cfg = ALGO_SETTINGS.get(algo, {})
     if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
         cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
-                       eval_prompts=128)
+                       eval_prompts=128, **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     else:
-        cfg = RLConfig(algo=algo)
+        cfg = RLConfig(algo=algo, **algo_cfg)
         if profile.name == "ci":
-            cfg = dataclasses.replace(cfg, steps=max(4, int(cfg.steps * profile.scale)), batch_size=16,
+            cfg = dataclasses.replace(cfg, steps=max(4, int(RLConfig.steps * profile.scale)), batch_size=16,
                                       eval_every=5, eval_prompts=32, checkpoint_every=5)
     return dataclasses.replace(cfg, **overrides)
 

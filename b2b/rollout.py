@@ -40,6 +40,11 @@ class Rollout:
         """(B,) completion lengths in tokens, end-of-turn token included."""
         return self.completion_mask.sum(1)
 
+    def select(self, idx: Tensor | slice) -> "Rollout":
+        """The rollout restricted to rows `idx` (a minibatch)."""
+        return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
+                       self.completion_mask[idx], self.sampler_logprobs[idx])
+
     def finished(self, eos_token_id: int) -> Tensor:
         """(B,) True where the completion ended with an end-of-turn token."""
         ends = self.completion_ids.gather(1, (self.lengths - 1).clamp(min=0)[:, None]).squeeze(1)

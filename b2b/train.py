@@ -13,6 +13,7 @@ the same results on CPU.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -24,13 +25,19 @@ from pathlib import Path
 
 import torch
 
-from b2b.advantages import moving_average_baseline, reinforce_loss, shaped_reward
+from b2b.advantages import (KL_ESTIMATORS, clipped_pg_loss, group_mean_baseline, kl_per_token, kl_shaped_reward,
+                            masked_mean, masked_whiten, moving_average_baseline, reinforce_loss, returns_to_go,
+                            rloo_advantages, shaped_reward, token_level_rewards)
 from b2b.errors import ConfigError, TrainingError
 from b2b.metrics import distinct_n
 from b2b.reward import scalar_reward
 from b2b.rollout import decode_completions, reward_scores, rollout_logprobs, sample_completions
 
-ALGOS = ("reinforce",)
+ALGOS = ("reinforce", "rloo", "reinforce_pp", "reinforce_pp_baseline")
+"""reinforce: moving-average baseline (notebook 03); rloo: leave-one-out baseline over k samples per
+prompt (notebook 06); reinforce_pp: REINFORCE++ with token-level k1 KL in the reward, global
+advantage normalisation and PPO clipping (notebook 07); reinforce_pp_baseline: its group-mean
+variant with a k2 KL loss."""
 
 
 @dataclass
@@ -53,6 +60,23 @@ class RLConfig:
     ngram_penalty: float = 0.0
     """Reward-side penalty: R = r - ngram_penalty * (share of repeated n-grams). 0: off."""
     ngram: int = 3
+    k: int = 1
+    """Samples per prompt: each step draws batch_size / k prompts and samples k completions of each
+    (rloo and reinforce_pp_baseline need k >= 2)."""
+    kl_coef: float = 0.0
+    """beta of the KL penalty to the reference (SFT) policy: in the reward (reinforce, rloo,
+    reinforce_pp) or as a loss (reinforce_pp_baseline). 0: off."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimator in the reward: k1, k2 or k3 (reinforce_pp_baseline's loss always uses k2)."""
+    clip: float = 0.2
+    """PPO clip range epsilon of the REINFORCE++ ratio."""
+    ppo_epochs: int = 1
+    """Passes over each rollout batch (REINFORCE++)."""
+    minibatches: int = 1
+    """Optimizer steps per pass: the rollout batch is split into this many minibatches (REINFORCE++)."""
+    track_kl: bool = True
+    """Keep a frozen copy of the starting policy and log the KL to it every step, even when
+    kl_coef is 0 (one extra forward pass without gradients)."""
     readout: str = "expected"
     """Ordinal reward models: 'expected' class or 'p7' = P(class >= 7)."""
     max_grad_norm: float = 1.0
@@ -70,12 +94,12 @@ class RLConfig:
 
     def validate(self) -> "RLConfig":
         positive = ["steps", "batch_size", "lr", "max_new_tokens", "temperature", "repetition_penalty", "ngram",
-                    "max_grad_norm", "n_samples", "keep_checkpoints"]
+                    "max_grad_norm", "n_samples", "keep_checkpoints", "k", "clip", "ppo_epochs", "minibatches"]
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise ConfigError(f"config: field '{name}': expected a positive number, got {v!r}")
-        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty"):
+        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"config: field '{name}': expected a number >= 0, got {v!r}")
@@ -83,6 +107,20 @@ class RLConfig:
             raise ConfigError(f"config: field 'baseline_decay': expected 0 <= decay < 1, got {self.baseline_decay!r}")
         if self.algo not in ALGOS:
             raise ConfigError(f"config: field 'algo': expected one of {', '.join(ALGOS)}, got {self.algo!r}")
+        for name in ("k", "steps", "batch_size", "ngram", "ppo_epochs", "minibatches", "max_new_tokens"):
+            if not isinstance(getattr(self, name), int):
+                raise ConfigError(f"config: field '{name}': expected a whole number, got {getattr(self, name)!r}")
+        if self.algo in ("rloo", "reinforce_pp_baseline") and self.k < 2:
+            raise ConfigError(f"config: field 'k': {self.algo} needs k >= 2 samples per prompt, got {self.k}")
+        if self.batch_size % self.k:
+            raise ConfigError(f"config: field 'batch_size': {self.batch_size} rollouts do not split into groups of "
+                              f"k={self.k} samples per prompt (expected a multiple of k)")
+        if self.batch_size % self.minibatches:
+            raise ConfigError(f"config: field 'minibatches': {self.batch_size} rollouts do not split into "
+                              f"{self.minibatches} equal minibatches")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(f"config: field 'kl_estimator': expected one of {', '.join(KL_ESTIMATORS)}, "
+                              f"got {self.kl_estimator!r}")
         if self.readout not in ("expected", "p7"):
             raise ConfigError(f"config: field 'readout': expected 'expected' or 'p7', got {self.readout!r}")
         return self
@@ -172,15 +210,16 @@ def _load_checkpoint(ckpt: Path, policy, opt, gen: torch.Generator) -> tuple[int
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_step(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig, world: bool, step: int,
-                  batch_size: int = 128) -> dict:
+                  batch_size: int = 128, ref=None) -> dict:
     """Held-out metrics of the current policy, sampled with the training sampler's settings and a
-    fixed seed (every evaluation of a run sees the same prompts and random stream)."""
+    fixed seed (every evaluation of a run sees the same prompts and random stream); with `ref`,
+    also `kl_ref`, the mean sequence KL to the reference policy."""
     from b2b.evaluate import evaluate_policy
 
     res = evaluate_policy(policy, tokenizer, prompts, reward_model, world=world, batch_size=batch_size,
                           max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 1,
-                          readout=cfg.readout, repetition_penalty=cfg.repetition_penalty)
-    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate")
+                          readout=cfg.readout, repetition_penalty=cfg.repetition_penalty, ref_policy=ref)
+    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate", "kl_ref")
     return {"step": step, **{k: res[k] for k in keep if k in res}, "samples": res["samples"][:8]}
 
 
@@ -204,8 +243,10 @@ def policy_rewards(reward_model, ro, prompts: list[str], texts: list[str], finis
 
 
 def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch.Generator, baseline,
-            cfg: RLConfig, world: bool, step: int, ckpt: str = "none") -> tuple[dict, list[str], object]:
-    """One policy-gradient step on `prompts`; returns (metrics, completions, new baseline state)."""
+            cfg: RLConfig, world: bool, step: int, ckpt: str = "none", ref=None) -> tuple[dict, list[str], object]:
+    """One policy-gradient step on `prompts` (k consecutive copies of each prompt when cfg.k > 1);
+    returns (metrics, completions, new baseline state). `ref` is the frozen reference policy (needed
+    when cfg.kl_coef > 0)."""
     device = next(policy.parameters()).device
     t0 = time.perf_counter()
     policy.eval()
@@ -218,42 +259,111 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
     proxy = policy_rewards(reward_model, ro, prompts, texts, finished, cfg.readout)
     rewards, rep = shaped_reward(proxy, ro.completion_ids, ro.completion_mask, cfg.ngram_penalty, cfg.ngram)
     _finite("reward", rewards, step, ckpt)
+    mask = ro.completion_mask
     m = {}
     if world:
         from b2b.gold import judge
 
         fin = finished.tolist()
         m["reward/gold_mean"] = statistics.fmean(judge(p, t, f).rating for p, t, f in zip(prompts, texts, fin))
-    adv, baseline = moving_average_baseline(rewards, baseline, cfg.baseline_decay)
+    if cfg.kl_coef > 0 and ref is None:
+        raise ConfigError("rl_step: kl_coef > 0 needs the reference policy (ref=)")
+    ref_logp = old_logp = entropy = None
+    with torch.no_grad():
+        if ref is not None:
+            ref_logp = rollout_logprobs(ref, ro, cfg.temperature)
+            _finite("reference log-probs", ref_logp, step, ckpt)
+        ppo = cfg.algo in ("reinforce_pp", "reinforce_pp_baseline")
+        if ppo and cfg.ppo_epochs * cfg.minibatches > 1:  # the rollout policy's log-probs, before any update
+            old_logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
     _sync(device)
     t2 = time.perf_counter()
     policy.train()
-    logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
-    _finite("log-probs", logp, step, ckpt)
-    loss = reinforce_loss(adv, logp, ro.completion_mask)
-    _finite("loss", loss, step, ckpt)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-    _finite("gradient norm", grad_norm, step, ckpt)
-    opt.step()
+    if not ppo:
+        logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
+        _finite("log-probs", logp, step, ckpt)
+        R = rewards
+        if cfg.kl_coef > 0:
+            R, _ = kl_shaped_reward(rewards, logp, ref_logp, mask, cfg.kl_coef, cfg.kl_estimator)
+        if cfg.algo == "rloo":
+            adv = rloo_advantages(R, cfg.k)
+        else:
+            adv, baseline = moving_average_baseline(R, baseline, cfg.baseline_decay)
+        loss = reinforce_loss(adv, logp, mask)
+        _finite("loss", loss, step, ckpt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        _finite("gradient norm", grad_norm, step, ckpt)
+        opt.step()
+        logp_now, losses, norms, clip_fracs = logp.detach(), [loss.item()], [grad_norm.item()], []
+    else:
+        adv = None
+        if old_logp is not None:
+            adv = _pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
+        n_mb = len(prompts) // cfg.minibatches
+        losses, norms, clip_fracs = [], [], []
+        for _ in range(cfg.ppo_epochs):
+            for j in range(cfg.minibatches):
+                idx = slice(j * n_mb, (j + 1) * n_mb)
+                sub = ro.select(idx)
+                if adv is None:  # one update per batch: the rollout policy is the current one
+                    logp, entropy = rollout_logprobs(policy, sub, cfg.temperature, with_entropy=True)
+                    old_logp = logp.detach()
+                    adv = _pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
+                else:
+                    logp = rollout_logprobs(policy, sub, cfg.temperature)
+                _finite("log-probs", logp, step, ckpt)
+                loss, frac = clipped_pg_loss(logp, old_logp[idx], adv[idx], sub.completion_mask, cfg.clip)
+                if cfg.algo == "reinforce_pp_baseline" and cfg.kl_coef > 0:
+                    kl_loss = masked_mean(kl_per_token(logp, ref_logp[idx], sub.completion_mask, "k2"),
+                                          sub.completion_mask)
+                    loss = loss + cfg.kl_coef * kl_loss
+                _finite("loss", loss, step, ckpt)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                _finite("gradient norm", grad_norm, step, ckpt)
+                opt.step()
+                losses.append(loss.item())
+                norms.append(grad_norm.item())
+                clip_fracs.append(frac.item())
+        logp_now = old_logp
+        adv = adv[mask.bool()]  # per-token advantages, for the adv/* metrics below
     _sync(device)
     t3 = time.perf_counter()
-    mask = ro.completion_mask.float()
-    n_tok = mask.sum()
+    fmask = mask.float()
+    n_tok = fmask.sum()
     m.update({
         "reward/proxy_mean": proxy.mean().item(), "reward/shaped_mean": rewards.mean().item(),
-        "reward/rep_frac": rep.mean().item(), "reward/baseline": baseline,
+        "reward/rep_frac": rep.mean().item(),
         "adv/mean": adv.mean().item(), "adv/std": adv.std().item() if adv.numel() > 1 else 0.0,
-        "loss": loss.item(), "grad_norm": grad_norm.item(),
+        "loss": statistics.fmean(losses), "grad_norm": statistics.fmean(norms),
         "policy/entropy": (entropy.sum() / n_tok).item(),
-        "sampler/offpolicy_gap": ((ro.sampler_logprobs - logp.detach()).abs() * mask).sum().item() / n_tok.item(),
+        "sampler/offpolicy_gap": ((ro.sampler_logprobs - logp_now).abs() * fmask).sum().item() / n_tok.item(),
         "completions/mean_length": ro.lengths.float().mean().item(),
         "completions/eos_rate": finished.float().mean().item(),
         "completions/distinct_2": distinct_n(texts),
         "time/generate_s": t1 - t0, "time/score_s": t2 - t1, "time/learn_s": t3 - t2, "time/step_s": t3 - t0,
     })
+    if cfg.algo == "reinforce":
+        m["reward/baseline"] = baseline
+    if ref_logp is not None:
+        m["kl/ref"] = ((logp_now - ref_logp) * fmask).sum(1).mean().item()
+    if clip_fracs:
+        m["ppo/clip_frac"] = statistics.fmean(clip_fracs)
     return m, texts, baseline
+
+
+def _pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
+    """(B, C) REINFORCE++ advantages: token rewards (k1 KL at every token, the reward at the last;
+    reinforce_pp_baseline: group-centred reward, no KL), returns to go, global whitening."""
+    if cfg.algo == "reinforce_pp_baseline":
+        kl, beta, r = torch.zeros_like(old_logp), 0.0, group_mean_baseline(rewards, cfg.k)
+    else:
+        kl = kl_per_token(old_logp, ref_logp, mask, cfg.kl_estimator) if cfg.kl_coef > 0 else torch.zeros_like(old_logp)
+        beta, r = cfg.kl_coef, rewards
+    return masked_whiten(returns_to_go(token_level_rewards(r, kl, mask, beta), mask), mask)
 
 
 def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
@@ -281,6 +391,9 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
+    ref = None
+    if cfg.kl_coef > 0 or cfg.track_kl:  # the starting policy, frozen (taken before any resume)
+        ref = copy.deepcopy(policy).eval().requires_grad_(False)
     out = Path(out) if out is not None else None
     history, baseline, start = History(), None, 0
     if resume is not None:
@@ -303,7 +416,7 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
         if not eval_prompts:
             return
         policy.eval()
-        e = evaluate_step(policy, tokenizer, reward_model, eval_prompts, cfg, world, step, eval_batch_size)
+        e = evaluate_step(policy, tokenizer, reward_model, eval_prompts, cfg, world, step, eval_batch_size, ref)
         history.evals.append(e)
         _append(out, "evals.jsonl", e)
 
@@ -313,10 +426,10 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"{cfg.algo}", initial=start, total=cfg.steps,
                disable=not progress)
     for step in bar:
-        idx = torch.randint(len(prompts), (cfg.batch_size,), generator=gen, device=device).tolist()
-        batch = [prompts[i] for i in idx]
+        idx = torch.randint(len(prompts), (cfg.batch_size // cfg.k,), generator=gen, device=device).tolist()
+        batch = [prompts[i] for i in idx for _ in range(cfg.k)]  # groups of k samples of one prompt
         m, texts, baseline = rl_step(policy, tokenizer, reward_model, batch, opt, gen, baseline, cfg, world, step,
-                                     ckpt_path)
+                                     ckpt_path, ref)
         row = {"step": step, **m}
         history.steps.append(row)
         _append(out, "metrics.jsonl", row)
@@ -363,7 +476,7 @@ def summary(history: History, seconds: float | None = None) -> dict:
     """The `b2b run --json` fields of a run: `sft` (evaluation before training), `final` (after),
     `peak_gold_mean` (None outside the tiny world), `steps`, `seconds` (given, else the sum of
     the step times), `median_step_s`."""
-    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate")
+    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate", "kl_ref")
     first, last = (history.evals[0], history.evals[-1]) if history.evals else ({}, {})
     peak = history.peak_gold
     return {"sft": {k: first[k] for k in keep if k in first}, "final": {k: last[k] for k in keep if k in last},

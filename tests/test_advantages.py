@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -54,3 +56,102 @@ def test_repetition_penalty_lowers_seen_tokens_both_signs():
     assert torch.allclose(out, torch.tensor([[1.0, -4.0, 1.0, -1.0]]))
     p0, p1 = z.softmax(-1), out.softmax(-1)
     assert (p1[0, :2] < p0[0, :2]).all()
+
+
+# ----------------------------------------------------------------------------- KL, RLOO, REINFORCE++
+
+from b2b.advantages import (clipped_pg_loss, group_mean_baseline, kl_per_token, kl_shaped_reward,  # noqa: E402
+                            masked_mean, masked_whiten, returns_to_go, rloo_advantages, token_level_rewards)
+
+
+def test_kl_estimators_on_hand_made_log_ratios():
+    lp = torch.tensor([[math.log(0.5), math.log(0.2), math.log(0.9)]])
+    ref = torch.tensor([[math.log(0.25), math.log(0.4), math.log(0.1)]])
+    mask = torch.tensor([[1, 1, 0]])
+    l = [math.log(2), math.log(0.5)]                                        # log pi - log pi_ref
+    assert torch.allclose(kl_per_token(lp, ref, mask, "k1"), torch.tensor([[l[0], l[1], 0.0]]))
+    assert torch.allclose(kl_per_token(lp, ref, mask, "k2"), torch.tensor([[l[0] ** 2 / 2, l[1] ** 2 / 2, 0.0]]))
+    k3 = [0.5 - 1 + l[0], 2 - 1 + l[1]]                                     # pi_ref/pi - 1 - log(pi_ref/pi)
+    assert torch.allclose(kl_per_token(lp, ref, mask, "k3"), torch.tensor([[k3[0], k3[1], 0.0]]))
+    assert (kl_per_token(lp, ref, mask, "k3") >= 0).all()
+    with pytest.raises(ValueError, match="k4"):
+        kl_per_token(lp, ref, mask, "k4")
+
+
+def test_k1_and_k3_are_unbiased_for_kl_pi_ref_on_samples_from_pi():
+    pi = torch.tensor([0.7, 0.2, 0.1])
+    ref = torch.tensor([0.3, 0.3, 0.4])
+    true_kl = (pi * (pi / ref).log()).sum()                                 # KL(pi || ref), not (ref || pi)
+    y = torch.multinomial(pi, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    lp, lr = pi.log()[y][None], ref.log()[y][None]
+    ones = torch.ones_like(lp)
+    for est in ("k1", "k3"):
+        assert abs(kl_per_token(lp, lr, ones, est).mean() - true_kl) < 0.01, est
+    assert abs(kl_per_token(lr, lp, ones, "k1").mean() - true_kl) > 0.1     # swapped arguments: wrong sign
+
+
+def test_kl_shaped_reward_subtracts_beta_times_the_masked_sequence_kl():
+    r = torch.tensor([1.0, 2.0])
+    lp = torch.tensor([[-1.0, -1.0, -5.0], [-2.0, -2.0, -2.0]], requires_grad=True)
+    ref = torch.tensor([[-2.0, -1.5, -1.0], [-2.0, -2.0, -2.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    R, kl = kl_shaped_reward(r, lp, ref, mask, beta=0.1)
+    assert torch.allclose(kl, torch.tensor([1.5, 0.0]))                    # the masked -4 is left out
+    assert torch.allclose(R, torch.tensor([1.0 - 0.15, 2.0]))
+    assert not R.requires_grad                                              # a reward, not a loss
+
+
+def test_rloo_leaves_each_sample_out_of_its_own_baseline():
+    R = torch.tensor([1.0, 2.0, 3.0, 6.0, 10.0, 10.0, 10.0, 14.0])        # two prompts, k = 4
+    A = rloo_advantages(R, 4)
+    assert torch.allclose(A[:4], torch.tensor([1 - 11 / 3, 2 - 10 / 3, 3 - 9 / 3, 6 - 6 / 3]))
+    assert torch.allclose(A[4:], torch.tensor([-34 / 3 + 10, -34 / 3 + 10, -34 / 3 + 10, 14 - 10]))
+    g = R.view(2, 4)
+    assert torch.allclose(A, (4 / 3 * (g - g.mean(1, keepdim=True))).view(-1))
+    assert torch.allclose(rloo_advantages(torch.tensor([3.0, 5.0]), 2), torch.tensor([-2.0, 2.0]))
+    with pytest.raises(ValueError, match="k .*>= 2"):
+        rloo_advantages(R, 1)
+    with pytest.raises(ValueError, match="groups of k=3"):
+        rloo_advantages(R, 3)
+
+
+def test_group_mean_baseline_centres_each_group_separately():
+    R = torch.tensor([1.0, 3.0, 10.0, 20.0])
+    assert torch.allclose(group_mean_baseline(R, 2), torch.tensor([-1.0, 1.0, -5.0, 5.0]))
+
+
+def test_token_rewards_put_the_reward_on_the_last_real_token():
+    kl = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    r = token_level_rewards(torch.tensor([5.0, -1.0]), kl, mask, beta=1.0)
+    assert torch.allclose(r, torch.tensor([[-0.1, -0.2, 5 - 0.3, 0.0], [-0.5, -0.5, -0.5, -1.5]]))
+    G = returns_to_go(r, mask)
+    assert torch.allclose(G, torch.tensor([[4.4, 4.5, 4.7, 0.0], [-3.0, -2.5, -2.0, -1.5]]))
+
+
+def test_masked_whiten_uses_only_masked_tokens_of_the_whole_batch():
+    x = torch.tensor([[1.0, 2.0, 99.0], [3.0, 4.0, -99.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    w = masked_whiten(x, mask)
+    vals = w[mask.bool()]
+    assert abs(vals.mean()) < 1e-6 and abs(vals.pow(2).mean() - 1) < 1e-5
+    assert torch.allclose(vals, (torch.tensor([1.0, 2.0, 3.0, 4.0]) - 2.5) / math.sqrt(1.25), atol=1e-6)
+    assert (w[:, 2] == 0).all()
+    assert torch.allclose(masked_mean(x, mask), torch.tensor(2.5))
+
+
+def test_clipped_loss_clips_only_in_the_direction_the_advantage_pushes():
+    old = torch.zeros(1, 4)
+    lp = torch.log(torch.tensor([[1.5, 1.5, 0.5, 0.5]])).requires_grad_(True)
+    A = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    mask = torch.ones(1, 4)
+    loss, frac = clipped_pg_loss(lp, old, A, mask, clip=0.2)
+    # min(rho A, clip(rho) A): 1.2 (clipped), -1.5, 0.5, -0.8 (clipped)
+    assert torch.allclose(loss, -torch.tensor(1.2 - 1.5 + 0.5 - 0.8) / 4)
+    assert torch.allclose(frac, torch.tensor(0.5))
+    loss.backward()
+    g = lp.grad[0]
+    assert g[0] == 0 and g[3] == 0                                          # clipped tokens pass no gradient
+    assert torch.allclose(g[1], torch.tensor(1.5 / 4)) and torch.allclose(g[2], torch.tensor(-0.5 / 4))
+    loss_m, _ = clipped_pg_loss(lp.detach(), old, A, torch.tensor([[1, 1, 0, 0]]), clip=0.2)
+    assert torch.allclose(loss_m, -torch.tensor(1.2 - 1.5) / 2)             # mean over masked tokens only

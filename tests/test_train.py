@@ -48,7 +48,9 @@ def test_train_logs_namespaced_metrics_evals_samples_and_checkpoints(tiny_dir, t
     assert latest_checkpoint(tmp_path).name == "step-000003"
     assert len(list((tmp_path / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
     s = summary(h)
-    assert set(s["sft"]) == set(s["final"]) == {"proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate"}
+    assert set(s["sft"]) == set(s["final"]) == {"proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate",
+                                                "kl_ref"}
+    assert s["sft"]["kl_ref"] == 0.0                                  # before training the policy is the reference
     assert s["peak_gold_mean"] == max(e["gold_mean"] for e in h.evals) and s["steps"] == 3
 
 
@@ -171,3 +173,64 @@ def test_family_balanced_prompts():
     out = family_balanced(["a1", "a2", "a3", "b1", "c1"], ["a", "a", "a", "b", "c"])
     assert out == ["a1", "b1", "c1", "a2", "b1", "c1", "a3", "b1", "c1"]
     assert Counter(out) == {"a1": 1, "a2": 1, "a3": 1, "b1": 3, "c1": 3}
+
+
+@pytest.mark.parametrize("algo,extra", [
+    ("rloo", dict(k=4, kl_coef=0.1)),
+    ("reinforce_pp", dict(kl_coef=0.1, ppo_epochs=2, minibatches=2)),
+    ("reinforce_pp", dict(kl_coef=0.1, kl_estimator="k3")),          # one update: old log-probs from the same pass
+    ("reinforce_pp_baseline", dict(k=2, kl_coef=0.1, ppo_epochs=1, minibatches=2)),
+])
+def test_every_algorithm_runs_in_the_one_loop(algo, extra, tiny_dir, tokenizer, rm):
+    cfg = RLConfig(algo=algo, steps=2, **{**SMALL, "eval_every": 0}, **extra)
+    policy = _policy(tiny_dir)
+    before = [p.detach().clone() for p in policy.parameters()]
+    h = train(policy, tokenizer, rm, PROMPTS, cfg, progress=False)
+    first = h.steps[0]
+    assert abs(first["kl/ref"]) < 1e-4                                # step 1 samples from the reference itself
+    assert h.steps[1]["kl/ref"] != 0.0                                # ... and the update moved the policy
+    assert first["sampler/offpolicy_gap"] < 1e-4
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    if algo.startswith("reinforce_pp"):
+        assert 0.0 <= first["ppo/clip_frac"] <= 1.0
+        assert abs(first["adv/mean"]) < 1e-4                          # globally whitened token advantages
+
+
+def test_rloo_draws_k_samples_of_each_prompt(tiny_dir, tokenizer, rm):
+    cfg = RLConfig(algo="rloo", k=4, steps=1, **{**SMALL, "eval_every": 0, "n_samples": 8})
+    h = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, progress=False)
+    prompts = [s["prompt"] for s in h.samples]
+    assert prompts[:4] == [prompts[0]] * 4 and prompts[4:] == [prompts[4]] * 4
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(algo="rloo", k=1), "'k'.*k >= 2"),
+    (dict(algo="reinforce_pp_baseline", k=1), "'k'"),
+    (dict(algo="rloo", k=3, batch_size=8), "'batch_size'.*multiple of k"),
+    (dict(algo="reinforce_pp", minibatches=3, batch_size=8), "'minibatches'"),
+    (dict(kl_estimator="k5"), "'kl_estimator'"),
+    (dict(kl_coef=-0.1), "'kl_coef'"),
+    (dict(algo="ppo"), "'algo'"),
+    (dict(k=2.5), "'k'"),
+])
+def test_algorithm_settings_are_validated(fields, match):
+    with pytest.raises(ConfigError, match=match):
+        RLConfig(**fields).validate()
+
+
+def test_gradient_variance_is_paired_and_loo_cancels_a_constant_reward(tiny_dir, tokenizer):
+    from b2b.analysis import gradient_variance
+
+    def constant(prompts, texts, finished):
+        return [3.0] * len(texts)
+    res = gradient_variance(_policy(tiny_dir), tokenizer, constant, PROMPTS, k=2, n_batches=3, prompts_per_batch=2,
+                            max_new_tokens=8)
+    assert res["leave-one-out"]["variance"] == 0.0 and res["leave-one-out"]["mean_norm"] == 0.0
+    assert res["moving average"]["mean_norm"] == 0.0                  # b = 3 exactly: A = 0 too
+    assert res["no baseline"]["variance"] > 0.0                       # A = 3: the raw score function's noise
+
+    def length(prompts, texts, finished):
+        return [float(len(t)) for t in texts]
+    res = gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, k=2, n_batches=3, prompts_per_batch=2,
+                            max_new_tokens=8)
+    assert all(r["variance"] > 0 for r in res.values())
