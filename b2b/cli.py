@@ -277,6 +277,36 @@ def _cmd_build_reward_models(args) -> int:
     return 0
 
 
+def _cmd_showdown(args) -> int:
+    from pathlib import Path
+
+    from b2b.config import get_profile
+    from b2b.showdown import aggregate, markdown_table, plot_showdown, run_showdown
+
+    from b2b.errors import ConfigError
+    from b2b.showdown import METHODS
+
+    profile = get_profile(args.profile)
+    unknown = [m for m in args.methods or [] if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"showdown: --methods: unknown {unknown[0]!r} (expected some of: {', '.join(METHODS)})")
+    t0 = time.time()
+    rows = run_showdown(profile, seeds=args.seeds, methods=args.methods, out=args.out, steps=args.steps,
+                        progress=not args.json)
+    agg = aggregate(rows)
+    print(f"showdown: {len(rows)} runs ({len(args.seeds)} seeds), profile={profile.name}, "
+          f"{rows[0]['samples']} samples each -> {args.out}")
+    print(markdown_table(agg))
+    if args.img:
+        Path(args.img).parent.mkdir(parents=True, exist_ok=True)
+        plot_showdown(rows).savefig(args.img, dpi=110, bbox_inches="tight")
+        print(f"plot -> {args.img}")
+    if args.json:
+        print(json.dumps({"methods": agg, "runs": [{k: v for k, v in r.items() if k != "config"} for r in rows],
+                          "seconds": round(time.time() - t0, 1)}))
+    return 0
+
+
 def _cmd_figures(args) -> int:
     from b2b.plots import write_readme_figures
 
@@ -341,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--data", default="data")
     br.add_argument("--level", type=int, choices=(1, 2), default=None, help="only this level (default: both)")
     br.set_defaults(func=_cmd_build_reward_models)
+    sd = sub.add_parser("showdown", help="every RL method of the course over several seeds (notebook 08)")
+    sd.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sd.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                    help="subset of the methods, by label (default: all)")
+    sd.add_argument("--steps", type=int, default=None, help="steps per run (default: the longest notebook setting)")
+    sd.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    sd.add_argument("--out", default="runs/showdown", help="run directory; finished runs are reused")
+    sd.add_argument("--img", default=None, help="write the gold-vs-KL plot here (e.g. img/showdown.png)")
+    sd.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    sd.set_defaults(func=_cmd_showdown)
     fg = sub.add_parser("figures", help="redraw the README's figures into img/")
     fg.add_argument("--out", default="img")
     fg.set_defaults(func=_cmd_figures)

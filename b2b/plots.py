@@ -259,3 +259,29 @@ def plot_sample_stats(history, window: int = 5):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_kl_frontier(runs: dict, points: dict | None = None):
+    """Held-out gold and proxy reward against the KL to the SFT policy (`kl_ref`), one line per run
+    through its periodic evaluations (step 0 at KL = 0; the last one marked). `points`: extra
+    single results {label: (kl, gold, proxy)}, e.g. a method's mean over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, h) in enumerate(runs.items()):
+        ev = [e for e in h.evals if "kl_ref" in e]
+        kl = [e["kl_ref"] for e in ev]
+        for ax, key in zip(axes, ("gold_mean", "proxy_mean")):
+            ys = [e[key] for e in ev]
+            ax.plot(kl, ys, "-", color=f"C{i}", alpha=0.6, label=label)
+            ax.plot(kl[-1:], ys[-1:], "o", color=f"C{i}", ms=7)
+    for j, (label, (kl, gold, proxy)) in enumerate((points or {}).items()):
+        for ax, y in zip(axes, (gold, proxy)):
+            ax.plot([kl], [y], "*", ms=12, color=f"C{len(runs) + j}", label=label)
+    axes[0].set_title("gold rating (tiny world's judge)", fontsize=10)
+    axes[1].set_title("proxy reward (reward model)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("KL to the SFT policy (nats per answer, held-out)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Reward vs KL: each line one run's held-out evaluations, the dot its end")
+    fig.tight_layout()
+    return fig

@@ -74,6 +74,12 @@ class RLConfig:
     """Passes over each rollout batch (REINFORCE++)."""
     minibatches: int = 1
     """Optimizer steps per pass: the rollout batch is split into this many minibatches (REINFORCE++)."""
+    lora_r: int = 0
+    """LoRA rank: > 0 trains low-rank adapters on the attention and MLP projections instead of all
+    weights (`peft`; for policies too big to fine-tune whole). 0: full fine-tuning."""
+    lora_alpha: float = 16.0
+    whiten: bool = True
+    """REINFORCE++: normalise token advantages over the batch (False: raw returns, for ablations)."""
     track_kl: bool = True
     """Keep a frozen copy of the starting policy and log the KL to it every step, even when
     kl_coef is 0 (one extra forward pass without gradients)."""
@@ -99,7 +105,7 @@ class RLConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise ConfigError(f"config: field '{name}': expected a positive number, got {v!r}")
-        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef"):
+        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef", "lora_r"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"config: field '{name}': expected a number >= 0, got {v!r}")
@@ -107,7 +113,7 @@ class RLConfig:
             raise ConfigError(f"config: field 'baseline_decay': expected 0 <= decay < 1, got {self.baseline_decay!r}")
         if self.algo not in ALGOS:
             raise ConfigError(f"config: field 'algo': expected one of {', '.join(ALGOS)}, got {self.algo!r}")
-        for name in ("k", "steps", "batch_size", "ngram", "ppo_epochs", "minibatches", "max_new_tokens"):
+        for name in ("k", "steps", "batch_size", "ngram", "ppo_epochs", "minibatches", "max_new_tokens", "lora_r"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"config: field '{name}': expected a whole number, got {getattr(self, name)!r}")
         if self.algo in ("rloo", "reinforce_pp_baseline") and self.k < 2:
@@ -355,6 +361,24 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
     return m, texts, baseline
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(policy, cfg: RLConfig):
+    """Wrap `policy` with LoRA adapters of rank cfg.lora_r (alpha cfg.lora_alpha, no dropout) on the
+    attention and MLP projections; only the adapters are trainable. A policy that already has
+    adapters is returned as it is."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(policy, PeftModel):
+        return policy
+    targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in policy.named_modules())]
+    if not targets:
+        raise ConfigError(f"config: field 'lora_r': the policy has none of the projections {', '.join(LORA_TARGETS)}")
+    return get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                             target_modules=targets, task_type="CAUSAL_LM"))
+
+
 def _pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
     """(B, C) REINFORCE++ advantages: token rewards (k1 KL at every token, the reward at the last;
     reinforce_pp_baseline: group-centred reward, no KL), returns to go, global whitening."""
@@ -363,7 +387,8 @@ def _pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
     else:
         kl = kl_per_token(old_logp, ref_logp, mask, cfg.kl_estimator) if cfg.kl_coef > 0 else torch.zeros_like(old_logp)
         beta, r = cfg.kl_coef, rewards
-    return masked_whiten(returns_to_go(token_level_rewards(r, kl, mask, beta), mask), mask)
+    returns = returns_to_go(token_level_rewards(r, kl, mask, beta), mask)
+    return masked_whiten(returns, mask) if cfg.whiten else returns
 
 
 def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
@@ -388,12 +413,14 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     device = next(policy.parameters()).device
     if isinstance(reward_model, torch.nn.Module):
         reward_model.eval()
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
     ref = None
     if cfg.kl_coef > 0 or cfg.track_kl:  # the starting policy, frozen (taken before any resume)
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    if cfg.lora_r:
+        policy = add_lora(policy, cfg)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     out = Path(out) if out is not None else None
     history, baseline, start = History(), None, 0
     if resume is not None:

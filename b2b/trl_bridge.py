@@ -96,3 +96,88 @@ def hf_pair_accuracy(model, tokenizer, pairs: list[dict], batch_size: int = 128)
         scores.append(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu())
     s = torch.cat(scores)
     return (s[: len(pairs)] > s[len(pairs):]).float().mean().item()
+
+
+def reward_function(reward_model, tokenizer, readout: str = "expected"):
+    """b2b's reward model as a TRL reward function `f(prompts, completions, completion_ids, **kw)`:
+    each prompt is chat-formatted and left-padded as b2b does, the sampled completion ids appended,
+    and the score read at the last real token (for the ordinal model: the expected class, or
+    P(class >= 7) with readout='p7'). The ids are used as sampled, never re-tokenised text."""
+    from b2b.reward import scalar_reward
+    from b2b.rollout import encode_prompts, reward_scores
+
+    device = next(reward_model.parameters()).device
+
+    @torch.no_grad()
+    def b2b_reward(prompts, completions, completion_ids, **kwargs):
+        p_ids, p_mask = encode_prompts(tokenizer, prompts, device)
+        C = max(len(c) for c in completion_ids)
+        c_ids = torch.full((len(completion_ids), C), tokenizer.pad_token_id, dtype=torch.long, device=device)
+        c_mask = torch.zeros_like(c_ids)
+        for i, c in enumerate(completion_ids):  # list of id lists from TRL: one small copy each
+            c_ids[i, :len(c)] = torch.as_tensor(c, device=device)
+            c_mask[i, :len(c)] = 1
+        scores = reward_scores(reward_model, torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1))
+        return scalar_reward(scores, readout).tolist()
+    return b2b_reward
+
+
+def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: bool = False) -> dict:
+    """Train the policy with `trl.RLOOTrainer` on b2b's RLOO settings (`cfg`, an RLConfig with
+    algo='rloo'): the same reward model (as a reward function), prompts, k, rollouts per step,
+    completion length, learning rate (constant), KL coefficient (k1, in the reward, as b2b),
+    gradient clipping, one update per batch; plain sampling at the same temperature (top-p 1,
+    top-k off, no repetition penalty); fp32, no gradient checkpointing, no logging integrations.
+    Returns the trained model, its tokenizer, per-step wall-clock times and TRL's log."""
+    import logging
+
+    import datasets
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from transformers.utils import logging as hf_logging
+    from trl import RLOOConfig, RLOOTrainer
+
+    from b2b.models import load_policy, load_tokenizer
+
+    tok = load_tokenizer(policy_path)
+    torch.manual_seed(cfg.seed)
+    model = load_policy(policy_path, trainable=True)
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t)
+
+    out_dir = tempfile.mkdtemp(prefix="b2b-trl-rloo-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        args = RLOOConfig(
+            output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, num_generations=cfg.k,
+            steps_per_generation=1, gradient_accumulation_steps=1, num_iterations=1, max_steps=cfg.steps,
+            learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+            max_grad_norm=cfg.max_grad_norm, beta=cfg.kl_coef, max_completion_length=cfg.max_new_tokens,
+            temperature=cfg.temperature, top_p=1.0, top_k=0, repetition_penalty=1.0, normalize_advantages=False,
+            seed=cfg.seed, bf16=False, fp16=False, gradient_checkpointing=False, report_to="none",
+            save_strategy="no", logging_steps=max(cfg.steps, 1), disable_tqdm=not progress,
+            use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    if not progress:
+        datasets.disable_progress_bars()
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
+    try:
+        trainer = RLOOTrainer(model=model, reward_funcs=reward_function(reward_model, tok, cfg.readout), args=args,
+                              train_dataset=data, processing_class=tok, callbacks=[StepTimer()])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    finally:
+        hf_logging.set_verbosity(level)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    model.eval()
+    return {"model": model, "tokenizer": tok, "step_times": times, "log": trainer.state.log_history}

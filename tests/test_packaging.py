@@ -50,3 +50,21 @@ def test_readme_test_command_is_what_ci_runs():
     m = re.search(r"<!-- test-command -->\s*```bash\n(.+?)\n```", readme, re.S)
     assert m, "README marks its test command with <!-- test-command -->"
     assert m.group(1).strip() in ci
+
+
+def test_package_loads_safely():
+    """Every torch.load passes weights_only=True; nothing trusts remote code or unpickles."""
+    import re
+    from pathlib import Path
+
+    import b2b
+
+    pkg = Path(b2b.__file__).parent
+    sources = {p.name: p.read_text(encoding="utf-8") for p in pkg.glob("*.py")}
+    assert sources
+    for name, src in sources.items():
+        for call in re.findall(r"torch\.load\((.*?)\)\n", src, flags=re.S):
+            assert "weights_only=True" in call, f"{name}: torch.load without weights_only=True"
+        assert "trust_remote_code=True" not in src, name
+        assert not re.search(r"\bpickle\.loads?\(", src), name
+        assert "use_safetensors=False" not in src, name

@@ -234,3 +234,43 @@ def test_gradient_variance_is_paired_and_loo_cancels_a_constant_reward(tiny_dir,
     res = gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, k=2, n_batches=3, prompts_per_batch=2,
                             max_new_tokens=8)
     assert all(r["variance"] > 0 for r in res.values())
+
+
+def test_lora_trains_only_adapters_and_keeps_the_base_weights(tiny_dir, tokenizer, rm):
+    policy = _policy(tiny_dir)
+    base = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    cfg = RLConfig(algo="rloo", k=2, kl_coef=0.1, lora_r=4, steps=2, lr=1e-2, **{**SMALL, "eval_every": 0})
+    h = train(policy, tokenizer, rm, PROMPTS, cfg, progress=False)
+    named = dict(policy.named_parameters())                           # adapters were injected in place
+    lora = [n for n in named if "lora_" in n]
+    assert lora and all("lora_" in n for n, p in named.items() if p.requires_grad)
+    for n, p in named.items():
+        if "lora_" not in n:
+            clean = n.replace("base_layer.", "")
+            assert torch.equal(p, base[clean]), n
+    assert h.steps[1]["kl/ref"] != 0.0                                # the adapters moved the policy
+
+
+def test_trl_reward_function_scores_the_sampled_ids_like_b2b(tiny_dir, tokenizer, rm):
+    from b2b.rollout import decode_completions, sample_completions
+    from b2b.train import policy_rewards
+    from b2b.trl_bridge import reward_function
+
+    policy = _policy(tiny_dir)
+    ro = sample_completions(policy, tokenizer, PROMPTS, 16, 1.0, torch.Generator().manual_seed(0))
+    texts = decode_completions(tokenizer, ro)
+    ours = policy_rewards(rm, ro, PROMPTS, texts, ro.finished(tokenizer.eos_token_id))
+    ids = [row[:n] for row, n in zip(ro.completion_ids.tolist(), ro.lengths.tolist())]  # as TRL passes them
+    msgs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    theirs = reward_function(rm, tokenizer)(prompts=msgs, completions=None, completion_ids=ids)
+    assert torch.allclose(torch.tensor(theirs), ours, atol=1e-5)
+
+
+def test_trl_rloo_bridge_trains_on_b2b_settings(tiny_dir, rm):
+    from b2b.trl_bridge import trl_rloo
+
+    cfg = RLConfig(algo="rloo", k=2, batch_size=8, steps=2, max_new_tokens=8, kl_coef=0.05)
+    out = trl_rloo(str(tiny_dir), rm, PROMPTS, cfg)
+    assert len(out["step_times"]) == 2 and all(t > 0 for t in out["step_times"])
+    before = _policy(tiny_dir).state_dict()
+    assert any(not torch.equal(before[k], v) for k, v in out["model"].state_dict().items())

@@ -1,0 +1,150 @@
+"""Every method of the course, side by side, over several seeds (notebook 08, `b2b showdown`).
+
+    rows = run_showdown(profile, seeds=(0, 1, 2))      # one row per (method, seed)
+    table = aggregate(rows)                             # mean and spread per method
+
+Each method runs with its notebook's settings and the same number of samples per step and steps
+(`b2b.pipeline.rl_config`). Runs are cached: a finished run's `result.json` is reused when its
+config matches, and a run killed half way resumes from its last checkpoint, so a long showdown
+can be built in several sittings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+METHODS = {
+    "vanilla REINFORCE": ("reinforce", {}),
+    "repetition penalty 1.2": ("reinforce", {"repetition_penalty": 1.2}),
+    "RLOO k=2 + KL": ("rloo", {"k": 2}),
+    "RLOO k=4 + KL": ("rloo", {"k": 4}),
+    "REINFORCE++": ("reinforce_pp", {}),
+}
+"""label -> (algo, overrides of the algorithm's notebook settings)."""
+
+
+def method_config(profile, method: str, seed: int, steps: int | None = None):
+    """The RLConfig of one showdown cell: the algorithm's notebook settings, the method's overrides,
+    the seed, and one common number of steps (the longest of the methods' defaults unless given)."""
+    from b2b.pipeline import rl_config
+
+    algo, over = METHODS[method]
+    if steps is None:
+        steps = max(rl_config(profile, a).steps for a, _ in METHODS.values())
+    return rl_config(profile, algo, **{**over, "seed": seed, "steps": steps})
+
+
+def _slug(method: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in method.lower()).strip("-").replace("--", "-")
+
+
+def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs/showdown", steps: int | None = None,
+                 progress: bool = True) -> list[dict]:
+    """Train every (method, seed) not already done in `out`; return one result row each:
+    method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`."""
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.train import latest_checkpoint, summary, train
+
+    out = Path(out)
+    tok = load_tokenizer(profile.policy)
+    rm = load_reward_model(shipped_reward_model(profile, level=1))
+    prompts, heldout, world = rl_prompts(profile)
+    rows = []
+    for method in methods or METHODS:
+        for seed in seeds:
+            cfg = method_config(profile, method, seed, steps)
+            d = out / f"{_slug(method)}-seed{seed}"
+            res_file = d / "result.json"
+            want = dataclasses.asdict(cfg)
+            if res_file.exists():
+                row = json.loads(res_file.read_text())
+                if row.get("config") == want:
+                    rows.append(row)
+                    continue
+            resume = None
+            ck = latest_checkpoint(d) if d.exists() else None
+            if ck is not None and json.loads((ck / "config.json").read_text()) == want:
+                resume = d
+            t0 = time.time()
+            policy = load_policy(profile.policy, trainable=True)
+            h = train(policy, tok, rm, prompts, cfg, eval_prompts=heldout, world=world, out=d, resume=resume,
+                      overwrite=True, progress=progress)
+            s = summary(h)
+            row = {"method": method, "seed": seed, "algo": cfg.algo, "samples": cfg.steps * cfg.batch_size,
+                   **{k: s[k] for k in ("sft", "final", "peak_gold_mean", "peak_step", "steps", "median_step_s")},
+                   "wall_seconds": round(time.time() - t0, 1), "config": want}
+            res_file.write_text(json.dumps(row, indent=1))
+            rows.append(row)
+    return rows
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Per method: mean and standard deviation over seeds of final gold, proxy, KL, distinct-2
+    (relative to SFT), and the gold peak."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["method"], []).append(r)
+
+    def ms(xs):
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            return None, None
+        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    out = []
+    for method, rs in by.items():
+        row = {"method": method, "seeds": len(rs), "samples": rs[0]["samples"]}
+        for key, f in (("gold", lambda r: r["final"].get("gold_mean")),
+                       ("gold_gain", lambda r: r["final"].get("gold_mean") - r["sft"].get("gold_mean")),
+                       ("peak_gold", lambda r: r["peak_gold_mean"]),
+                       ("proxy", lambda r: r["final"].get("proxy_mean")),
+                       ("kl", lambda r: r["final"].get("kl_ref")),
+                       ("distinct2_ratio", lambda r: r["final"]["distinct_2"] / r["sft"]["distinct_2"]),
+                       ("step_s", lambda r: r["median_step_s"])):
+            row[key], row[f"{key}_std"] = ms([f(r) for r in rs])
+        out.append(row)
+    return out
+
+
+def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
+    """The README's showdown table: mean ± std over seeds."""
+    def pm(r, k, fmt=".2f"):
+        return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt}}"
+    head = ("| method | final gold | gold gain vs SFT | peak gold | final proxy | KL to SFT (nats) | "
+            "distinct-2 / SFT | step (s) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in agg:
+        lines.append(f"| {r['method']} | {pm(r, 'gold')} | {pm(r, 'gold_gain', '+.2f')} | {pm(r, 'peak_gold')} | "
+                     f"{pm(r, 'proxy')} | {pm(r, 'kl', '.1f')} | {pm(r, 'distinct2_ratio')} | {r['step_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_showdown(rows: list[dict]):
+    """Final held-out gold (left) and proxy reward (right) against KL to SFT: one marker per run,
+    a larger one per method at its mean over seeds."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    agg = {a["method"]: a for a in aggregate(rows)}
+    sft = statistics.fmean(r["sft"]["gold_mean"] for r in rows if "gold_mean" in r["sft"])
+    for i, method in enumerate(agg):
+        rs = [r for r in rows if r["method"] == method]
+        for ax, key, akey in ((axes[0], "gold_mean", "gold"), (axes[1], "proxy_mean", "proxy")):
+            ax.plot([r["final"]["kl_ref"] for r in rs], [r["final"][key] for r in rs], "o", color=f"C{i}", alpha=0.45,
+                    ms=5)
+            ax.plot([agg[method]["kl"]], [agg[method][akey]], "D", color=f"C{i}", ms=9, label=method)
+    axes[0].axhline(sft, color="gray", ls=":", label="SFT policy")
+    axes[0].set_title("final gold rating (held-out)", fontsize=10)
+    axes[1].set_title("final proxy reward (held-out)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("KL to the SFT policy (nats per answer)")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    n_seeds = len({r["seed"] for r in rows})
+    fig.suptitle(f"Every method at the same number of samples: small dots = one seed, diamonds = mean of {n_seeds}")
+    fig.tight_layout()
+    return fig
