@@ -85,7 +85,7 @@ def test_run_json_contract_and_evaluate_table(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     res = json.loads(lines[-1])
     for part in ("sft", "final"):
-        assert set(res[part]) == {"proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate"}
+        assert set(res[part]) == {"proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate", "kl_ref"}
     assert res["steps"] == 2 and isinstance(res["seconds"], float)
     assert res["peak_gold_mean"] >= max(res["sft"]["gold_mean"], res["final"]["gold_mean"]) - 1e-9
     assert any(line.startswith("| Model | Eval Reward | Improvement |") for line in lines)
@@ -96,6 +96,30 @@ def test_run_json_contract_and_evaluate_table(tmp_path, capsys):
     assert any(line.startswith("| RL policy |") for line in lines)
     r = _run("run", "--skip-reward-training", "--steps", "2", "--out", str(out))
     assert r.returncode == 2 and "already holds a run" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_run_rloo_flags_and_showdown_reuses_finished_runs(tmp_path, capsys):
+    out = tmp_path / "rloo"
+    assert main(["run", "--skip-reward-training", "--algo", "rloo", "--k", "2", "--kl-coef", "0.1", "--kl-estimator",
+                 "k3", "--steps", "2", "--batch-size", "8", "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["steps"] == 2 and res["sft"]["kl_ref"] == 0.0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["algo"], cfg["k"], cfg["kl_coef"], cfg["kl_estimator"]) == ("rloo", 2, 0.1, "k3")
+    r = _run("run", "--skip-reward-training", "--algo", "rloo", "--k", "1", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "'k'" in r.stderr and r.stderr.count("\n") == 1
+
+    args = ["showdown", "--profile", "ci", "--methods", "vanilla REINFORCE", "RLOO k=2 + KL", "--seeds", "0",
+            "--steps", "2", "--out", str(tmp_path / "sd"), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [m["method"] for m in first["methods"]] == ["vanilla REINFORCE", "RLOO k=2 + KL"]
+    assert {"gold", "gold_std", "kl", "proxy", "distinct2_ratio"} <= set(first["methods"][0])
+    assert main(args) == 0                                            # finished runs are read back, not retrained
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["runs"] == first["runs"] and again["seconds"] < first["seconds"]
+    r = _run("showdown", "--methods", "PPO", "--profile", "ci")
+    assert r.returncode == 2 and "unknown 'PPO'" in r.stderr
 
 
 @pytest.mark.parametrize("text,msg", [("stepz: 3\n", "unknown key 'stepz'"), ("steps: three\n", "key 'steps': expected int"),
