@@ -82,13 +82,16 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
 # ----------------------------------------------------------------------------- the RL stage
 
 ALGO_SETTINGS = {
-    "reinforce": {},                                             # notebook 03
-    "rloo": dict(k=4, kl_coef=0.05, steps=600),                   # notebook 06
-    "reinforce_pp": dict(k=1, kl_coef=0.01, ppo_epochs=2, minibatches=2, steps=600),       # notebook 07
-    "reinforce_pp_baseline": dict(k=4, kl_coef=0.01, ppo_epochs=2, minibatches=2, steps=600),
+    "reinforce": {},                                                                     # notebook 03
+    "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
+    "reinforce_pp": dict(k=1, kl_coef=0.5, ppo_epochs=2, minibatches=2, steps=600),      # notebook 07
+    "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=2, minibatches=2, steps=600),
 }
-"""Each algorithm's notebook settings in the tiny profile, over RLConfig's defaults (64 rollouts per
-step, lr 2e-4, 64 new tokens)."""
+"""Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
+lr 2e-4, 64 new tokens). RLOO's KL coefficient from a sweep at 600 steps (seed 0): 0.1 collapses
+(gold 3.1 by step 350, KL 16 nats), 0.3 drifts into the reward model's greeting exploit (gold
+6.5 -> 5.9, KL 3), 0.5 ends at 6.37 (peak 6.74) with KL 1.6 nats and distinct-2 at 83% of SFT's,
+1.0 ends at 6.33 with KL 0.9."""
 
 
 def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
