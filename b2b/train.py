@@ -296,13 +296,8 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
         else:
             adv, baseline = moving_average_baseline(R, baseline, cfg.baseline_decay)
         loss = reinforce_loss(adv, logp, mask)
-        _finite("loss", loss, step, ckpt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-        _finite("gradient norm", grad_norm, step, ckpt)
-        opt.step()
-        logp_now, losses, norms, clip_fracs = logp.detach(), [loss.item()], [grad_norm.item()], []
+        grad_norm = _update(policy, opt, loss, cfg.max_grad_norm, step, ckpt)
+        logp_now, losses, norms, clip_fracs = logp.detach(), [loss.item()], [grad_norm], []
     else:
         adv = None
         if old_logp is not None:
@@ -325,14 +320,8 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
                     kl_loss = masked_mean(kl_per_token(logp, ref_logp[idx], sub.completion_mask, "k2"),
                                           sub.completion_mask)
                     loss = loss + cfg.kl_coef * kl_loss
-                _finite("loss", loss, step, ckpt)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                _finite("gradient norm", grad_norm, step, ckpt)
-                opt.step()
+                norms.append(_update(policy, opt, loss, cfg.max_grad_norm, step, ckpt))
                 losses.append(loss.item())
-                norms.append(grad_norm.item())
                 clip_fracs.append(frac.item())
         logp_now = old_logp
         adv = adv[mask.bool()]  # per-token advantages, for the adv/* metrics below
@@ -377,6 +366,17 @@ def add_lora(policy, cfg: RLConfig):
         raise ConfigError(f"config: field 'lora_r': the policy has none of the projections {', '.join(LORA_TARGETS)}")
     return get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                              target_modules=targets, task_type="CAUSAL_LM"))
+
+
+def _update(policy, opt, loss, max_grad_norm: float, step: int, ckpt: str) -> float:
+    """One optimizer step on `loss` (checked finite), gradients clipped; returns the norm before clipping."""
+    _finite("loss", loss, step, ckpt)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+    _finite("gradient norm", grad_norm, step, ckpt)
+    opt.step()
+    return grad_norm.item()
 
 
 def _pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):

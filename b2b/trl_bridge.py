@@ -20,6 +20,22 @@ import torch
 from b2b.reward import RewardConfig
 
 
+def _quiet(progress: bool) -> int:
+    """Silence transformers' and TRL's logging (and datasets' bars unless `progress`); returns the
+    transformers verbosity to restore."""
+    import logging
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    if not progress:
+        datasets.disable_progress_bars()
+    return level
+
+
 def _dataset(pairs: list[dict]):
     from datasets import Dataset
 
@@ -31,9 +47,6 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
     """Train a Bradley-Terry reward model with `trl.RewardTrainer` on b2b's settings (batch size,
     learning rate, warm-up + cosine schedule, epochs, gradient clipping at 1, fp32, no gradient
     checkpointing) and return its held-out accuracy, training time and the trained model."""
-    import logging
-
-    import datasets
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig as TRLRewardConfig
     from transformers import PrinterCallback
@@ -58,11 +71,7 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
             bf16=False, fp16=False, gradient_checkpointing=False, report_to="none", save_strategy="no",
             eval_strategy="no", logging_steps=50, disable_tqdm=not progress,
             use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    if not progress:
-        datasets.disable_progress_bars()
+    level = _quiet(progress)
     try:
         trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(train_pairs), processing_class=tok)
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log dict
@@ -129,9 +138,6 @@ def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: 
     gradient clipping, one update per batch; plain sampling at the same temperature (top-p 1,
     top-k off, no repetition penalty); fp32, no gradient checkpointing, no logging integrations.
     Returns the trained model, its tokenizer, per-step wall-clock times and TRL's log."""
-    import logging
-
-    import datasets
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from transformers.utils import logging as hf_logging
@@ -165,11 +171,7 @@ def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: 
             seed=cfg.seed, bf16=False, fp16=False, gradient_checkpointing=False, report_to="none",
             save_strategy="no", logging_steps=max(cfg.steps, 1), disable_tqdm=not progress,
             use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    if not progress:
-        datasets.disable_progress_bars()
+    level = _quiet(progress)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
     try:
         trainer = RLOOTrainer(model=model, reward_funcs=reward_function(reward_model, tok, cfg.readout), args=args,
