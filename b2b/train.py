@@ -83,6 +83,9 @@ class RLConfig:
     track_kl: bool = True
     """Keep a frozen copy of the starting policy and log the KL to it every step, even when
     kl_coef is 0 (one extra forward pass without gradients)."""
+    reward_clip: float = 20.0
+    """Reward-model scores are clamped to [-reward_clip, reward_clip] before any shaping; the share
+    clamped is logged as `reward/clipped_frac` (a guard against a reward model gone wild). 0: off."""
     readout: str = "expected"
     """Ordinal reward models: 'expected' class or 'p7' = P(class >= 7)."""
     max_grad_norm: float = 1.0
@@ -105,7 +108,8 @@ class RLConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise ConfigError(f"config: field '{name}': expected a positive number, got {v!r}")
-        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef", "lora_r"):
+        for name in ("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef", "lora_r",
+                     "reward_clip"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"config: field '{name}': expected a number >= 0, got {v!r}")
@@ -263,6 +267,11 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
     texts = decode_completions(tokenizer, ro)
     finished = ro.finished(tokenizer.eos_token_id)
     proxy = policy_rewards(reward_model, ro, prompts, texts, finished, cfg.readout)
+    _finite("reward", proxy, step, ckpt)
+    clipped = torch.zeros_like(proxy)
+    if cfg.reward_clip:
+        clipped = (proxy.abs() > cfg.reward_clip).float()
+        proxy = proxy.clamp(-cfg.reward_clip, cfg.reward_clip)
     rewards, rep = shaped_reward(proxy, ro.completion_ids, ro.completion_mask, cfg.ngram_penalty, cfg.ngram)
     _finite("reward", rewards, step, ckpt)
     mask = ro.completion_mask
@@ -331,7 +340,7 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
     n_tok = fmask.sum()
     m.update({
         "reward/proxy_mean": proxy.mean().item(), "reward/shaped_mean": rewards.mean().item(),
-        "reward/rep_frac": rep.mean().item(),
+        "reward/rep_frac": rep.mean().item(), "reward/clipped_frac": clipped.mean().item(),
         "adv/mean": adv.mean().item(), "adv/std": adv.std().item() if adv.numel() > 1 else 0.0,
         "loss": statistics.fmean(losses), "grad_norm": statistics.fmean(norms),
         "policy/entropy": (entropy.sum() / n_tok).item(),
