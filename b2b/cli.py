@@ -307,6 +307,35 @@ def _cmd_showdown(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from b2b.bench import markdown_table, plot_bench, run_bench
+    from b2b.config import get_profile
+    from b2b.errors import ConfigError
+
+    profile = get_profile(args.profile)
+    bad = [a for a in args.algos if a not in ALGOS]
+    if bad:
+        raise ConfigError(f"bench: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
+    if args.vs_trl and "rloo" not in args.algos:
+        raise ConfigError("bench: --vs-trl compares TRL's RLOOTrainer with b2b's RLOO: keep rloo in --algos")
+    if args.steps < 1 or args.warmup < 0:
+        raise ConfigError(f"bench: expected --steps >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
+    res = run_bench(profile, args.algos, args.batch_size, args.k, args.max_new_tokens, args.steps, args.warmup,
+                    args.vs_trl, args.seed)
+    print(f"b2b bench: profile={profile.name}, {res['batch_size']} rollouts (k={res['k']}) x {res['max_new_tokens']} "
+          f"new tokens, median of {res['steps']} steps after {res['warmup']} warm-up; {res['device']}, "
+          f"torch {res['torch']}")
+    print(markdown_table(res))
+    if "trl_ratio" in res:
+        print(f"TRL RLOOTrainer / b2b RLOO step time: {res['trl_ratio']:.2f}x")
+    if args.img:
+        plot_bench(res, args.img)
+        print(f"plot -> {args.img}")
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
 def _cmd_figures(args) -> int:
     from b2b.plots import write_readme_figures
 
@@ -381,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--img", default=None, help="write the gold-vs-KL plot here (e.g. img/showdown.png)")
     sd.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     sd.set_defaults(func=_cmd_showdown)
+    bn = sub.add_parser("bench", help="time the RL step of each algorithm on a fixed workload")
+    bn.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    bn.add_argument("--algos", nargs="+", default=["reinforce", "rloo", "reinforce_pp"], metavar="ALGO")
+    bn.add_argument("--batch-size", type=int, default=64, help="rollouts per step (default 64)")
+    bn.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
+    bn.add_argument("--max-new-tokens", type=int, default=48, help="completion length cap (default 48)")
+    bn.add_argument("--steps", type=int, default=5, help="measured steps per algorithm (default 5)")
+    bn.add_argument("--warmup", type=int, default=2, help="steps run first and not measured (default 2)")
+    bn.add_argument("--vs-trl", action="store_true", help="also time trl.RLOOTrainer on the same workload")
+    bn.add_argument("--seed", type=int, default=0)
+    bn.add_argument("--img", default=None, help="write the step-time breakdown plot here (e.g. img/bench.png)")
+    bn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    bn.set_defaults(func=_cmd_bench)
     fg = sub.add_parser("figures", help="redraw the README's figures into img/")
     fg.add_argument("--out", default="img")
     fg.set_defaults(func=_cmd_figures)

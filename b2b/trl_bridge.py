@@ -174,10 +174,12 @@ def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: 
     level = _quiet(progress)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
     try:
-        trainer = RLOOTrainer(model=model, reward_funcs=reward_function(reward_model, tok, cfg.readout), args=args,
-                              train_dataset=data, processing_class=tok, callbacks=[StepTimer()])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        with warnings.catch_warnings():  # a transformers deprecation that TRL still triggers
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer = RLOOTrainer(model=model, reward_funcs=reward_function(reward_model, tok, cfg.readout),
+                                  args=args, train_dataset=data, processing_class=tok, callbacks=[StepTimer()])
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
     finally:
         hf_logging.set_verbosity(level)
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,154 @@
+"""How fast is one RL step, and where does its time go (`b2b bench`)?
+
+    result = run_bench(get_profile("tiny"), algos=("reinforce", "rloo", "reinforce_pp"))
+    result["algos"]["rloo"]["step_s"]     # median seconds per step after warm-up
+
+Every algorithm runs the same fixed workload: `batch_size` rollouts per step (`batch_size / k`
+prompts, k samples each), at most `max_new_tokens` new tokens, the shipped Bradley-Terry reward
+model, the algorithm's own settings otherwise (KL coefficient, epochs, minibatches). Each one
+starts from the same SFT policy and trains for `warmup + steps` steps in the one training loop
+(`b2b.train.train`, no evaluation, no checkpoints); the loop's own per-step timers give the split:
+
+    generate_s   sampling the completions (batched, KV cache)
+    score_s      reward model + reference policy (+ the rollout policy's log-probs for REINFORCE++)
+    learn_s      policy forward with gradients, backward, optimizer step(s)
+    step_s       the three together;  tokens_per_s = completion tokens sampled / generate_s
+
+Each figure is the median over the measured steps (the first `warmup` steps are dropped: they pay
+for allocator growth and lazy initialisation). `--vs-trl` also trains `trl.RLOOTrainer` on the same
+policy, reward model, prompts, k, batch and completion length in the same process, and reports
+`trl_step_s` and `trl_ratio = trl_step_s / b2b_step_s` (b2b's RLOO step).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+BENCH_ALGOS = ("reinforce", "rloo", "reinforce_pp")
+SPLIT = ("generate_s", "score_s", "learn_s")
+
+
+def bench_config(profile, algo: str, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48, steps: int = 5,
+                 warmup: int = 2, seed: int = 0):
+    """The RLConfig of one benchmark cell: the algorithm's notebook settings on the fixed workload."""
+    from b2b.pipeline import rl_config
+
+    return rl_config(profile, algo, batch_size=batch_size, k=k, max_new_tokens=max_new_tokens, steps=warmup + steps,
+                     eval_every=0, sample_every=0, checkpoint_every=0, seed=seed).validate()
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory in MiB: allocated by torch on a GPU (since the last reset), else the peak resident
+    memory of the whole process so far (Linux `ru_maxrss`)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def step_stats(steps: list[dict], warmup: int, batch_size: int) -> dict:
+    """Medians over the measured steps (after `warmup`) of the loop's `time/*` metrics, and the
+    sampling throughput (completion tokens per second of generation)."""
+    rows = steps[warmup:]
+    if not rows:
+        raise ValueError(f"bench: no measured steps (got {len(steps)} steps, warm-up {warmup})")
+    out = {"step_s": statistics.median(r["time/step_s"] for r in rows)}
+    out.update({k: statistics.median(r[f"time/{k}"] for r in rows) for k in SPLIT})
+    out["tokens_per_s"] = statistics.median(r["completions/mean_length"] * batch_size / r["time/generate_s"]
+                                            for r in rows)
+    out["completion_tokens"] = statistics.fmean(r["completions/mean_length"] for r in rows)
+    return out
+
+
+def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48,
+              steps: int = 5, warmup: int = 2, vs_trl: bool = False, seed: int = 0) -> dict:
+    """Time each algorithm's step on the fixed workload (see the module docstring); returns
+    {'algos': {algo: {step_s, generate_s, score_s, learn_s, tokens_per_s, peak_mem_mb, ...}},
+    'device', 'torch', 'threads', the workload, and with `vs_trl` 'trl_step_s', 'b2b_step_s', 'trl_ratio'}."""
+    from b2b.config import default_device
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.train import train
+
+    device = default_device()
+    tok = load_tokenizer(profile.policy)
+    rm = load_reward_model(shipped_reward_model(profile, level=1), device=device)
+    prompts, _, world = rl_prompts(profile)
+    res = {"profile": profile.name, "device": _device_name(device), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "batch_size": batch_size, "k": k, "max_new_tokens": max_new_tokens,
+           "steps": steps, "warmup": warmup, "algos": {}}
+    for algo in algos:
+        cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
+        policy = load_policy(profile.policy, device, trainable=True)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        h = train(policy, tok, rm, prompts, cfg, world=world, progress=False)
+        stats = step_stats(h.steps, warmup, batch_size)
+        res["algos"][algo] = {**stats, "peak_mem_mb": round(peak_memory_mb(device), 1),
+                              "wall_s": round(time.perf_counter() - t0, 2), "kl_coef": cfg.kl_coef,
+                              "updates_per_step": cfg.ppo_epochs * cfg.minibatches}
+        del policy
+    if vs_trl:
+        from b2b.trl_bridge import trl_rloo
+
+        cfg = bench_config(profile, "rloo", batch_size, k, max_new_tokens, steps, warmup, seed)
+        t = trl_rloo(profile.policy, rm, prompts, cfg)
+        times = t["step_times"][warmup:]
+        if not times:
+            raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times, expected {cfg.steps}")
+        res["trl_step_s"] = statistics.median(times)
+        if "rloo" not in res["algos"]:
+            raise ValueError("bench: --vs-trl compares with b2b's RLOO step: keep 'rloo' among the algorithms")
+        res["b2b_step_s"] = res["algos"]["rloo"]["step_s"]
+        res["trl_ratio"] = res["trl_step_s"] / res["b2b_step_s"]
+    return res
+
+
+def _device_name(device) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def markdown_table(res: dict) -> str:
+    """The benchmark as a Markdown table: one row per algorithm (and TRL's RLOO with --vs-trl)."""
+    head = "| algorithm | step (s) | generate (s) | score (s) | learn (s) | tokens/s | peak MiB |"
+    rows = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    for algo, a in res["algos"].items():
+        rows.append(f"| {algo} | {a['step_s']:.3f} | {a['generate_s']:.3f} | {a['score_s']:.3f} | "
+                    f"{a['learn_s']:.3f} | {a['tokens_per_s']:.0f} | {a['peak_mem_mb']:.0f} |")
+    if "trl_step_s" in res:
+        rows.append(f"| TRL RLOOTrainer | {res['trl_step_s']:.3f} | | | | | |")
+    return "\n".join(rows)
+
+
+def plot_bench(res: dict, path=None):
+    """Stacked bars of the step-time split per algorithm (TRL's RLOO step beside, when measured)."""
+    import matplotlib.pyplot as plt
+
+    names = list(res["algos"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    left = [0.0] * len(names)
+    colors = {"generate_s": "#4c72b0", "score_s": "#dd8452", "learn_s": "#55a868"}
+    for part in SPLIT:
+        vals = [res["algos"][n][part] for n in names]
+        ax.barh(names, vals, left=left, color=colors[part], label=part.removesuffix("_s"))
+        left = [a + b for a, b in zip(left, vals)]
+    if "trl_step_s" in res:
+        ax.barh(["TRL RLOOTrainer"], [res["trl_step_s"]], color="#8c8c8c", label="TRL (whole step)")
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per step (median)")
+    ax.set_title(f"RL step, {res['batch_size']} rollouts (k={res['k']}) x {res['max_new_tokens']} new tokens\n"
+                 f"{res['device']}, torch {res['torch']}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

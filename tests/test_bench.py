@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from b2b.bench import markdown_table, step_stats
+from b2b.cli import main
+
+
+def _step(gen, score, learn, length):
+    return {"time/generate_s": gen, "time/score_s": score, "time/learn_s": learn,
+            "time/step_s": gen + score + learn, "completions/mean_length": length}
+
+
+def test_step_stats_drop_the_warm_up_and_take_medians():
+    steps = [_step(9.0, 9.0, 9.0, 1.0),  # warm-up: must not count
+             _step(1.0, 0.2, 0.5, 10.0), _step(2.0, 0.4, 0.3, 20.0), _step(4.0, 0.3, 0.4, 10.0)]
+    s = step_stats(steps, warmup=1, batch_size=8)
+    assert s["generate_s"] == 2.0 and s["score_s"] == 0.3 and s["learn_s"] == 0.4
+    assert s["step_s"] == pytest.approx(2.7)  # median of 1.7, 2.7, 4.7: the split's medians need not add up
+    assert s["tokens_per_s"] == pytest.approx(80.0)  # per step: 80, 80, 20 tokens/s
+    assert s["completion_tokens"] == pytest.approx(40 / 3)
+    with pytest.raises(ValueError, match="no measured steps"):
+        step_stats(steps[:1], warmup=1, batch_size=8)
+
+
+def test_bench_json_contract_with_trl_side_by_side(capsys):
+    assert main(["bench", "--profile", "ci", "--algos", "reinforce", "rloo", "--batch-size", "8", "--k", "2",
+                 "--max-new-tokens", "8", "--steps", "2", "--warmup", "1", "--vs-trl", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(out[-1])
+    assert set(res["algos"]) == {"reinforce", "rloo"}
+    for a in res["algos"].values():
+        for key in ("step_s", "generate_s", "score_s", "learn_s", "tokens_per_s", "peak_mem_mb"):
+            assert isinstance(a[key], float) and a[key] > 0, key
+        assert a["completion_tokens"] <= 8
+    for key in ("device", "torch", "threads", "batch_size", "k", "max_new_tokens"):
+        assert key in res
+    assert res["batch_size"] == 8 and res["k"] == 2 and res["max_new_tokens"] == 8
+    assert res["trl_step_s"] > 0 and res["b2b_step_s"] == res["algos"]["rloo"]["step_s"]
+    assert res["trl_ratio"] == pytest.approx(res["trl_step_s"] / res["b2b_step_s"])
+    assert "| rloo |" in "\n".join(out) and "TRL RLOOTrainer" in markdown_table(res)
+
+
+@pytest.mark.parametrize("args,msg", [(["--algos", "ppo"], "unknown 'ppo'"),
+                                      (["--algos", "reinforce", "--vs-trl"], "keep rloo"),
+                                      (["--steps", "0"], "--steps >= 1"),
+                                      (["--k", "3"], "groups of k=3")])
+def test_bench_bad_flags_are_one_line_errors(args, msg, capsys):
+    assert main(["bench", "--profile", "ci", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and msg in err and "\n" not in err
