@@ -1,4 +1,5 @@
 """The project's layout and its one dependency list."""
+import json
 import re
 import tomllib
 
@@ -68,3 +69,22 @@ def test_package_loads_safely():
         assert "trust_remote_code=True" not in src, name
         assert not re.search(r"\bpickle\.loads?\(", src), name
         assert "use_safetensors=False" not in src, name
+
+
+def test_every_notebook_opens_with_the_colab_badge_runtime_note_and_the_same_setup_cell():
+    setups = set()
+    books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(books) >= 6
+    for path in books:
+        cells = json.loads(path.read_text())["cells"]
+        head = "".join(cells[0]["source"])
+        badge = re.search(r"\(https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/main/notebooks/([^)]+)\)",
+                          head)
+        assert badge and badge.group(2) == path.name, path.name
+        assert re.search(r"\*Runtime: .*`tiny`.*`colab`", head), path.name
+        setup = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+        assert f"git clone -q --depth 1 https://github.com/{badge.group(1)} " in setup, path.name
+        assert "%pip install -q /content/b2b" in setup and " -e " not in setup  # from the repository, not editable
+        assert setup.rstrip().endswith("profile = b2b.setup()")
+        setups.add(setup)
+    assert len(setups) == 1, "the setup cell differs between notebooks"
