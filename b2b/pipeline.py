@@ -83,7 +83,7 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
 
 ALGO_SETTINGS = {
     "reinforce": {},                                                                     # notebook 03
-    "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
+    "rloo": dict(k=4, kl_coef=0.5, steps=300),                                           # notebook 06
     "reinforce_pp": dict(k=1, kl_coef=0.5, ppo_epochs=2, minibatches=2, steps=600),      # notebook 07
     "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=2, minibatches=2, steps=600),
 }

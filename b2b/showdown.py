@@ -41,6 +41,17 @@ def _slug(method: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in method.lower()).strip("-").replace("--", "-")
 
 
+def same_config(stored: dict | None, want: dict) -> bool:
+    """Whether a saved run's config is `want`; a setting the saved run predates counts as its
+    default (so adding an RLConfig field does not invalidate finished runs)."""
+    from b2b.train import RLConfig
+
+    if not isinstance(stored, dict) or set(stored) - set(want):
+        return False
+    defaults = dataclasses.asdict(RLConfig())
+    return all(stored.get(k, defaults[k]) == v for k, v in want.items())
+
+
 def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs/showdown", steps: int | None = None,
                  progress: bool = True) -> list[dict]:
     """Train every (method, seed) not already done in `out`; return one result row each:
@@ -62,12 +73,12 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             want = dataclasses.asdict(cfg)
             if res_file.exists():
                 row = json.loads(res_file.read_text())
-                if row.get("config") == want:
+                if same_config(row.get("config"), want):
                     rows.append(row)
                     continue
             resume = None
             ck = latest_checkpoint(d) if d.exists() else None
-            if ck is not None and json.loads((ck / "config.json").read_text()) == want:
+            if ck is not None and same_config(json.loads((ck / "config.json").read_text()), want):
                 resume = d
             t0 = time.time()
             policy = load_policy(profile.policy, trainable=True)

@@ -130,3 +130,17 @@ def test_run_config_file_errors_name_the_key(tmp_path, text, msg):
     f.write_text(text)
     r = _run("run", "--config", str(f), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and msg in r.stderr and str(f) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
+    import dataclasses
+
+    from b2b.showdown import same_config
+    from b2b.train import RLConfig
+
+    want = dataclasses.asdict(RLConfig(algo="rloo", k=4, kl_coef=0.5))
+    old = {k: v for k, v in want.items() if k != "reward_clip"}  # saved before reward_clip existed
+    assert same_config(want, want) and same_config(old, want)
+    assert not same_config({**old, "kl_coef": 0.3}, want)
+    assert not same_config({**want, "reward_clip": 5.0}, want)  # saved with another value
+    assert not same_config({**want, "removed_field": 1}, want) and not same_config(None, want)
