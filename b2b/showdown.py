@@ -56,9 +56,9 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
                  progress: bool = True) -> list[dict]:
     """Train every (method, seed) not already done in `out`; return one result row each:
     method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`."""
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.models import load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
-    from b2b.train import latest_checkpoint, summary, train
+    from b2b.train import summary
 
     out = Path(out)
     tok = load_tokenizer(profile.policy)
@@ -76,14 +76,8 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
                 if same_config(row.get("config"), want):
                     rows.append(row)
                     continue
-            resume = None
-            ck = latest_checkpoint(d) if d.exists() else None
-            if ck is not None and same_config(json.loads((ck / "config.json").read_text()), want):
-                resume = d
             t0 = time.time()
-            policy = load_policy(profile.policy, trainable=True)
-            h = train(policy, tok, rm, prompts, cfg, eval_prompts=heldout, world=world, out=d, resume=resume,
-                      overwrite=True, progress=progress)
+            h = cached_run(profile, cfg, d, tok, rm, (prompts, heldout, world), progress)
             s = summary(h)
             row = {"method": method, "seed": seed, "algo": cfg.algo, "samples": cfg.steps * cfg.batch_size,
                    **{k: s[k] for k in ("sft", "final", "peak_gold_mean", "peak_step", "steps", "median_step_s")},
@@ -91,6 +85,39 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             res_file.write_text(json.dumps(row, indent=1))
             rows.append(row)
     return rows
+
+
+def method_run(profile, method: str, seed: int = 0, out: str | Path = "runs/showdown", steps: int | None = None,
+               progress: bool = True):
+    """The History of one showdown cell (trained, resumed or loaded from `out`, as `run_showdown`
+    does): notebooks 06 and 07 share their runs with notebook 08 this way."""
+    return cached_run(profile, method_config(profile, method, seed, steps), Path(out) / f"{_slug(method)}-seed{seed}",
+                      progress=progress)
+
+
+def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None, data=None,
+               progress: bool = True):
+    """`b2b.train` of `cfg` into `out`, unless `out` already holds that run: a finished run (its last
+    checkpoint at step cfg.steps, same config) is loaded, not retrained; a run killed half way
+    resumes from its last checkpoint. Returns the run's History. `data` = `rl_prompts(profile)`."""
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.train import History, latest_checkpoint, train
+
+    out = Path(out)
+    want = dataclasses.asdict(cfg)
+    ck = latest_checkpoint(out) if out.exists() else None
+    resume = None
+    if ck is not None and same_config(json.loads((ck / "config.json").read_text()), want):
+        if int(ck.name.split("-")[1]) == cfg.steps:
+            return History.from_dict(json.loads((ck / "history.json").read_text()))
+        resume = out
+    tokenizer = tokenizer or load_tokenizer(profile.policy)
+    reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+    prompts, heldout, world = data or rl_prompts(profile)
+    policy = load_policy(profile.policy, trainable=True)
+    return train(policy, tokenizer, reward_model, prompts, cfg, eval_prompts=heldout, world=world, out=out,
+                 resume=resume, overwrite=True, progress=progress)
 
 
 def aggregate(rows: list[dict]) -> list[dict]:

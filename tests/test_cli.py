@@ -144,3 +144,30 @@ def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
     assert not same_config({**old, "kl_coef": 0.3}, want)
     assert not same_config({**want, "reward_clip": 5.0}, want)  # saved with another value
     assert not same_config({**want, "removed_field": 1}, want) and not same_config(None, want)
+
+
+def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+    import sys
+
+    from b2b.config import get_profile
+    from b2b.pipeline import rl_config
+    from b2b.showdown import cached_run
+
+    profile = get_profile("ci")
+    cfg = dataclasses.replace(rl_config(profile, "rloo", k=2), steps=4, checkpoint_every=2, eval_every=2,
+                              eval_prompts=8)
+    h = cached_run(profile, cfg, tmp_path / "r", progress=False)
+    calls = []
+    module = sys.modules["b2b.train"]  # (the package exports the function `b2b.train`)
+    real = module.train
+    monkeypatch.setattr(module, "train", lambda *a, **kw: calls.append(kw.get("resume")) or real(*a, **kw))
+    again = cached_run(profile, cfg, tmp_path / "r", progress=False)  # finished: loaded, not retrained
+    assert calls == [] and again.evals == h.evals and len(again.steps) == 4
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "step-000004")  # as if killed after step 2
+    resumed = cached_run(profile, cfg, tmp_path / "r", progress=False)
+    assert calls == [tmp_path / "r"]
+    assert [e["gold_mean"] for e in resumed.evals] == [e["gold_mean"] for e in h.evals]
+    other = cached_run(profile, dataclasses.replace(cfg, kl_coef=0.1), tmp_path / "r", progress=False)
+    assert calls[-1] is None and len(other.steps) == 4  # another config: trained from scratch
