@@ -179,24 +179,47 @@ ALGO_NAMES = {"reinforce": "REINFORCE", "rloo": "RLOO", "reinforce_pp": "REINFOR
               "reinforce_pp_baseline": "REINFORCE++-baseline"}
 
 
+RM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+"""What a saved reward model (`--only-reward-model --out DIR`) consists of."""
+
+
+def _check_out(out, names: tuple[str, ...], overwrite: bool, resume_hint: bool = True) -> None:
+    """Refuse, before anything is written, an --out that already holds any of `names` (an earlier
+    run or a saved model), unless --overwrite."""
+    from b2b.errors import ConfigError
+    from b2b.train import RUN_FILES
+
+    found = [n for n in names if (out / n).exists()]
+    if not found or overwrite:
+        return
+    what = "a run" if set(found) & set(RUN_FILES) else "a model"
+    hint = f"--resume {out} continues it, " if what == "a run" and resume_hint else ""
+    raise ConfigError(f"run: {out} already holds {what} ({', '.join(found)}); {hint}--overwrite starts over, "
+                      "or choose another --out")
+
+
 def _cmd_run(args) -> int:
     import dataclasses
+    import shutil
     from pathlib import Path
 
     from b2b.config import default_device, get_profile
     from b2b.errors import ConfigError
     from b2b.pipeline import reward_config, reward_stage
+    from b2b.train import RUN_FILES
 
     profile = get_profile(args.profile)
     file_cfg = _read_config(args.config) if args.config else {"rl": {}, "reward": {}}
     cfg = reward_config(profile, args.level, **{"seed": args.seed, **file_cfg["reward"]})
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    cfg.validate()
     kind = "Bradley-Terry regression" if args.level == 1 else "ten-class ordinal"
     if args.only_reward_model:
         if args.skip_reward_training:
             raise ConfigError("run: --only-reward-model and --skip-reward-training exclude each other")
-        out = args.out or f"runs/rm-level{args.level}"
+        out = Path(args.out or f"runs/rm-level{args.level}")
+        _check_out(out, RM_FILES + RUN_FILES + ("reward_model", "policy"), args.overwrite, resume_hint=False)
         _, _, m, _, _ = reward_stage(profile, args.level, args.data, out, cfg, progress=not args.json)
         print(f"b2b run --level {args.level} --only-reward-model  ({kind} reward model, profile={profile.name}, "
               f"{m['train_pairs']} pairs) -> {out}")
@@ -205,9 +228,10 @@ def _cmd_run(args) -> int:
             print(json.dumps(m))
         return 0
 
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.data import locate_prompt
+    from b2b.models import load_config, load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_config, rl_prompts, shipped_reward_model
-    from b2b.train import summary, train
+    from b2b.train import check_prompts_fit, latest_checkpoint, summary, train
 
     out = Path(args.resume or args.out or f"runs/level{args.level}-{args.algo}")
     rl = rl_config(profile, args.algo, **{"seed": args.seed, **file_cfg["rl"]})
@@ -215,12 +239,24 @@ def _cmd_run(args) -> int:
              "ngram_penalty": args.ngram_penalty, "lr": args.lr, "k": args.k, "kl_coef": args.kl_coef,
              "kl_estimator": args.kl_estimator, "clip": args.clip}
     rl = dataclasses.replace(rl, **{k: v for k, v in flags.items() if v is not None}).validate()
-    if not args.resume and not args.overwrite and (out / "checkpoints").is_dir():
-        raise ConfigError(f"run: {out} already holds a run; --resume {out} continues it, --overwrite starts over")
+    retrain = not (args.resume or args.skip_reward_training)
+    if args.resume and latest_checkpoint(args.resume) is None:
+        raise ConfigError(f"run: --resume {args.resume}: no checkpoint found (expected checkpoints/step-N inside a "
+                          "run directory)")
+    if not args.resume:
+        _check_out(out, RUN_FILES + ("config.json", "model.safetensors", "policy")
+                   + (("reward_model",) if retrain else ()), args.overwrite)
+    # every input is checked before anything is written: data, prompts against the policy's context
+    prompts, eval_prompts, world = rl_prompts(profile, args.data)
+    tok = load_tokenizer(profile.policy)
+    check_prompts_fit(load_config(profile.policy), tok, None, prompts, eval_prompts[: rl.eval_prompts or None],
+                      rl.max_new_tokens, locate=lambda p: locate_prompt(args.data or profile.preferences, p))
+    if args.overwrite and not args.resume:  # a stale final policy must not outlive the run that replaces it
+        shutil.rmtree(out / "policy", ignore_errors=True)
     device = default_device()
     t0 = time.time()
     rm_dir = out / "reward_model"
-    if args.resume or args.skip_reward_training:
+    if not retrain:
         if not (rm_dir / "config.json").exists():
             rm_dir = shipped_reward_model(profile, args.level)
             if rm_dir is None:
@@ -232,8 +268,6 @@ def _cmd_run(args) -> int:
         rm, _, m, _, _ = reward_stage(profile, args.level, args.data, rm_dir, cfg, progress=not args.json)
         print(f"reward model: {kind}, {m['train_pairs']} pairs -> {rm_dir}")
         _print_reward_metrics(m)
-    prompts, eval_prompts, world = rl_prompts(profile, args.data)
-    tok = load_tokenizer(profile.policy)
     policy = load_policy(profile.policy, device, trainable=True)
     print(f"RL: {args.algo}, {rl.steps} steps x {rl.batch_size} rollouts ({rl.k} per prompt), lr {rl.lr:g}, "
           f"KL coef {rl.kl_coef:g} ({rl.kl_estimator}), "

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from b2b.errors import DataError
+from b2b.errors import ConfigError, DataError
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 RATING_FIELDS = ("chosen_rating", "rejected_rating")
@@ -117,10 +117,12 @@ def read_csv(path: str | Path) -> list[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: expected UTF-8 text ({e.reason} at byte {e.start})") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: expected UTF-8 text ({e.reason} at byte {e.start})") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames:
         raise DataError(f"{path}: empty file (expected a header line with {', '.join(PAIR_FIELDS)})")
@@ -228,3 +230,60 @@ def heldout_prompts(profile, n: int | None = None) -> list[str]:
         return load_prompts(profile.preferences, "test", limit=n)
     pairs = load_preferences(profile.preferences, profile.preferences_split)
     return [p for p in split_prompts(pairs)["test"] if len(p) <= MAX_PROMPT_CHARS][:n]
+
+
+# ----------------------------------------------------------------------------- prompt lengths
+
+def prompt_too_long(where: str, prompt, n_tokens: int, max_new_tokens: int, context: int) -> DataError:
+    """The one-line error for a prompt that, with `max_new_tokens` sampled after it, overflows the
+    policy's context (positions past it are untrained: no crash, just wrong samples and rewards)."""
+    text = prompt if isinstance(prompt, str) else str(prompt[-1].get("content", ""))
+    head = text[:40] + ("..." if len(text) > 40 else "")
+    return DataError(f"{where}: field 'prompt': expected at most {context - max_new_tokens} tokens (the policy's "
+                     f"context of {context} minus max_new_tokens {max_new_tokens}), got {n_tokens} tokens in "
+                     f"{head!r}; shorten the prompt or lower max_new_tokens")
+
+
+def check_prompt_lengths(tokenizer, prompts: list, max_new_tokens: int, context: int | None,
+                         label: str = "prompt", locate=None) -> None:
+    """Raise a one-line error for the first prompt whose chat-formatted tokens plus `max_new_tokens`
+    exceed `context` (None: nothing to check). Each distinct prompt is tokenised once.
+    `locate(prompt)` may name where the prompt came from (e.g. 'prefs.csv: line 7'); otherwise
+    the error names `label` and the prompt's index."""
+    from b2b.rollout import chat_prompts
+
+    if context is None or not prompts:
+        return
+    if max_new_tokens >= context:
+        raise ConfigError(f"config: field 'max_new_tokens': expected fewer than the policy's context of {context} "
+                          f"tokens (room for a prompt), got {max_new_tokens}")
+    first: dict[str, int] = {}  # each distinct prompt once, at its first index
+    for i, p in enumerate(prompts):
+        first.setdefault(p if isinstance(p, str) else json.dumps(p), i)
+    idx = list(first.values())
+    enc = tokenizer(chat_prompts(tokenizer, [prompts[i] for i in idx]), add_special_tokens=False,
+                    verbose=False)["input_ids"]
+    for i, ids in zip(idx, enc):
+        if len(ids) + max_new_tokens > context:
+            where = (locate(prompts[i]) if locate is not None else None) or f"{label} {i}"
+            raise prompt_too_long(where, prompts[i], len(ids), max_new_tokens, context)
+
+
+def locate_prompt(source: str | Path, prompt: str) -> str | None:
+    """'FILE: line N' of the first row of a preference file (JSONL, gzipped or not, or CSV) or of a
+    data directory's prompt and preference files whose prompt is `prompt`; None if not found (or
+    `source` is a hub dataset). Used only to name an error, so it simply reads the files again."""
+    p = Path(str(source)).expanduser()
+    if p.is_dir():
+        files = [p / f"prompts_{s}.jsonl" for s in ("train", "test")] + \
+                [p / f"prefs_{s}.jsonl{gz}" for s in ("train", "test") for gz in ("", ".gz")]
+    else:
+        files = [p]
+    for f in files:
+        if not f.is_file():
+            continue
+        rows = read_csv(f) if f.suffix == ".csv" else read_jsonl(f)
+        for n, row in rows:
+            if isinstance(row, dict) and row.get("prompt") == prompt:
+                return f"{f}: line {n}"
+    return None

@@ -12,10 +12,12 @@ import torch
 from torch import Tensor
 
 from b2b.build_data import reference_responses
+from b2b.data import check_prompt_lengths
 from b2b.gold import judge
 from b2b.metrics import distinct_n
 from b2b.reward import scalar_reward
-from b2b.rollout import Rollout, decode_completions, reward_scores, rollout_logprobs, sample_completions
+from b2b.rollout import (Rollout, context_length, decode_completions, reward_scores, rollout_logprobs,
+                         sample_completions)
 
 
 @torch.no_grad()
@@ -61,7 +63,9 @@ def evaluate_policy(policy, tokenizer, prompts: list[str], reward_model=None, wo
                     seed: int = 0, readout: str = "expected", repetition_penalty: float = 1.0,
                     ref_policy=None) -> dict:
     """Sample one completion per prompt and summarise (keys as in `b2b evaluate --json`; with
-    `ref_policy` also `kl_ref`, the mean sequence KL to it, see `sample_many`)."""
+    `ref_policy` also `kl_ref`, the mean sequence KL to it, see `sample_many`). A prompt that does not
+    fit the policy's context with `max_new_tokens` after it is a one-line error before any sampling."""
+    check_prompt_lengths(tokenizer, prompts, max_new_tokens, context_length(policy))
     s = sample_many(policy, tokenizer, prompts, batch_size, max_new_tokens, temperature, seed, reward_model, readout,
                     repetition_penalty, ref_policy)
     texts, finished = s["texts"], s["finished"]

@@ -17,6 +17,7 @@ import torch
 from b2b.errors import ModelError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def resolve_model_source(name_or_path: str | Path) -> str:
@@ -57,11 +58,25 @@ def fix_tokenizer(tokenizer, source: str = "tokenizer"):
     return tokenizer
 
 
+def load_config(name_or_path: str | Path):
+    """A model's config alone (`AutoConfig`), e.g. for its context length before loading weights."""
+    from transformers import AutoConfig
+
+    src = resolve_model_source(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{src}: cannot read config.json ({str(e).splitlines()[0]})") from None
+
+
 def load_tokenizer(name_or_path: str | Path):
     """`AutoTokenizer.from_pretrained` + `fix_tokenizer`."""
     from transformers import AutoTokenizer
 
     src = resolve_model_source(name_or_path)
+    if Path(src).is_dir() and not any((Path(src) / f).exists() for f in TOKENIZER_FILES):
+        raise ModelError(f"{src}: cannot load a tokenizer: no tokenizer files in this folder (expected one of "
+                         f"{', '.join(TOKENIZER_FILES)}; tokenizer.save_pretrained(folder) writes them)")
     try:
         tok = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as e:
@@ -99,16 +114,13 @@ def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, d
                       dtype=torch.float32, pad_token_id: int | None = None):
     """A sequence-classification model: a trained reward model (`num_labels=None`: as saved), or
     a backbone with a new `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     from transformers.utils import logging as hf_logging
 
     src = resolve_model_source(name_or_path)
     if num_labels is None:
-        try:
-            config = AutoConfig.from_pretrained(src)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{src}: cannot read config.json ({str(e).splitlines()[0]})") from None
+        config = load_config(src)
         trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         num_labels = config.num_labels if trained else 1
     level = hf_logging.get_verbosity()

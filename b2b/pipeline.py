@@ -44,6 +44,18 @@ def preference_splits(profile: Profile, data: str | None = None) -> tuple[list[d
     return [x for x in pairs if x["prompt"] not in test_prompts], [x for x in pairs if x["prompt"] in test_prompts]
 
 
+def _reward_oom(cfg: RewardConfig):
+    """The one-line error for CUDA running out of memory while training a reward model."""
+    from b2b.errors import TrainingError
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    fix = f"batch_size: {cfg.batch_size // 2}" if cfg.batch_size > 1 else f"max_length: {cfg.max_length // 2}"
+    return TrainingError(f"reward model: out of GPU memory with batch_size {cfg.batch_size} pairs of up to "
+                         f"max_length {cfg.max_length} tokens; nothing was saved; try {fix} under reward: in a "
+                         "--config file (RewardConfig in a notebook)")
+
+
 def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out: str | Path | None = None,
                  cfg: RewardConfig | None = None, half: bool = False, probe_prompts: int | None = None,
                  progress: bool = True):
@@ -55,13 +67,19 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
     from b2b.reward import save_reward_model, train_reward_model
     from b2b.reward_eval import evaluate_reward_model
 
-    cfg = cfg or reward_config(profile, level)
+    cfg = (cfg or reward_config(profile, level)).validate()
     train, test = preference_splits(profile, data)
     tok = load_tokenizer(profile.reward_backbone)
     torch.manual_seed(cfg.seed)
     rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tok.pad_token_id)
     t0 = time.time()
-    history = train_reward_model(rm, tok, train, cfg, eval_pairs=test, progress=progress)
+    history = None
+    try:
+        history = train_reward_model(rm, tok, train, cfg, eval_pairs=test, progress=progress)
+    except torch.OutOfMemoryError:
+        pass  # raised below, outside the handler, so the failed step's tensors are freed first
+    if history is None:
+        raise _reward_oom(cfg)
     train_seconds = time.time() - t0
     policy = prompts = None
     if profile.world:

@@ -183,6 +183,30 @@ class RewardConfig:
     def num_labels(self) -> int:
         return 1 if self.level == 1 else NUM_CLASSES
 
+    def validate(self) -> "RewardConfig":
+        """The config itself, or a one-line `ConfigError` naming the first bad field."""
+        from b2b.errors import ConfigError
+
+        def bad(name, expected):
+            return ConfigError(f"config: field 'reward.{name}': expected {expected}, got {getattr(self, name)!r}")
+        if self.level not in (1, 2) or isinstance(self.level, bool):
+            raise bad("level", "1 or 2")
+        for name in ("epochs", "batch_size", "lr", "max_length"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                raise bad(name, "a positive number")
+        for name in ("warmup", "weight_decay", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise bad(name, "a number >= 0")
+        for name in ("batch_size", "max_length", "warmup", "eval_every"):
+            if not isinstance(getattr(self, name), int):
+                raise bad(name, "a whole number")
+        limit = self.limit
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise bad("limit", "a positive whole number or null")
+        return self
+
 
 def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval_pairs: list[dict] | None = None,
                        progress: bool = True) -> list[dict]:
@@ -193,6 +217,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
 
     from b2b.tiny import length_batches, warmup_cosine
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     pairs = pairs[: cfg.limit] if cfg.limit else pairs
     chosen, rejected = encode_pairs(tokenizer, pairs, cfg.max_length)

@@ -90,11 +90,17 @@ def encode_prompts(tokenizer, prompts: list[str] | list[list[dict]], device=None
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
-def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """One token per row from softmax(logits / temperature); returns (tokens, their log-probs)."""
+def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One token per row from softmax(logits / temperature); returns (tokens, their log-probs, and a
+    (B,) flag of rows whose probabilities are not finite). A flagged row draws from a placeholder
+    uniform distribution instead of failing inside `torch.multinomial` (a device-side assert on a
+    GPU); the caller raises once the rollout is done, so no host sync is added per token."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
-    return tok, logp.gather(1, tok[:, None]).squeeze(1)
+    probs = logp.exp()
+    bad = ~torch.isfinite(probs).all(-1)
+    probs = torch.where(bad[:, None], torch.ones_like(probs), probs)  # the same tensor where all rows are finite
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return tok, logp.gather(1, tok[:, None]).squeeze(1), bad
 
 
 def repetition_penalized(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -109,6 +115,26 @@ def repetition_penalized(logits: Tensor, seen: Tensor, penalty: float) -> Tensor
     """
     z = logits.float()
     return torch.where(seen, torch.where(z > 0, z / penalty, z * penalty), z)
+
+
+def context_length(model) -> int | None:
+    """The longest sequence (prompt + completion, in tokens) a model's positions cover, from its
+    config (`max_position_embeddings`; a model or its config); None when the config does not say."""
+    n = getattr(getattr(model, "config", model), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _check_fits(model, prompts, ids: Tensor, mask: Tensor, max_new_tokens: int) -> None:
+    """A batch whose longest prompt plus `max_new_tokens` overflows the model's context is a one-line
+    `DataError` (no host sync: the padded width is the longest prompt). `b2b.train` and
+    `b2b.evaluate` check every prompt once, up front, with the file and line where they can."""
+    ctx = context_length(model)
+    if ctx is None or ids.shape[1] + max_new_tokens <= ctx:
+        return
+    from b2b.data import prompt_too_long
+
+    i = int(mask.sum(1).argmax())
+    raise prompt_too_long(f"prompt {i}", prompts[i], int(mask[i].sum()), max_new_tokens, ctx)
 
 
 @torch.no_grad()  # not inference_mode: the ids feed the training forward pass
@@ -127,6 +153,7 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     ids, mask = encode_prompts(tokenizer, prompts, device)
+    _check_fits(model, prompts, ids, mask, max_new_tokens)
     pos = position_ids(mask)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
@@ -137,12 +164,14 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
         seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=device)
         seen.scatter_(1, torch.where(mask.bool(), ids, ids[:, -1:]), True)  # pads -> a real token
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    nonfinite = torch.zeros(B, dtype=torch.bool, device=device)
     tokens, logps = [], []
     attn = mask
     for _ in range(max_new_tokens):
         if penalize:
             logits = repetition_penalized(logits, seen, repetition_penalty)
-        tok, lp = _sample(logits, temperature, generator)
+        tok, lp, bad = _sample(logits, temperature, generator)
+        nonfinite |= bad & ~done
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         tokens.append(tok)
         logps.append(torch.where(done, torch.zeros_like(lp), lp))
@@ -156,6 +185,10 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
                     past_key_values=cache, use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
         next_pos = next_pos + 1
+    if bool(nonfinite.any()):
+        from b2b.errors import TrainingError
+        raise TrainingError(f"sampling probabilities are not finite (NaN or inf) for {int(nonfinite.sum())} of {B} "
+                            "prompts: the policy's weights or logits overflowed")
     completion = torch.stack(tokens, dim=1)
     cmask = completion_mask(completion, eos)
     return Rollout(ids, mask, completion, cmask, torch.stack(logps, dim=1) * cmask)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import shutil
 import statistics
@@ -164,10 +165,38 @@ class History:
         return max(rows, key=lambda e: e["gold_mean"]) if rows else None
 
 
+def _not_finite(name: str, step: int, ckpt: str, done: str = "the policy was not updated") -> TrainingError:
+    """The one-line error for a NaN or inf in tensor `name` at `step`."""
+    return TrainingError(f"step {step}: {name} is not finite (NaN or inf); training stopped, {done}; last good "
+                         f"checkpoint: {ckpt}. Try a lower learning rate or check the reward model")
+
+
 def _finite(name: str, x: torch.Tensor, step: int, ckpt: str) -> None:
     if not bool(torch.isfinite(x).all()):
-        raise TrainingError(f"step {step}: {name} is not finite (NaN or inf); training stopped, the policy was not "
-                            f"updated; last good checkpoint: {ckpt}. Try a lower learning rate or check the reward model")
+        raise _not_finite(name, step, ckpt)
+
+
+def _smaller_batch(batch_size: int, multiple: int = 1) -> int | None:
+    """Half of `batch_size`, rounded down to a multiple of `multiple` (k, minibatches); None if
+    that leaves nothing."""
+    half = batch_size // 2 // multiple * multiple
+    return half or None
+
+
+def _oom_guard(fn, step: int, where: str, knob: str, size: int, smaller: int | None, ckpt: str):
+    """`fn()`, with CUDA running out of memory turned into a one-line `TrainingError` naming the step,
+    the batch size and a smaller one. It is raised outside the handler, so the traceback that holds
+    the failed step's tensors is gone (and their memory freed) when the error reaches a notebook."""
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    fix = f"try {knob}={smaller}" if smaller else "try a smaller max_new_tokens"
+    then = " and resume from it" if ckpt != "none" else ""
+    raise TrainingError(f"step {step}: out of GPU memory in {where} with {knob} {size}; training stopped; last good "
+                        f"checkpoint: {ckpt}; {fix}{then}")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -179,9 +208,12 @@ def _checkpoints(out: Path) -> list[Path]:
 
 def _save_checkpoint(out: Path, step: int, policy, opt, gen: torch.Generator, baseline, history: History,
                      cfg: RLConfig) -> Path:
-    """Write checkpoints/step-N atomically (a temporary directory, then a rename); keep the last few."""
+    """Write checkpoints/step-N atomically (a temporary directory, then a rename); keep the last few.
+    Weights that are not finite are never checkpointed: the last good checkpoint stays the newest."""
     from safetensors.torch import save_model
 
+    if not bool(torch.stack([torch.isfinite(p).all() for p in policy.parameters()]).all()):
+        raise _not_finite("a policy weight", step, str(latest_checkpoint(out) or "none"), "no checkpoint written")
     final = out / "checkpoints" / f"step-{step:06d}"
     tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -215,6 +247,28 @@ def _load_checkpoint(ckpt: Path, policy, opt, gen: torch.Generator) -> tuple[int
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
     return state["step"], state["baseline"], History.from_dict(json.loads((ckpt / "history.json").read_text()))
+
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", "evals.jsonl", "samples.jsonl")
+
+
+def run_files(out: str | Path) -> list[str]:
+    """The files of an earlier run in `out` that `train(out=...)` would overwrite."""
+    return [name for name in RUN_FILES if (Path(out) / name).exists()]
+
+
+def check_prompts_fit(policy, tokenizer, reward_model, prompts: list, eval_prompts: list, max_new_tokens: int,
+                      locate=None) -> None:
+    """Every prompt, chat-formatted, plus `max_new_tokens` must fit the context of the policy (and of
+    a reward model, which reads the same ids; either may be given as its config, or None): a
+    one-line error naming the first one that does not, checked once before anything is sampled or
+    written. `locate(prompt)` may name the file and line it came from."""
+    from b2b.data import check_prompt_lengths
+    from b2b.rollout import context_length
+
+    ctx = min((n for n in (context_length(m) for m in (policy, reward_model) if m is not None) if n), default=None)
+    check_prompt_lengths(tokenizer, prompts, max_new_tokens, ctx, "prompt", locate)
+    check_prompt_lengths(tokenizer, eval_prompts, max_new_tokens, ctx, "held-out prompt", locate)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -260,8 +314,11 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
     device = next(policy.parameters()).device
     t0 = time.perf_counter()
     policy.eval()
-    ro = sample_completions(policy, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, gen,
-                            cfg.repetition_penalty)
+    try:
+        ro = sample_completions(policy, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, gen,
+                                cfg.repetition_penalty)
+    except TrainingError:  # sampling found non-finite probabilities: name the step
+        raise _not_finite("sampling distribution", step, ckpt) from None
     _sync(device)
     t1 = time.perf_counter()
     texts = decode_completions(tokenizer, ro)
@@ -419,29 +476,32 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     cfg = (cfg or RLConfig()).validate()
     if not prompts:
         raise ConfigError("train: expected at least one training prompt")
+    eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
+    check_prompts_fit(policy, tokenizer, reward_model, prompts, eval_prompts, cfg.max_new_tokens)
+    out = Path(out) if out is not None else None
+    ckpt = None
+    if resume is not None:
+        ckpt = latest_checkpoint(resume)
+        if ckpt is None:
+            raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run directory)")
+    elif out is not None and run_files(out) and not overwrite:
+        raise ConfigError(f"out: {out} already holds a run ({', '.join(run_files(out))}); pass resume={str(out)!r} "
+                          "to continue it or overwrite=True to start over")
     device = next(policy.parameters()).device
     if isinstance(reward_model, torch.nn.Module):
         reward_model.eval()
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
     ref = None
     if cfg.kl_coef > 0 or cfg.track_kl:  # the starting policy, frozen (taken before any resume)
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     if cfg.lora_r:
         policy = add_lora(policy, cfg)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    out = Path(out) if out is not None else None
     history, baseline, start = History(), None, 0
-    if resume is not None:
-        ckpt = latest_checkpoint(resume)
-        if ckpt is None:
-            raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run directory)")
+    if ckpt is not None:
         start, baseline, history = _load_checkpoint(ckpt, policy, opt, gen)
         out = out or ckpt.parent.parent
-    elif out is not None and _checkpoints(out):
-        if not overwrite:
-            raise ConfigError(f"out: {out} already holds a run (checkpoints/); pass resume={str(out)!r} to continue "
-                              "it or overwrite=True to start over")
+    elif out is not None and (out / "checkpoints").exists():  # overwrite=True: start over
         shutil.rmtree(out / "checkpoints")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -452,20 +512,32 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
         if not eval_prompts:
             return
         policy.eval()
-        e = evaluate_step(policy, tokenizer, reward_model, eval_prompts, cfg, world, step, eval_batch_size, ref)
+
+        def evaluate():
+            try:
+                return evaluate_step(policy, tokenizer, reward_model, eval_prompts, cfg, world, step,
+                                     eval_batch_size, ref)
+            except TrainingError:  # non-finite sampling probabilities: name the step
+                raise _not_finite("sampling distribution (held-out evaluation)", step, ckpt_path,
+                                  "the policy broke in this step's update" if step else "before any update") from None
+        e = _oom_guard(evaluate, step, "the held-out evaluation", "eval_batch_size", eval_batch_size,
+                       _smaller_batch(min(eval_batch_size, len(eval_prompts))), ckpt_path)
         history.evals.append(e)
         _append(out, "evals.jsonl", e)
 
+    ckpt_path = str(latest_checkpoint(out)) if out is not None and _checkpoints(out) else "none"
     if start == 0:
         log_eval(0)
-    ckpt_path = str(latest_checkpoint(out)) if out is not None and _checkpoints(out) else "none"
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"{cfg.algo}", initial=start, total=cfg.steps,
                disable=not progress)
+    smaller = _smaller_batch(cfg.batch_size, math.lcm(cfg.k, cfg.minibatches))
     for step in bar:
         idx = torch.randint(len(prompts), (cfg.batch_size // cfg.k,), generator=gen, device=device).tolist()
         batch = [prompts[i] for i in idx for _ in range(cfg.k)]  # groups of k samples of one prompt
-        m, texts, baseline = rl_step(policy, tokenizer, reward_model, batch, opt, gen, baseline, cfg, world, step,
-                                     ckpt_path, ref)
+        m, texts, baseline = _oom_guard(
+            lambda: rl_step(policy, tokenizer, reward_model, batch, opt, gen, baseline, cfg, world, step, ckpt_path,
+                            ref),
+            step, "the RL step", "batch_size", cfg.batch_size, smaller, ckpt_path)
         row = {"step": step, **m}
         history.steps.append(row)
         _append(out, "metrics.jsonl", row)
