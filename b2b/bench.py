@@ -30,7 +30,7 @@ BENCH_ALGOS = ("reinforce", "rloo", "reinforce_pp")
 SPLIT = ("generate_s", "score_s", "learn_s")
 
 
-def bench_config(profile, algo: str, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48, steps: int = 5,
+def bench_config(profile, algo: str, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48, steps: int = 10,
                  warmup: int = 2, seed: int = 0):
     """The RLConfig of one benchmark cell: the algorithm's notebook settings on the fixed workload."""
     from b2b.pipeline import rl_config
@@ -64,7 +64,7 @@ def step_stats(steps: list[dict], warmup: int, batch_size: int) -> dict:
 
 
 def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48,
-              steps: int = 5, warmup: int = 2, vs_trl: bool = False, seed: int = 0) -> dict:
+              steps: int = 10, warmup: int = 2, vs_trl: bool = False, seed: int = 0) -> dict:
     """Time each algorithm's step on the fixed workload (see the module docstring); returns
     {'algos': {algo: {step_s, generate_s, score_s, learn_s, tokens_per_s, peak_mem_mb, ...}},
     'device', 'torch', 'threads', the workload, and with `vs_trl` 'trl_step_s', 'b2b_step_s', 'trl_ratio'}."""

@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--batch-size", type=int, default=64, help="rollouts per step (default 64)")
     bn.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
     bn.add_argument("--max-new-tokens", type=int, default=48, help="completion length cap (default 48)")
-    bn.add_argument("--steps", type=int, default=5, help="measured steps per algorithm (default 5)")
+    bn.add_argument("--steps", type=int, default=10, help="measured steps per algorithm (default 10)")
     bn.add_argument("--warmup", type=int, default=2, help="steps run first and not measured (default 2)")
     bn.add_argument("--vs-trl", action="store_true", help="also time trl.RLOOTrainer on the same workload")
     bn.add_argument("--seed", type=int, default=0)

@@ -16,14 +16,14 @@ from b2b.data import check_prompt_lengths
 from b2b.gold import judge
 from b2b.metrics import distinct_n
 from b2b.reward import scalar_reward
-from b2b.rollout import (Rollout, context_length, decode_completions, reward_scores, rollout_logprobs,
+from b2b.rollout import (Rollout, context_length, decode_completions, rollout_logprobs, rollout_reward_scores,
                          sample_completions)
 
 
 @torch.no_grad()
 def proxy_rewards(reward_model, rollout: Rollout, readout: str = "expected") -> Tensor:
     """(B,) reward-model rewards of a rollout, read at each sequence's last real token."""
-    return scalar_reward(reward_scores(reward_model, rollout.input_ids, rollout.attention_mask), readout)
+    return scalar_reward(rollout_reward_scores(reward_model, rollout), readout)
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new
         if reward_model is not None and not isinstance(reward_model, torch.nn.Module):  # a reward function
             out["proxy"] += [float(x) for x in reward_model(prompts[i:i + batch_size], texts, finished)]
         elif reward_model is not None:
-            scores = reward_scores(reward_model, ro.input_ids, ro.attention_mask)
+            scores = rollout_reward_scores(reward_model, ro)
             out["scores"].append(scores.cpu())
             out["proxy"] += scalar_reward(scores, readout).tolist()
     out["scores"] = torch.cat(out["scores"]) if out["scores"] else None

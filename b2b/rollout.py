@@ -45,6 +45,20 @@ class Rollout:
         return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
                        self.completion_mask[idx], self.sampler_logprobs[idx])
 
+    def trimmed(self, idx: Tensor) -> "Rollout":
+        """Rows `idx`, without the padding columns none of them uses (prompts are left-padded,
+        completions right-padded, so only the outer columns can go)."""
+        sub = self.select(idx)
+        P, p, c = sub.prompt_ids.shape[1], int(sub.prompt_mask.sum(1).max()), int(sub.completion_mask.sum(1).max())
+        return Rollout(sub.prompt_ids[:, P - p:], sub.prompt_mask[:, P - p:], sub.completion_ids[:, :c],
+                       sub.completion_mask[:, :c], sub.sampler_logprobs[:, :c])
+
+    def length_chunks(self, n: int) -> list[Tensor]:
+        """Row indices in `n` groups of similar length (prompt + completion), shortest first: each
+        group, `trimmed`, carries far less padding than the whole batch (see `rollout_logprobs`)."""
+        order = (self.prompt_mask.sum(1) + self.completion_mask.sum(1)).argsort(stable=True)
+        return [c for c in order.chunk(max(1, min(n, len(order)))) if len(c)]
+
     def finished(self, eos_token_id: int) -> Tensor:
         """(B,) True where the completion ended with an end-of-turn token."""
         ends = self.completion_ids.gather(1, (self.lengths - 1).clamp(min=0)[:, None]).squeeze(1)
@@ -92,14 +106,19 @@ def encode_prompts(tokenizer, prompts: list[str] | list[list[dict]], device=None
 
 def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
     """One token per row from softmax(logits / temperature); returns (tokens, their log-probs, and a
-    (B,) flag of rows whose probabilities are not finite). A flagged row draws from a placeholder
-    uniform distribution instead of failing inside `torch.multinomial` (a device-side assert on a
-    GPU); the caller raises once the rollout is done, so no host sync is added per token."""
+    (B,) flag of rows whose probabilities are not finite).
+
+    Inverse-CDF sampling: with u ~ U[0, 1) per row, the token is the first v whose cumulative
+    probability exceeds u * total, i.e. P(v) = p_v exactly (a token of probability 0 is never drawn).
+    One uniform number per row and a cumulative sum: 20x faster than `torch.multinomial` on a
+    (64, 1658) batch on CPU (measured, see the README's performance section). A flagged row (NaN or
+    inf) draws some index instead of failing (on a GPU, a device-side assert); the caller raises
+    once the rollout is done, so no host sync is added per token."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    probs = logp.exp()
-    bad = ~torch.isfinite(probs).all(-1)
-    probs = torch.where(bad[:, None], torch.ones_like(probs), probs)  # the same tensor where all rows are finite
-    tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    cdf = logp.exp().cumsum(-1)
+    bad = ~torch.isfinite(cdf[:, -1])  # a NaN or inf anywhere in a row makes its total non-finite
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return tok, logp.gather(1, tok[:, None]).squeeze(1), bad
 
 
@@ -137,6 +156,11 @@ def _check_fits(model, prompts, ids: Tensor, mask: Tensor, max_new_tokens: int) 
     raise prompt_too_long(f"prompt {i}", prompts[i], int(mask[i].sum()), max_new_tokens, ctx)
 
 
+COMPACT_AT = 0.75
+"""Finished rows leave the sampling batch (and its KV cache) once at most this share of the batch is
+still running: later tokens cost only the unfinished rows (measured: README, performance)."""
+
+
 @torch.no_grad()  # not inference_mode: the ids feed the training forward pass
 def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], max_new_tokens: int = 64,
                        temperature: float = 1.0, generator: torch.Generator | None = None,
@@ -165,22 +189,33 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
         seen.scatter_(1, torch.where(mask.bool(), ids, ids[:, -1:]), True)  # pads -> a real token
     done = torch.zeros(B, dtype=torch.bool, device=device)
     nonfinite = torch.zeros(B, dtype=torch.bool, device=device)
+    rows = torch.arange(B, device=device)  # the rows still in the forward pass
     tokens, logps = [], []
     attn = mask
     for _ in range(max_new_tokens):
         if penalize:
             logits = repetition_penalized(logits, seen, repetition_penalty)
         tok, lp, bad = _sample(logits, temperature, generator)
-        nonfinite |= bad & ~done
-        tok = torch.where(done, torch.full_like(tok, pad), tok)
-        tokens.append(tok)
-        logps.append(torch.where(done, torch.zeros_like(lp), lp))
-        done = done | (tok == eos)
-        if bool(done.all()):
+        was_done = done[rows]
+        nonfinite[rows] |= bad & ~was_done
+        tok = torch.where(was_done, torch.full_like(tok, pad), tok)
+        tokens.append(torch.full((B,), pad, dtype=tok.dtype, device=device).index_copy(0, rows, tok))
+        logps.append(torch.zeros(B, device=device).index_copy(0, rows, torch.where(was_done, 0.0, lp)))
+        running = ~(was_done | (tok == eos))
+        done[rows] = ~running
+        n_running = int(running.sum())  # one host sync per token (the loop must know when to stop)
+        if n_running == 0:
             break
+        if n_running <= COMPACT_AT * len(rows):  # drop finished rows from the batch and its KV cache
+            keep = running.nonzero().squeeze(1)
+            rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
+            if penalize:
+                seen = seen[keep]
+            for layer in cache.layers:
+                layer.batch_select_indices(keep)
         if penalize:
             seen.scatter_(1, tok[:, None], True)
-        attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
+        attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
                     past_key_values=cache, use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
@@ -208,7 +243,9 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     mask = torch.cat([prompt_mask, completion_mask], dim=1)
     C = completion_ids.shape[1]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                   logits_to_keep=C + 1).logits[:, :-1].float() / temperature  # (B, C, V)
+                   logits_to_keep=C + 1).logits[:, :-1].float()  # (B, C, V)
+    if temperature != 1.0:  # (no copy of the largest tensor of the step when it changes nothing)
+        logits = logits / temperature
     lse = logits.logsumexp(-1)
     chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)
     logp = (chosen - lse) * completion_mask
@@ -219,10 +256,52 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     return logp, entropy
 
 
-def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False):
-    """`completion_logprobs` of a `Rollout` under `model` (policy or reference)."""
-    return completion_logprobs(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
-                               rollout.completion_mask, temperature, with_entropy)
+LENGTH_CHUNKS = 4
+"""Length-sorted groups that the full-sequence forwards (policy, reference, reward model) run in:
+rows of similar length padded only to their group's longest; measured 40% less time for the
+policy's forward + backward on a 64 x (20 + 44) tiny-world batch (README, performance)."""
+
+
+def _chunks(n_rows: int, chunks: int | None) -> int:
+    return LENGTH_CHUNKS if chunks is None and n_rows >= 8 * LENGTH_CHUNKS else (chunks or 1)
+
+
+def _unsort(parts: list[Tensor], groups: list[Tensor], width: int | None = None) -> Tensor:
+    """Concatenate per-group results (right-padded with 0 to `width` columns) back in row order."""
+    if width is not None:
+        parts = [torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in parts]
+    order = torch.cat(groups)
+    return torch.cat(parts)[order.argsort()]
+
+
+def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False,
+                     chunks: int | None = None):
+    """`completion_logprobs` of a `Rollout` under `model` (policy or reference), (B, C).
+
+    The rows run in `chunks` length-sorted groups (default `LENGTH_CHUNKS` for batches of 32 rows
+    or more), each without the padding it does not need; the result is the same (B, C) tensor,
+    differentiable, as one forward pass over the whole padded batch would give."""
+    C = rollout.completion_ids.shape[1]
+    groups = rollout.length_chunks(_chunks(len(rollout.completion_ids), chunks))
+    outs = []
+    for g in groups:
+        sub = rollout.trimmed(g)
+        outs.append(completion_logprobs(model, sub.prompt_ids, sub.prompt_mask, sub.completion_ids,
+                                        sub.completion_mask, temperature, with_entropy))
+    if not with_entropy:
+        return _unsort(outs, groups, C)
+    return _unsort([o[0] for o in outs], groups, C), _unsort([o[1] for o in outs], groups, C)
+
+
+def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None) -> Tensor:
+    """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
+    groups as `rollout_logprobs`."""
+    groups = rollout.length_chunks(_chunks(len(rollout.completion_ids), chunks))
+    outs = []
+    for g in groups:
+        sub = rollout.trimmed(g)
+        outs.append(reward_scores(reward_model, sub.input_ids, sub.attention_mask))
+    return _unsort(outs, groups)
 
 
 def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

@@ -32,7 +32,7 @@ from b2b.advantages import (KL_ESTIMATORS, clipped_pg_loss, group_mean_baseline,
 from b2b.errors import ConfigError, TrainingError
 from b2b.metrics import distinct_n
 from b2b.reward import scalar_reward
-from b2b.rollout import decode_completions, reward_scores, rollout_logprobs, sample_completions
+from b2b.rollout import decode_completions, rollout_logprobs, rollout_reward_scores, sample_completions
 
 ALGOS = ("reinforce", "rloo", "reinforce_pp", "reinforce_pp_baseline")
 """reinforce: moving-average baseline (notebook 03); rloo: leave-one-out baseline over k samples per
@@ -301,7 +301,7 @@ def policy_rewards(reward_model, ro, prompts: list[str], texts: list[str], finis
     gold judge, as an upper bound on what a perfect reward model would give)."""
     if isinstance(reward_model, torch.nn.Module):
         with torch.no_grad():
-            return scalar_reward(reward_scores(reward_model, ro.input_ids, ro.attention_mask), readout)
+            return scalar_reward(rollout_reward_scores(reward_model, ro), readout)
     r = reward_model(prompts, texts, finished.tolist())
     return torch.as_tensor(r, dtype=torch.float32, device=ro.completion_ids.device)
 

@@ -117,16 +117,22 @@ def test_a_broken_policy_fails_sampling_with_a_clear_error_not_a_torch_one(tiny_
         sample_completions(policy, tokenizer, ts.PROMPTS[:2], 8, 1.0, torch.Generator().manual_seed(0))
 
 
-def test_the_sampling_guard_leaves_finite_draws_exactly_as_they_were():
+def test_the_sampler_draws_each_token_with_its_probability_and_flags_non_finite_rows():
     from b2b.rollout import _sample
 
+    p = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0])
+    logits = p.log().repeat(200_000, 1)  # -inf logits: probability exactly 0
+    tok, logp, bad = _sample(logits, 1.0, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tok, minlength=5).float() / len(tok)
+    assert torch.allclose(freq, p, atol=0.004) and freq[1] == 0 and freq[4] == 0  # never a 0-probability token
+    assert torch.allclose(logp, p.log()[tok]) and not bad.any()
+    t2 = _sample(logits[:1000], 1.0, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(t2, tok[:1000])  # the generator makes draws reproducible
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1)) * 3
-    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    tok, logp, bad = _sample(logits, 0.7, g1)
-    want = torch.multinomial(torch.log_softmax(logits / 0.7, -1).exp(), 1, generator=g2).squeeze(1)
-    assert torch.equal(tok, want) and not bad.any()
+    hot = _sample(logits, 0.05, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(hot, logits.argmax(-1))  # near-zero temperature: the argmax
     logits[2, 5] = float("nan")
-    assert _sample(logits, 1.0, g1)[2].tolist() == [False, False, True, False]
+    assert _sample(logits, 1.0, torch.Generator().manual_seed(0))[2].tolist() == [False, False, True, False]
 
 
 def test_prompt_length_check_is_exact_at_the_boundary(tokenizer):

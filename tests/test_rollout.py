@@ -160,3 +160,50 @@ def test_entropy_matches_the_definition(policy, tokenizer):
         want = -(p * p.clamp_min(1e-30).log()).sum(-1) * ro.completion_mask
     assert torch.allclose(ent, want, atol=1e-4)
     assert torch.allclose(logp, rollout_logprobs(policy, ro))
+
+
+def test_length_sorted_chunks_give_the_one_pass_logprobs_gradients_and_scores(policy, tokenizer, tiny_dir):
+    from b2b.models import load_policy, load_reward_model
+    from b2b.rollout import rollout_reward_scores
+
+    policy = load_policy(tiny_dir, trainable=True)
+    prompts = ["Hi!", "List three fruits.", "What colour is a banana? Answer in one short sentence, please.",
+               "Is a whale a fish?", "Describe a tiger.", "Which is bigger, a mouse or a horse?", "Hello", "Name a tool."]
+    ro = sample_completions(policy, tokenizer, prompts * 2, 24, 1.0, torch.Generator().manual_seed(3))
+    groups = ro.length_chunks(4)
+    assert sorted(torch.cat(groups).tolist()) == list(range(16)) and len(groups) == 4
+    lens = ro.prompt_mask.sum(1) + ro.completion_mask.sum(1)
+    assert all(lens[a].max() <= lens[b].min() for a, b in zip(groups, groups[1:]))  # shortest first
+    sub = ro.trimmed(groups[0])
+    assert sub.prompt_ids.shape[1] < ro.prompt_ids.shape[1] or sub.completion_ids.shape[1] < ro.completion_ids.shape[1]
+    assert torch.equal(sub.completion_mask.sum(1), ro.completion_mask[groups[0]].sum(1))  # no real token dropped
+    one, one_h = rollout_logprobs(policy, ro, with_entropy=True, chunks=1)
+    four, four_h = rollout_logprobs(policy, ro, with_entropy=True, chunks=4)
+    assert four.shape == one.shape and torch.allclose(four, one, atol=1e-5) and torch.allclose(four_h, one_h, atol=1e-5)
+    assert (four[ro.completion_mask == 0] == 0).all()
+    w = torch.randn(one.shape, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for n in (1, 4):
+        policy.zero_grad()
+        (rollout_logprobs(policy, ro, chunks=n) * w).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
+    policy.zero_grad()
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-3)
+    rm = load_reward_model(tiny_dir, num_labels=10)
+    assert torch.allclose(rollout_reward_scores(rm, ro, chunks=4), rollout_reward_scores(rm, ro, chunks=1), atol=1e-5)
+
+
+def test_sampling_with_finished_rows_dropped_stays_on_policy(tiny_dir, tokenizer, monkeypatch):
+    import b2b.rollout as rollout
+    from b2b.models import load_policy
+
+    policy = load_policy(tiny_dir)
+    prompts = ["Hi!", "List three fruits.", "Describe a tiger.", "Is a whale a fish?"] * 4
+    for share in (0.0, 1.0):  # never / as soon as any row finishes
+        monkeypatch.setattr(rollout, "COMPACT_AT", share)
+        ro = sample_completions(policy, tokenizer, prompts, 32, 1.0, torch.Generator().manual_seed(0))
+        lens = ro.completion_mask.sum(1)
+        assert lens.min() < lens.max()  # rows finished at different times, so 1.0 did compact
+        ref = rollout_logprobs(policy, ro, chunks=1)
+        assert torch.allclose(ro.sampler_logprobs, ref, atol=1e-4)
+        assert (ro.completion_ids[ro.completion_mask == 0] == tokenizer.pad_token_id).all()
