@@ -22,6 +22,7 @@ METHODS = {
     "RLOO k=2 + KL": ("rloo", {"k": 2}),
     "RLOO k=4 + KL": ("rloo", {"k": 4}),
     "REINFORCE++": ("reinforce_pp", {}),
+    "REINFORCE++-baseline": ("reinforce_pp_baseline", {}),
 }
 """label -> (algo, overrides of the algorithm's notebook settings)."""
 
