@@ -101,17 +101,17 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
 
 ALGO_SETTINGS = {
     "reinforce": {},                                                                     # notebook 03
-    "rloo": dict(k=4, kl_coef=0.5, steps=300),                                           # notebook 06
-    "reinforce_pp": dict(k=1, kl_coef=1.0, ppo_epochs=1, minibatches=2, steps=300),      # notebook 07
-    "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=300),
+    "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
+    "reinforce_pp": dict(k=1, kl_coef=1.0, ppo_epochs=1, minibatches=2, steps=600),      # notebook 07
+    "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
 }
 """Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
 lr 2e-4, 64 new tokens), from runs on seed 0 (held-out gold of 512 prompts every 25 steps; SFT
 4.79). RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats),
 0.3 drifts into the reward model's greeting exploit (6.5 -> 5.9, KL 3), 0.5 peaks at 6.74 (step
-325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9;
-300 steps keep the best of 0.5 (6.68 at step 300, KL 1.2) at half the cost. REINFORCE++, 300
-steps: beta 0.5 with 2 epochs x 2 minibatches runs away from SFT (KL 4.2 by step 100, gold 6.1);
+325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9. 600 steps, as notebook 04's collapse: vanilla REINFORCE needs
+more than 300 steps to collapse on some seeds (seed 0 with today's sampler: gold 6.18 at step 125,
+5.73 at 300, KL 7 and rising). REINFORCE++, 300 steps: beta 0.5 with 2 epochs x 2 minibatches runs away from SFT (KL 4.2 by step 100, gold 6.1);
 beta 1.0 with one epoch of 2 minibatches ends at 5.95 with KL 1.3. REINFORCE++-baseline (k = 4,
 k2 KL loss) at beta 0.5, one epoch of 2 minibatches: 6.18 (SFT 4.74 with the sampler in use then),
 KL 1.2."""

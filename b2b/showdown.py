@@ -98,9 +98,11 @@ def method_run(profile, method: str, seed: int = 0, out: str | Path = "runs/show
 
 def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None, data=None,
                progress: bool = True):
-    """`b2b.train` of `cfg` into `out`, unless `out` already holds that run: a finished run (its last
-    checkpoint at step cfg.steps, same config) is loaded, not retrained; a run killed half way
-    resumes from its last checkpoint. Returns the run's History. `data` = `rl_prompts(profile)`."""
+    """`b2b.train` of `cfg` into `out`, unless `out` already holds that run (same settings but
+    perhaps `steps`): a run that got to step cfg.steps or beyond is read back, not retrained (its
+    first cfg.steps steps are exactly the run asked for); a run killed half way, or a shorter one,
+    resumes from its last checkpoint and goes on to cfg.steps (the RNG state is checkpointed, so
+    this equals one uninterrupted run). Returns the run's History. `data` = `rl_prompts(profile)`."""
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import History, latest_checkpoint, train
@@ -109,10 +111,15 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
     want = dataclasses.asdict(cfg)
     ck = latest_checkpoint(out) if out.exists() else None
     resume = None
-    if ck is not None and same_config(json.loads((ck / "config.json").read_text()), want):
-        if int(ck.name.split("-")[1]) == cfg.steps:
-            return History.from_dict(json.loads((ck / "history.json").read_text()))
-        resume = out
+    if ck is not None:
+        stored, at = json.loads((ck / "config.json").read_text()), int(ck.name.split("-")[1])
+        if same_config({**stored, "steps": cfg.steps}, want):  # the same run, perhaps of another length
+            history = History.from_dict(json.loads((ck / "history.json").read_text()))
+            if at >= cfg.steps:  # done (or longer): its first cfg.steps steps are this run
+                return History(steps=[r for r in history.steps if r["step"] <= cfg.steps],
+                               evals=[e for e in history.evals if e["step"] <= cfg.steps],
+                               samples=[r for r in history.samples if r["step"] <= cfg.steps])
+            resume = out  # killed half way, or shorter: continue it (the same draws as one long run)
     tokenizer = tokenizer or load_tokenizer(profile.policy)
     reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
     prompts, heldout, world = data or rl_prompts(profile)

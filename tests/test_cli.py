@@ -169,5 +169,13 @@ def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monk
     resumed = cached_run(profile, cfg, tmp_path / "r", progress=False)
     assert calls == [tmp_path / "r"]
     assert [e["gold_mean"] for e in resumed.evals] == [e["gold_mean"] for e in h.evals]
+    longer = cached_run(profile, dataclasses.replace(cfg, steps=6), tmp_path / "r", progress=False)
+    assert calls[-1] == tmp_path / "r" and len(longer.steps) == 6  # extended from step 4, not retrained
+    fresh = cached_run(profile, dataclasses.replace(cfg, steps=6), tmp_path / "fresh", progress=False)
+    assert [r["reward/proxy_mean"] for r in longer.steps] == [r["reward/proxy_mean"] for r in fresh.steps]
+    assert [e["gold_mean"] for e in longer.evals] == [e["gold_mean"] for e in fresh.evals]
+    n = len(calls)
+    short = cached_run(profile, dataclasses.replace(cfg, steps=2), tmp_path / "r", progress=False)
+    assert len(calls) == n and short.steps == longer.steps[:2] and [e["step"] for e in short.evals] == [0, 2]
     other = cached_run(profile, dataclasses.replace(cfg, kl_coef=0.1), tmp_path / "r", progress=False)
-    assert calls[-1] is None and len(other.steps) == 4  # another config: trained from scratch
+    assert calls[-1] is None and len(other.steps) == 4  # other settings: trained from scratch
