@@ -39,7 +39,11 @@ def method_config(profile, method: str, seed: int, steps: int | None = None):
 
 
 def _slug(method: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in method.lower()).strip("-").replace("--", "-")
+    """A method's directory name: 'RLOO k=4 + KL' -> 'rloo-k-4-kl', 'REINFORCE++' -> 'reinforcepp'."""
+    s = "".join(c if c.isalnum() else "-" for c in method.lower().replace("++", "pp")).strip("-")
+    while "--" in s:
+        s = s.replace("--", "-")
+    return s
 
 
 def same_config(stored: dict | None, want: dict) -> bool:

@@ -144,6 +144,10 @@ def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
     assert not same_config({**old, "kl_coef": 0.3}, want)
     assert not same_config({**want, "reward_clip": 5.0}, want)  # saved with another value
     assert not same_config({**want, "removed_field": 1}, want) and not same_config(None, want)
+    from b2b.showdown import METHODS, _slug
+
+    slugs = [_slug(m) for m in METHODS]
+    assert len(set(slugs)) == len(slugs) and "reinforcepp" in slugs and "rloo-k-4-kl" in slugs
 
 
 def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monkeypatch):
