@@ -73,6 +73,8 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import train
 
+    if vs_trl and "rloo" not in algos:  # checked before any run
+        raise ValueError("bench: --vs-trl compares with b2b's RLOO step: keep 'rloo' among the algorithms")
     device = default_device()
     tok = load_tokenizer(profile.policy)
     rm = load_reward_model(shipped_reward_model(profile, level=1), device=device)
@@ -102,8 +104,6 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
         if not times:
             raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times, expected {cfg.steps}")
         res["trl_step_s"] = statistics.median(times)
-        if "rloo" not in res["algos"]:
-            raise ValueError("bench: --vs-trl compares with b2b's RLOO step: keep 'rloo' among the algorithms")
         res["b2b_step_s"] = res["algos"]["rloo"]["step_s"]
         res["trl_ratio"] = res["trl_step_s"] / res["b2b_step_s"]
     return res

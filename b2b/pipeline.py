@@ -109,12 +109,13 @@ ALGO_SETTINGS = {
 lr 2e-4, 64 new tokens), from runs on seed 0 (held-out gold of 512 prompts every 25 steps; SFT
 4.79). RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats),
 0.3 drifts into the reward model's greeting exploit (6.5 -> 5.9, KL 3), 0.5 peaks at 6.74 (step
-325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9. 600 steps, as notebook 04's collapse: vanilla REINFORCE needs
-more than 300 steps to collapse on some seeds (seed 0 with today's sampler: gold 6.18 at step 125,
-5.73 at 300, KL 7 and rising). REINFORCE++, 300 steps: beta 0.5 with 2 epochs x 2 minibatches runs away from SFT (KL 4.2 by step 100, gold 6.1);
-beta 1.0 with one epoch of 2 minibatches ends at 5.95 with KL 1.3. REINFORCE++-baseline (k = 4,
-k2 KL loss) at beta 0.5, one epoch of 2 minibatches: 6.18 (SFT 4.74 with the sampler in use then),
-KL 1.2."""
+325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9.
+600 steps, as notebook 04's collapse: vanilla REINFORCE needs more than 300 steps to collapse on
+some seeds (seed 0 with today's sampler: gold 6.18 at step 125, 5.73 at 300, KL 7 and rising).
+REINFORCE++, 300 steps: beta 0.5 with 2 epochs x 2 minibatches runs away from SFT (KL 4.2 by step
+100, gold 6.1); beta 1.0 with one epoch of 2 minibatches ends at 5.95 with KL 1.3.
+REINFORCE++-baseline (k = 4, k2 KL loss) at beta 0.5, one epoch of 2 minibatches: 6.18 (SFT 4.74
+with the sampler in use then), KL 1.2."""
 
 
 def rl_config(profile: Profile, algo: str = "reinforce", **overrides):

@@ -274,6 +274,13 @@ def _unsort(parts: list[Tensor], groups: list[Tensor], width: int | None = None)
     return torch.cat(parts)[order.argsort()]
 
 
+def _by_length(rollout: Rollout, chunks: int | None, forward) -> tuple[list, list[Tensor]]:
+    """`forward(trimmed_sub_rollout)` on each length-sorted group of rows: (results, groups), for
+    `_unsort` to put back in row order."""
+    groups = rollout.length_chunks(_chunks(len(rollout.completion_ids), chunks))
+    return [forward(rollout.trimmed(g)) for g in groups], groups
+
+
 def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False,
                      chunks: int | None = None):
     """`completion_logprobs` of a `Rollout` under `model` (policy or reference), (B, C).
@@ -282,12 +289,8 @@ def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_ent
     or more), each without the padding it does not need; the result is the same (B, C) tensor,
     differentiable, as one forward pass over the whole padded batch would give."""
     C = rollout.completion_ids.shape[1]
-    groups = rollout.length_chunks(_chunks(len(rollout.completion_ids), chunks))
-    outs = []
-    for g in groups:
-        sub = rollout.trimmed(g)
-        outs.append(completion_logprobs(model, sub.prompt_ids, sub.prompt_mask, sub.completion_ids,
-                                        sub.completion_mask, temperature, with_entropy))
+    outs, groups = _by_length(rollout, chunks, lambda sub: completion_logprobs(
+        model, sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask, temperature, with_entropy))
     if not with_entropy:
         return _unsort(outs, groups, C)
     return _unsort([o[0] for o in outs], groups, C), _unsort([o[1] for o in outs], groups, C)
@@ -296,12 +299,8 @@ def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_ent
 def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None) -> Tensor:
     """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
     groups as `rollout_logprobs`."""
-    groups = rollout.length_chunks(_chunks(len(rollout.completion_ids), chunks))
-    outs = []
-    for g in groups:
-        sub = rollout.trimmed(g)
-        outs.append(reward_scores(reward_model, sub.input_ids, sub.attention_mask))
-    return _unsort(outs, groups)
+    return _unsort(*_by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
+                                                                          sub.attention_mask)))
 
 
 def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

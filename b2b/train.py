@@ -330,7 +330,6 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
         clipped = (proxy.abs() > cfg.reward_clip).float()
         proxy = proxy.clamp(-cfg.reward_clip, cfg.reward_clip)
     rewards, rep = shaped_reward(proxy, ro.completion_ids, ro.completion_mask, cfg.ngram_penalty, cfg.ngram)
-    _finite("reward", rewards, step, ckpt)
     mask = ro.completion_mask
     m = {}
     if world:
