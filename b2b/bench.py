@@ -17,7 +17,9 @@ starts from the same SFT policy and trains for `warmup + steps` steps in the one
 Each figure is the median over the measured steps (the first `warmup` steps are dropped: they pay
 for allocator growth and lazy initialisation). `--vs-trl` also trains `trl.RLOOTrainer` on the same
 policy, reward model, prompts, k, batch and completion length in the same process, and reports
-`trl_step_s` and `trl_ratio = trl_step_s / b2b_step_s` (b2b's RLOO step).
+`trl_step_s` and `trl_ratio = trl_step_s / b2b_step_s` (b2b's RLOO step). `--repeat R` runs R
+rounds of every contestant in turn and takes medians over rounds: on a machine whose speed drifts
+(a shared CPU), the ratio of two runs a minute apart is steadier than either time.
 """
 from __future__ import annotations
 
@@ -64,10 +66,16 @@ def step_stats(steps: list[dict], warmup: int, batch_size: int) -> dict:
 
 
 def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48,
-              steps: int = 10, warmup: int = 2, vs_trl: bool = False, seed: int = 0) -> dict:
+              steps: int = 10, warmup: int = 2, vs_trl: bool = False, seed: int = 0, repeat: int = 1) -> dict:
     """Time each algorithm's step on the fixed workload (see the module docstring); returns
     {'algos': {algo: {step_s, generate_s, score_s, learn_s, tokens_per_s, peak_mem_mb, ...}},
-    'device', 'torch', 'threads', the workload, and with `vs_trl` 'trl_step_s', 'b2b_step_s', 'trl_ratio'}."""
+    'device', 'torch', 'threads', the workload, and with `vs_trl` 'trl_step_s', 'b2b_step_s', 'trl_ratio'}.
+
+    `repeat` > 1 runs `repeat` rounds, each one run of every algorithm (and TRL) in turn, so that a
+    machine that speeds up or slows down over minutes weighs on every contestant alike: each figure
+    is then the median over all rounds' measured steps, and `trl_ratio` the median of the per-round
+    ratios (each round's two medians measured a minute apart at most); the per-round figures are
+    kept in `step_s_rounds` and `trl_ratio_rounds`."""
     from b2b.config import default_device
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
@@ -75,37 +83,52 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
 
     if vs_trl and "rloo" not in algos:  # checked before any run
         raise ValueError("bench: --vs-trl compares with b2b's RLOO step: keep 'rloo' among the algorithms")
+    if repeat < 1:
+        raise ValueError(f"bench: expected repeat >= 1, got {repeat}")
     device = default_device()
     tok = load_tokenizer(profile.policy)
     rm = load_reward_model(shipped_reward_model(profile, level=1), device=device)
     prompts, _, world = rl_prompts(profile)
     res = {"profile": profile.name, "device": _device_name(device), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "batch_size": batch_size, "k": k, "max_new_tokens": max_new_tokens,
-           "steps": steps, "warmup": warmup, "algos": {}}
-    for algo in algos:
-        cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
-        policy = load_policy(profile.policy, device, trainable=True)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        h = train(policy, tok, rm, prompts, cfg, world=world, progress=False)
-        stats = step_stats(h.steps, warmup, batch_size)
-        res["algos"][algo] = {**stats, "peak_mem_mb": round(peak_memory_mb(device), 1),
-                              "wall_s": round(time.perf_counter() - t0, 2), "kl_coef": cfg.kl_coef,
-                              "updates_per_step": cfg.ppo_epochs * cfg.minibatches}
-        del policy
-    if vs_trl:
-        from b2b.trl_bridge import trl_rloo
+           "steps": steps, "warmup": warmup, "repeat": repeat, "algos": {}}
+    measured = {algo: [] for algo in algos}  # the measured steps of every round
+    rounds = {algo: [] for algo in algos}  # per round: step_stats
+    trl_times, trl_rounds = [], []
+    for _ in range(repeat):
+        for algo in algos:
+            cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
+            policy = load_policy(profile.policy, device, trainable=True)
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            h = train(policy, tok, rm, prompts, cfg, world=world, progress=False)
+            rounds[algo].append(step_stats(h.steps, warmup, batch_size))
+            measured[algo] += h.steps[warmup:]
+            res["algos"][algo] = {"peak_mem_mb": round(max(peak_memory_mb(device),
+                                                           res["algos"].get(algo, {}).get("peak_mem_mb", 0)), 1),
+                                  "wall_s": round(time.perf_counter() - t0, 2), "kl_coef": cfg.kl_coef,
+                                  "updates_per_step": cfg.ppo_epochs * cfg.minibatches}
+            del policy
+        if vs_trl:
+            from b2b.trl_bridge import trl_rloo
 
-        cfg = bench_config(profile, "rloo", batch_size, k, max_new_tokens, steps, warmup, seed)
-        t = trl_rloo(profile.policy, rm, prompts, cfg)
-        times = t["step_times"][warmup:]
-        if not times:
-            raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times, expected {cfg.steps}")
-        res["trl_step_s"] = statistics.median(times)
+            cfg = bench_config(profile, "rloo", batch_size, k, max_new_tokens, steps, warmup, seed)
+            t = trl_rloo(profile.policy, rm, prompts, cfg)
+            times = t["step_times"][warmup:]
+            if not times:
+                raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times, expected {cfg.steps}")
+            trl_times += times
+            trl_rounds.append(statistics.median(times) / rounds["rloo"][-1]["step_s"])
+    for algo in algos:
+        res["algos"][algo] = {**step_stats(measured[algo], 0, batch_size), **res["algos"][algo],
+                              "step_s_rounds": [r["step_s"] for r in rounds[algo]]}
+    if vs_trl:
+        res["trl_step_s"] = statistics.median(trl_times)
         res["b2b_step_s"] = res["algos"]["rloo"]["step_s"]
-        res["trl_ratio"] = res["trl_step_s"] / res["b2b_step_s"]
+        res["trl_ratio"] = statistics.median(trl_rounds) if repeat > 1 else res["trl_step_s"] / res["b2b_step_s"]
+        res["trl_ratio_rounds"] = trl_rounds
     return res
 
 

@@ -352,16 +352,18 @@ def _cmd_bench(args) -> int:
         raise ConfigError(f"bench: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
     if args.vs_trl and "rloo" not in args.algos:
         raise ConfigError("bench: --vs-trl compares TRL's RLOOTrainer with b2b's RLOO: keep rloo in --algos")
-    if args.steps < 1 or args.warmup < 0:
-        raise ConfigError(f"bench: expected --steps >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
+    if args.steps < 1 or args.warmup < 0 or args.repeat < 1:
+        raise ConfigError(f"bench: expected --steps >= 1, --warmup >= 0 and --repeat >= 1, got {args.steps}, "
+                          f"{args.warmup} and {args.repeat}")
     res = run_bench(profile, args.algos, args.batch_size, args.k, args.max_new_tokens, args.steps, args.warmup,
-                    args.vs_trl, args.seed)
+                    args.vs_trl, args.seed, args.repeat)
     print(f"b2b bench: profile={profile.name}, {res['batch_size']} rollouts (k={res['k']}) x {res['max_new_tokens']} "
-          f"new tokens, median of {res['steps']} steps after {res['warmup']} warm-up; {res['device']}, "
-          f"torch {res['torch']}")
+          f"new tokens, median of {res['repeat']} x {res['steps']} steps (each run after {res['warmup']} warm-up); "
+          f"{res['device']}, torch {res['torch']}")
     print(markdown_table(res))
     if "trl_ratio" in res:
-        print(f"TRL RLOOTrainer / b2b RLOO step time: {res['trl_ratio']:.2f}x")
+        per = ", ".join(f"{r:.2f}" for r in res["trl_ratio_rounds"])
+        print(f"TRL RLOOTrainer / b2b RLOO step time: {res['trl_ratio']:.2f}x (per round: {per})")
     if args.img:
         plot_bench(res, args.img)
         print(f"plot -> {args.img}")
@@ -450,8 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--batch-size", type=int, default=64, help="rollouts per step (default 64)")
     bn.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
     bn.add_argument("--max-new-tokens", type=int, default=48, help="completion length cap (default 48)")
-    bn.add_argument("--steps", type=int, default=10, help="measured steps per algorithm (default 10)")
+    bn.add_argument("--steps", type=int, default=10, help="measured steps per algorithm and round (default 10)")
     bn.add_argument("--warmup", type=int, default=2, help="steps run first and not measured (default 2)")
+    bn.add_argument("--repeat", type=int, default=3,
+                    help="rounds, each contestant once per round, in turn; medians over rounds (default 3)")
     bn.add_argument("--vs-trl", action="store_true", help="also time trl.RLOOTrainer on the same workload")
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--img", default=None, help="write the step-time breakdown plot here (e.g. img/bench.png)")

@@ -25,7 +25,8 @@ def test_step_stats_drop_the_warm_up_and_take_medians():
 
 def test_bench_json_contract_with_trl_side_by_side(capsys):
     assert main(["bench", "--profile", "ci", "--algos", "reinforce", "rloo", "--batch-size", "8", "--k", "2",
-                 "--max-new-tokens", "8", "--steps", "2", "--warmup", "1", "--vs-trl", "--json"]) == 0
+                 "--max-new-tokens", "8", "--steps", "2", "--warmup", "1", "--vs-trl", "--repeat", "2",
+                 "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     res = json.loads(out[-1])
     assert set(res["algos"]) == {"reinforce", "rloo"}
@@ -37,13 +38,17 @@ def test_bench_json_contract_with_trl_side_by_side(capsys):
         assert key in res
     assert res["batch_size"] == 8 and res["k"] == 2 and res["max_new_tokens"] == 8
     assert res["trl_step_s"] > 0 and res["b2b_step_s"] == res["algos"]["rloo"]["step_s"]
-    assert res["trl_ratio"] == pytest.approx(res["trl_step_s"] / res["b2b_step_s"])
+    assert res["repeat"] == 2 and len(res["trl_ratio_rounds"]) == 2
+    assert all(len(a["step_s_rounds"]) == 2 for a in res["algos"].values())
+    # two rounds: the ratio is the median (mean) of the per-round ratios, each round's TRL over b2b
+    assert res["trl_ratio"] == pytest.approx(sum(res["trl_ratio_rounds"]) / 2)
     assert "| rloo |" in "\n".join(out) and "TRL RLOOTrainer" in markdown_table(res)
 
 
 @pytest.mark.parametrize("args,msg", [(["--algos", "ppo"], "unknown 'ppo'"),
                                       (["--algos", "reinforce", "--vs-trl"], "keep rloo"),
                                       (["--steps", "0"], "--steps >= 1"),
+                                      (["--repeat", "0"], "--repeat >= 1"),
                                       (["--k", "3"], "groups of k=3")])
 def test_bench_bad_flags_are_one_line_errors(args, msg, capsys):
     assert main(["bench", "--profile", "ci", *args]) == 2
