@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`, ...), keeping `import b2b` light."""
-    if name in ("plots", "widgets", "pipeline", "reward_eval", "exercises", "trl_bridge", "analysis"):
+    if name in ("plots", "widgets", "pipeline", "reward_eval", "exercises", "trl_bridge", "analysis",
+                "showdown", "bench"):
         import importlib
         return importlib.import_module(f"b2b.{name}")
     raise AttributeError(f"module 'b2b' has no attribute {name!r}")

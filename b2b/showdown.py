@@ -132,6 +132,24 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
                  resume=resume, overwrite=True, progress=progress)
 
 
+def run_policy(profile, out: str | Path, step: int):
+    """The policy a run in `out` had after `step` steps, from its checkpoint of that step (a
+    `cached_run` that was read back rather than trained returns only the History; this is its
+    model). A one-line error names the steps that were kept when that one was not."""
+    from safetensors.torch import load_model
+
+    from b2b.models import load_policy
+    from b2b.train import _checkpoints
+
+    ck = Path(out) / "checkpoints" / f"step-{step:06d}"
+    if not (ck / "policy.safetensors").exists():
+        kept = [int(c.name.split("-")[1]) for c in _checkpoints(Path(out))]
+        raise FileNotFoundError(f"{out}: no checkpoint of step {step} (kept: {kept or 'none'})")
+    policy = load_policy(profile.policy)
+    load_model(policy, str(ck / "policy.safetensors"), device=str(next(policy.parameters()).device))
+    return policy
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """Per method: mean and standard deviation over seeds of final gold, proxy, KL, distinct-2
     (relative to SFT), and the gold peak."""

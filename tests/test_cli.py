@@ -178,6 +178,18 @@ def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monk
     fresh = cached_run(profile, dataclasses.replace(cfg, steps=6), tmp_path / "fresh", progress=False)
     assert [r["reward/proxy_mean"] for r in longer.steps] == [r["reward/proxy_mean"] for r in fresh.steps]
     assert [e["gold_mean"] for e in longer.evals] == [e["gold_mean"] for e in fresh.evals]
+    import torch
+
+    from b2b.models import load_policy
+    from b2b.showdown import run_policy
+
+    a, b = run_policy(profile, tmp_path / "r", 6), run_policy(profile, tmp_path / "fresh", 6)
+    sft = load_policy(profile.policy)
+    for (name, pa), pb, p0 in zip(a.named_parameters(), b.parameters(), sft.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), name  # the extended run's model is the uninterrupted one's
+    assert any(not torch.equal(pa, p0) for pa, p0 in zip(a.parameters(), sft.parameters()))  # and it trained
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 1 \(kept: \[.*6\]\)"):
+        run_policy(profile, tmp_path / "fresh", 1)
     n = len(calls)
     short = cached_run(profile, dataclasses.replace(cfg, steps=2), tmp_path / "r", progress=False)
     assert len(calls) == n and short.steps == longer.steps[:2] and [e["step"] for e in short.evals] == [0, 2]
