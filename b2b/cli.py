@@ -315,7 +315,7 @@ def _cmd_showdown(args) -> int:
     from pathlib import Path
 
     from b2b.config import get_profile
-    from b2b.showdown import aggregate, markdown_table, plot_showdown, run_showdown
+    from b2b.showdown import aggregate, claims, claims_table, markdown_table, plot_showdown, run_showdown
 
     from b2b.errors import ConfigError
     from b2b.showdown import METHODS
@@ -331,12 +331,16 @@ def _cmd_showdown(args) -> int:
     print(f"showdown: {len(rows)} runs ({len(args.seeds)} seeds), profile={profile.name}, "
           f"{rows[0]['samples']} samples each -> {args.out}")
     print(markdown_table(agg))
+    checks = claims(rows)
+    if checks:
+        print("\nThe course's claims, per seed:")
+        print(claims_table(checks))
     if args.img:
         Path(args.img).parent.mkdir(parents=True, exist_ok=True)
         plot_showdown(rows).savefig(args.img, dpi=110, bbox_inches="tight")
         print(f"plot -> {args.img}")
     if args.json:
-        print(json.dumps({"methods": agg, "runs": [{k: v for k, v in r.items() if k != "config"} for r in rows],
+        print(json.dumps({"methods": agg, "claims": checks, "runs": [{k: v for k, v in r.items() if k != "config"} for r in rows],
                           "seconds": round(time.time() - t0, 1)}))
     return 0
 

@@ -190,6 +190,53 @@ def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
     return "\n".join(lines)
 
 
+CLAIMS = (  # (column, threshold, True if the value must be at least the threshold, else at most)
+    ("RLOO: gold - SFT", 1.5, True),
+    ("RLOO: distinct-2 / SFT", 0.7, True),
+    ("RLOO - vanilla: gold", 1.0, True),
+    ("REINFORCE++: gold - SFT", 1.5, True),
+    ("REINFORCE++ KL / RLOO KL", 1.0, False),
+)
+"""The course's claims for the showdown (notebook 08), each checked per seed."""
+
+
+def claims(rows: list[dict]) -> list[dict]:
+    """The course's claims, seed by seed, from the showdown's rows (final held-out evaluations,
+    each run against its own seed's SFT evaluation and vanilla run): RLOO k=4 + KL gains >= 1.5
+    gold over SFT, keeps >= 70% of SFT's distinct-2, ends >= 1.0 above vanilla REINFORCE;
+    REINFORCE++ gains >= 1.5 with a KL to SFT no larger than RLOO's. One dict per seed that has
+    all three runs: `seed`, each CLAIMS column's value, and `holds` (every claim met)."""
+    by = {(r["method"], r["seed"]): r for r in rows}
+    out = []
+    for seed in sorted({r["seed"] for r in rows}):
+        try:
+            sft, rloo = by["RLOO k=4 + KL", seed]["sft"], by["RLOO k=4 + KL", seed]["final"]
+            vanilla, pp = by["vanilla REINFORCE", seed]["final"], by["REINFORCE++", seed]["final"]
+        except KeyError:
+            continue
+        vals = [rloo["gold_mean"] - sft["gold_mean"], rloo["distinct_2"] / sft["distinct_2"],
+                rloo["gold_mean"] - vanilla["gold_mean"], pp["gold_mean"] - sft["gold_mean"],
+                pp["kl_ref"] / rloo["kl_ref"]]
+        row = {"seed": seed, **{name: v for (name, _, _), v in zip(CLAIMS, vals)}}
+        row["holds"] = all(v >= t if at_least else v <= t for (_, t, at_least), v in zip(CLAIMS, vals))
+        out.append(row)
+    return out
+
+
+def claims_table(checks: list[dict]) -> str:
+    """`claims` as Markdown: one row per seed, then the mean; each cell marked when it misses."""
+    head = "| seed | " + " | ".join(f"{n} ({'>=' if a else '<='} {t:g})" for n, t, a in CLAIMS) + " |"
+    lines = [head, "|" + "---|" * (len(CLAIMS) + 1)]
+
+    def cell(v, t, at_least):
+        return f"{v:.2f}" + ("" if (v >= t if at_least else v <= t) else " (missed)")
+    rows = checks + ([{"seed": "mean", **{n: statistics.fmean(c[n] for c in checks) for n, _, _ in CLAIMS}}]
+                     if len(checks) > 1 else [])
+    for c in rows:
+        lines.append(f"| {c['seed']} | " + " | ".join(cell(c[n], t, a) for n, t, a in CLAIMS) + " |")
+    return "\n".join(lines)
+
+
 def plot_showdown(rows: list[dict]):
     """Final held-out gold (left) and proxy reward (right) against KL to SFT: one marker per run,
     a larger one per method at its mean over seeds."""

@@ -195,3 +195,29 @@ def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monk
     assert len(calls) == n and short.steps == longer.steps[:2] and [e["step"] for e in short.evals] == [0, 2]
     other = cached_run(profile, dataclasses.replace(cfg, kl_coef=0.1), tmp_path / "r", progress=False)
     assert calls[-1] is None and len(other.steps) == 4  # other settings: trained from scratch
+
+
+def test_showdown_claims_per_seed_on_hand_made_rows():
+    from b2b.showdown import claims, claims_table
+
+    def row(method, seed, gold, d2=0.5, kl=1.0, sft_gold=5.0):
+        return {"method": method, "seed": seed, "sft": {"gold_mean": sft_gold, "distinct_2": 0.5},
+                "final": {"gold_mean": gold, "distinct_2": d2, "kl_ref": kl}}
+
+    rows = [row("vanilla REINFORCE", 0, 1.0), row("RLOO k=4 + KL", 0, 6.6, d2=0.4, kl=2.0),
+            row("REINFORCE++", 0, 6.5, kl=1.5),
+            # seed 1: RLOO gains only 1.4 (sft 5.1), keeps 0.3 / 0.5 of distinct-2; REINFORCE++ drifts further
+            row("vanilla REINFORCE", 1, 6.0, sft_gold=5.1), row("RLOO k=4 + KL", 1, 6.5, d2=0.3, kl=1.0, sft_gold=5.1),
+            row("REINFORCE++", 1, 7.0, kl=1.5, sft_gold=5.1),
+            row("RLOO k=4 + KL", 2, 9.0)]  # seed 2 lacks the other runs: no row
+    c = claims(rows)
+    assert [x["seed"] for x in c] == [0, 1]
+    assert c[0]["RLOO: gold - SFT"] == pytest.approx(1.6) and c[0]["RLOO: distinct-2 / SFT"] == pytest.approx(0.8)
+    assert c[0]["RLOO - vanilla: gold"] == pytest.approx(5.6) and c[0]["REINFORCE++: gold - SFT"] == pytest.approx(1.5)
+    assert c[0]["REINFORCE++ KL / RLOO KL"] == pytest.approx(0.75) and c[0]["holds"]
+    assert c[1]["RLOO: gold - SFT"] == pytest.approx(1.4) and c[1]["RLOO - vanilla: gold"] == pytest.approx(0.5)
+    assert c[1]["REINFORCE++ KL / RLOO KL"] == pytest.approx(1.5) and not c[1]["holds"]
+    table = claims_table(c)
+    # seed 1 misses the gain, distinct-2 (0.6), vs vanilla and the KL ratio; the mean, the KL ratio (1.125)
+    assert table.count("(missed)") == 5 and table.splitlines()[-1].endswith("| 1.12 (missed) |")
+    assert table.splitlines()[-1].startswith("| mean | 1.50")
