@@ -180,7 +180,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
 def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
     """The README's showdown table: mean ± std over seeds."""
     def pm(r, k, fmt=".2f"):
-        return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt}}"
+        return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt.lstrip('+')}}"
     head = ("| method | final gold | gold gain vs SFT | peak gold | final proxy | KL to SFT (nats) | "
             "distinct-2 / SFT | step (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -244,7 +244,8 @@ def plot_showdown(rows: list[dict]):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     agg = {a["method"]: a for a in aggregate(rows)}
-    sft = statistics.fmean(r["sft"]["gold_mean"] for r in rows if "gold_mean" in r["sft"])
+    plain = [r for r in rows if r.get("config", {}).get("repetition_penalty", 1.0) == 1.0] or rows
+    sft = statistics.fmean(r["sft"]["gold_mean"] for r in plain if "gold_mean" in r["sft"])  # sampled plainly
     for i, method in enumerate(agg):
         rs = [r for r in rows if r["method"] == method]
         for ax, key, akey in ((axes[0], "gold_mean", "gold"), (axes[1], "proxy_mean", "proxy")):
@@ -257,6 +258,7 @@ def plot_showdown(rows: list[dict]):
     for ax in axes:
         ax.set_xlabel("KL to the SFT policy (nats per answer)")
         ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     n_seeds = len({r["seed"] for r in rows})
