@@ -93,7 +93,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
            "threads": torch.get_num_threads(), "batch_size": batch_size, "k": k, "max_new_tokens": max_new_tokens,
            "steps": steps, "warmup": warmup, "repeat": repeat, "algos": {}}
     measured = {algo: [] for algo in algos}  # the measured steps of every round
-    rounds = {algo: [] for algo in algos}  # per round: step_stats
+    rounds = {algo: [] for algo in algos}  # per round: the median step
     trl_times, trl_rounds = [], []
     for _ in range(repeat):
         for algo in algos:
@@ -104,7 +104,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             h = train(policy, tok, rm, prompts, cfg, world=world, progress=False)
-            rounds[algo].append(step_stats(h.steps, warmup, batch_size))
+            rounds[algo].append(step_stats(h.steps, warmup, batch_size)["step_s"])
             measured[algo] += h.steps[warmup:]
             res["algos"][algo] = {"peak_mem_mb": round(max(peak_memory_mb(device),
                                                            res["algos"].get(algo, {}).get("peak_mem_mb", 0)), 1),
@@ -120,14 +120,14 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
             if not times:
                 raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times, expected {cfg.steps}")
             trl_times += times
-            trl_rounds.append(statistics.median(times) / rounds["rloo"][-1]["step_s"])
+            trl_rounds.append(statistics.median(times) / rounds["rloo"][-1])
     for algo in algos:
         res["algos"][algo] = {**step_stats(measured[algo], 0, batch_size), **res["algos"][algo],
-                              "step_s_rounds": [r["step_s"] for r in rounds[algo]]}
+                              "step_s_rounds": rounds[algo]}
     if vs_trl:
         res["trl_step_s"] = statistics.median(trl_times)
         res["b2b_step_s"] = res["algos"]["rloo"]["step_s"]
-        res["trl_ratio"] = statistics.median(trl_rounds) if repeat > 1 else res["trl_step_s"] / res["b2b_step_s"]
+        res["trl_ratio"] = statistics.median(trl_rounds)  # one round: trl_step_s / b2b_step_s
         res["trl_ratio_rounds"] = trl_rounds
     return res
 

@@ -340,8 +340,8 @@ def _cmd_showdown(args) -> int:
         plot_showdown(rows).savefig(args.img, dpi=110, bbox_inches="tight")
         print(f"plot -> {args.img}")
     if args.json:
-        print(json.dumps({"methods": agg, "claims": checks, "runs": [{k: v for k, v in r.items() if k != "config"} for r in rows],
-                          "seconds": round(time.time() - t0, 1)}))
+        runs = [{k: v for k, v in r.items() if k != "config"} for r in rows]
+        print(json.dumps({"methods": agg, "claims": checks, "runs": runs, "seconds": round(time.time() - t0, 1)}))
     return 0
 
 

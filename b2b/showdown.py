@@ -200,6 +200,10 @@ CLAIMS = (  # (column, threshold, True if the value must be at least the thresho
 """The course's claims for the showdown (notebook 08), each checked per seed."""
 
 
+def _meets(value: float, threshold: float, at_least: bool) -> bool:
+    return value >= threshold if at_least else value <= threshold
+
+
 def claims(rows: list[dict]) -> list[dict]:
     """The course's claims, seed by seed, from the showdown's rows (final held-out evaluations,
     each run against its own seed's SFT evaluation and vanilla run): RLOO k=4 + KL gains >= 1.5
@@ -218,7 +222,7 @@ def claims(rows: list[dict]) -> list[dict]:
                 rloo["gold_mean"] - vanilla["gold_mean"], pp["gold_mean"] - sft["gold_mean"],
                 pp["kl_ref"] / rloo["kl_ref"]]
         row = {"seed": seed, **{name: v for (name, _, _), v in zip(CLAIMS, vals)}}
-        row["holds"] = all(v >= t if at_least else v <= t for (_, t, at_least), v in zip(CLAIMS, vals))
+        row["holds"] = all(_meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals))
         out.append(row)
     return out
 
@@ -227,13 +231,11 @@ def claims_table(checks: list[dict]) -> str:
     """`claims` as Markdown: one row per seed, then the mean; each cell marked when it misses."""
     head = "| seed | " + " | ".join(f"{n} ({'>=' if a else '<='} {t:g})" for n, t, a in CLAIMS) + " |"
     lines = [head, "|" + "---|" * (len(CLAIMS) + 1)]
-
-    def cell(v, t, at_least):
-        return f"{v:.2f}" + ("" if (v >= t if at_least else v <= t) else " (missed)")
     rows = checks + ([{"seed": "mean", **{n: statistics.fmean(c[n] for c in checks) for n, _, _ in CLAIMS}}]
                      if len(checks) > 1 else [])
     for c in rows:
-        lines.append(f"| {c['seed']} | " + " | ".join(cell(c[n], t, a) for n, t, a in CLAIMS) + " |")
+        lines.append(f"| {c['seed']} | " + " | ".join(f"{c[n]:.2f}" + ("" if _meets(c[n], t, a) else " (missed)")
+                                                   for n, t, a in CLAIMS) + " |")
     return "\n".join(lines)
 
 
