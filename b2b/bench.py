@@ -16,10 +16,12 @@ starts from the same SFT policy and trains for `warmup + steps` steps in the one
 
 Each figure is the median over the measured steps (the first `warmup` steps are dropped: they pay
 for allocator growth and lazy initialisation). `--vs-trl` also trains `trl.RLOOTrainer` on the same
-policy, reward model, prompts, k, batch and completion length in the same process, and reports
-`trl_step_s` and `trl_ratio = trl_step_s / b2b_step_s` (b2b's RLOO step). `--repeat R` runs R
-rounds of every contestant in turn and takes medians over rounds: on a machine whose speed drifts
-(a shared CPU), the ratio of two runs a minute apart is steadier than either time.
+policy, reward model, prompts, k, batch and completion length in the same process, its steps
+alternating with b2b's RLOO steps (one TRL step, then one b2b step, ...), and reports `trl_step_s`
+and `trl_ratio`, the median over the measured pairs of TRL's step over the b2b step beside it: on
+a machine whose speed drifts (a shared CPU), two steps a second apart see the same machine, while
+two runs a minute apart need not. `--repeat R` runs R rounds of every contestant in turn and takes
+medians over all rounds' steps.
 """
 from __future__ import annotations
 
@@ -71,15 +73,17 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     {'algos': {algo: {step_s, generate_s, score_s, learn_s, tokens_per_s, peak_mem_mb, ...}},
     'device', 'torch', 'threads', the workload, and with `vs_trl` 'trl_step_s', 'b2b_step_s', 'trl_ratio'}.
 
+    With `vs_trl`, b2b's RLOO run is the one whose steps alternate with TRL's (so its `wall_s`, and
+    on a GPU its peak memory, include TRL's side); `trl_ratio_steps` holds each measured pair's
+    TRL / b2b ratio and `trl_ratio` is their median.
     `repeat` > 1 runs `repeat` rounds, each one run of every algorithm (and TRL) in turn, so that a
     machine that speeds up or slows down over minutes weighs on every contestant alike: each figure
-    is then the median over all rounds' measured steps, and `trl_ratio` the median of the per-round
-    ratios (each round's two medians measured a minute apart at most); the per-round figures are
-    kept in `step_s_rounds` and `trl_ratio_rounds`."""
+    is then the median over all rounds' measured steps; the per-round figures are kept in
+    `step_s_rounds` and `trl_ratio_rounds` (each round's median pair ratio)."""
     from b2b.config import default_device
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
-    from b2b.train import train
+    from b2b.train import train, train_steps
 
     if vs_trl and "rloo" not in algos:  # checked before any run
         raise ValueError("bench: --vs-trl compares with b2b's RLOO step: keep 'rloo' among the algorithms")
@@ -94,7 +98,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
            "steps": steps, "warmup": warmup, "repeat": repeat, "algos": {}}
     measured = {algo: [] for algo in algos}  # the measured steps of every round
     rounds = {algo: [] for algo in algos}  # per round: the median step
-    trl_times, trl_rounds = [], []
+    trl_times, trl_pairs, trl_rounds = [], [], []  # TRL's steps; each over the b2b step beside it
     for _ in range(repeat):
         for algo in algos:
             cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
@@ -103,32 +107,37 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            h = train(policy, tok, rm, prompts, cfg, world=world, progress=False)
-            rounds[algo].append(step_stats(h.steps, warmup, batch_size)["step_s"])
-            measured[algo] += h.steps[warmup:]
+            if vs_trl and algo == "rloo":  # b2b's RLOO steps alternate with TRL's, one each in turn
+                from b2b.trl_bridge import trl_rloo
+
+                b2b_steps = train_steps(policy, tok, rm, prompts, cfg, world=world, progress=False)
+                rows = []
+                t = trl_rloo(profile.policy, rm, prompts, cfg, on_step=lambda: rows.append(next(b2b_steps)))
+                if len(t["step_times"]) != cfg.steps or len(rows) != cfg.steps:
+                    raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times and b2b ran "
+                                       f"{len(rows)} steps, expected {cfg.steps} each")
+                pairs = [(tt, r["time/step_s"]) for tt, r in zip(t["step_times"][warmup:], rows[warmup:])]
+                trl_times += [tt for tt, _ in pairs]
+                trl_pairs += [tt / bt for tt, bt in pairs]
+                trl_rounds.append(statistics.median(tt / bt for tt, bt in pairs))
+            else:
+                rows = train(policy, tok, rm, prompts, cfg, world=world, progress=False).steps
+            rounds[algo].append(step_stats(rows, warmup, batch_size)["step_s"])
+            measured[algo] += rows[warmup:]
             res["algos"][algo] = {"peak_mem_mb": round(max(peak_memory_mb(device),
                                                            res["algos"].get(algo, {}).get("peak_mem_mb", 0)), 1),
                                   "wall_s": round(time.perf_counter() - t0, 2), "kl_coef": cfg.kl_coef,
                                   "updates_per_step": cfg.ppo_epochs * cfg.minibatches}
             del policy
-        if vs_trl:
-            from b2b.trl_bridge import trl_rloo
-
-            cfg = bench_config(profile, "rloo", batch_size, k, max_new_tokens, steps, warmup, seed)
-            t = trl_rloo(profile.policy, rm, prompts, cfg)
-            times = t["step_times"][warmup:]
-            if not times:
-                raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times, expected {cfg.steps}")
-            trl_times += times
-            trl_rounds.append(statistics.median(times) / rounds["rloo"][-1])
     for algo in algos:
         res["algos"][algo] = {**step_stats(measured[algo], 0, batch_size), **res["algos"][algo],
                               "step_s_rounds": rounds[algo]}
     if vs_trl:
         res["trl_step_s"] = statistics.median(trl_times)
         res["b2b_step_s"] = res["algos"]["rloo"]["step_s"]
-        res["trl_ratio"] = statistics.median(trl_rounds)  # one round: trl_step_s / b2b_step_s
+        res["trl_ratio"] = statistics.median(trl_pairs)
         res["trl_ratio_rounds"] = trl_rounds
+        res["trl_ratio_steps"] = trl_pairs
     return res
 
 

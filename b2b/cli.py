@@ -367,7 +367,8 @@ def _cmd_bench(args) -> int:
     print(markdown_table(res))
     if "trl_ratio" in res:
         per = ", ".join(f"{r:.2f}" for r in res["trl_ratio_rounds"])
-        print(f"TRL RLOOTrainer / b2b RLOO step time: {res['trl_ratio']:.2f}x (per round: {per})")
+        print(f"TRL RLOOTrainer / b2b RLOO step time: {res['trl_ratio']:.2f}x, median of {len(res['trl_ratio_steps'])} "
+              f"alternating pairs of steps (per round: {per})")
     if args.img:
         plot_bench(res, args.img)
         print(f"plot -> {args.img}")

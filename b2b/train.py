@@ -470,6 +470,23 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     resume: a run directory (or checkpoint) to continue from; the policy passed in is overwritten
         with the checkpoint's weights and training continues at the next step.
     """
+    steps = train_steps(policy, tokenizer, reward_model, prompts, cfg, eval_prompts=eval_prompts, world=world,
+                        out=out, resume=resume, overwrite=overwrite, progress=progress,
+                        eval_batch_size=eval_batch_size)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
+                eval_prompts: list[str] | None = None, world: bool = True, out: str | Path | None = None,
+                resume: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+                eval_batch_size: int = 128):
+    """`train` one step at a time: a generator that yields each step's metrics row once the step
+    (and its logging, evaluation and checkpoint) is done, and returns the run's `History`. The
+    arguments are `train`'s. (`b2b bench` interleaves b2b's steps with TRL's trainer this way.)"""
     from tqdm.auto import tqdm
 
     cfg = (cfg or RLConfig()).validate()
@@ -552,6 +569,7 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
         if "reward/gold_mean" in m:
             post["gold"] = f"{m['reward/gold_mean']:.2f}"
         bar.set_postfix(post)
+        yield row
     policy.eval()
     return history
 

@@ -131,13 +131,17 @@ def reward_function(reward_model, tokenizer, readout: str = "expected"):
     return b2b_reward
 
 
-def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: bool = False) -> dict:
+def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: bool = False,
+             on_step=None) -> dict:
     """Train the policy with `trl.RLOOTrainer` on b2b's RLOO settings (`cfg`, an RLConfig with
     algo='rloo'): the same reward model (as a reward function), prompts, k, rollouts per step,
     completion length, learning rate (constant), KL coefficient (k1, in the reward, as b2b),
     gradient clipping, one update per batch; plain sampling at the same temperature (top-p 1,
     top-k off, no repetition penalty); fp32, no gradient checkpointing, no logging integrations.
-    Returns the trained model, its tokenizer, per-step wall-clock times and TRL's log."""
+    Returns the trained model, its tokenizer, per-step wall-clock times and TRL's log.
+
+    on_step: called with no arguments after each of TRL's optimizer steps, once its time is taken
+    (`b2b bench` runs one b2b step there, so that the two trainers' steps alternate)."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from transformers.utils import logging as hf_logging
@@ -158,6 +162,8 @@ def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: 
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t)
+            if on_step is not None:
+                on_step()
 
     out_dir = tempfile.mkdtemp(prefix="b2b-trl-rloo-")
     with warnings.catch_warnings():

@@ -40,8 +40,11 @@ def test_bench_json_contract_with_trl_side_by_side(capsys):
     assert res["trl_step_s"] > 0 and res["b2b_step_s"] == res["algos"]["rloo"]["step_s"]
     assert res["repeat"] == 2 and len(res["trl_ratio_rounds"]) == 2
     assert all(len(a["step_s_rounds"]) == 2 for a in res["algos"].values())
-    # two rounds: the ratio is the median (mean) of the per-round ratios, each round's TRL over b2b
-    assert res["trl_ratio"] == pytest.approx(sum(res["trl_ratio_rounds"]) / 2)
+    # TRL's steps alternate with b2b's: one ratio per measured pair (2 rounds x 2 steps), the ratio
+    # is their median (of 4: the mean of the middle two), each round's the median of its own 2
+    pairs = res["trl_ratio_steps"]
+    assert len(pairs) == 4 and res["trl_ratio"] == pytest.approx(sum(sorted(pairs)[1:3]) / 2)
+    assert res["trl_ratio_rounds"] == pytest.approx([sum(pairs[:2]) / 2, sum(pairs[2:]) / 2])
     assert "| rloo |" in "\n".join(out) and "TRL RLOOTrainer" in markdown_table(res)
 
 

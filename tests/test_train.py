@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from b2b.errors import ConfigError, TrainingError
-from b2b.train import History, RLConfig, latest_checkpoint, summary, train
+from b2b.train import History, RLConfig, latest_checkpoint, summary, train, train_steps
 
 PROMPTS = ["List three fruits.", "What colour is a banana?", "Is a whale a fish?", "Hello!",
            "Which is bigger, a dog or a mouse?", "Describe a tiger.", "What sound does a cow make?",
@@ -63,6 +63,15 @@ def test_resume_continues_exactly(tiny_dir, tokenizer, rm, tmp_path):
     resumed = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, resume=tmp_path / "b", progress=False)
     assert _no_time(resumed.steps) == _no_time(full.steps)
     assert [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    # one step at a time: the same steps, each yielded once it is done, then the History returned
+    steps = train_steps(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, progress=False)
+    first = next(steps)
+    assert _no_time([first]) == _no_time(full.steps[:1])
+    rest = []
+    with pytest.raises(StopIteration) as done:
+        while True:
+            rest.append(next(steps))
+    assert _no_time([first, *rest]) == _no_time(full.steps) == _no_time(done.value.value.steps)
 
 
 def test_an_existing_run_is_not_overwritten(tiny_dir, tokenizer, rm, tmp_path):
