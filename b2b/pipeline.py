@@ -113,7 +113,12 @@ lr 2e-4, 64 new tokens), from runs on seed 0 (held-out gold of 512 prompts every
 600 steps, as notebook 04's collapse: vanilla REINFORCE needs more than 300 steps to collapse on
 some seeds (seed 0 with today's sampler: gold 6.18 at step 125, 5.73 at 300, KL 7 and rising).
 REINFORCE++, 300 steps: beta 0.5 with 2 epochs x 2 minibatches runs away from SFT (KL 4.2 by step
-100, gold 6.1); beta 1.0 with one epoch of 2 minibatches ends at 5.95 with KL 1.3.
+100, gold 6.1); beta 1.0 with one epoch of 2 minibatches ends at 5.95 with KL 1.3. 600 steps (SFT
+4.74): beta 1.0 ends at 6.14 with KL 1.4; beta 0.7 ends at 6.19 with KL 2.3 (more KL, no more
+gold: gold levels off near 6.2-6.3 from step 250 on either way); beta 0.5 is at KL 1.5 by step 100;
+beta 1.0 with 2 epochs is at KL 2.7 by step 225 with gold 5.9. (`b2b run --algo reinforce_pp
+--steps 600 --kl-coef B --skip-reward-training`, epochs through `--config`.) With one sample per
+prompt its baseline is the batch mean over prompts of all families, far noisier than a group mean.
 REINFORCE++-baseline (k = 4, k2 KL loss) at beta 0.5, one epoch of 2 minibatches: 6.18 (SFT 4.74
 with the sampler in use then), KL 1.2."""
 
