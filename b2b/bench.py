@@ -166,7 +166,7 @@ def plot_bench(res: dict, path=None):
     import matplotlib.pyplot as plt
 
     names = list(res["algos"])
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    fig, ax = plt.subplots(figsize=(7.6, 3.2))
     left = [0.0] * len(names)
     colors = {"generate_s": "#4c72b0", "score_s": "#dd8452", "learn_s": "#55a868"}
     for part in SPLIT:
@@ -179,7 +179,7 @@ def plot_bench(res: dict, path=None):
     ax.set_xlabel("seconds per step (median)")
     ax.set_title(f"RL step, {res['batch_size']} rollouts (k={res['k']}) x {res['max_new_tokens']} new tokens\n"
                  f"{res['device']}, torch {res['torch']}", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
