@@ -13,7 +13,11 @@ KV cache by concatenation, module dispatch. `LlamaDecoder` does, per new token a
 
 and `logits = rmsnorm(x) W_head^T` for the last position only. Cosines and sines are read from a
 table made once. The weights are the model's own (stacked once per rollout, no gradient), so the
-logits equal the model's up to float rounding (tested), and the samples are the same tokens.
+logits equal the model's up to float rounding (tested), and the samples are the same tokens: on
+1,024 prompts x 64 tokens, from the SFT policy and from trained ones, not one row differed. Over a
+long training run a draw that falls within float rounding of a token boundary eventually differs
+(an RLOO run on `b2b bench`'s workload was identical for 126 steps), and from then on the two runs
+part ways, as runs on one and two threads do.
 
 Only a plain transformers `LlamaForCausalLM` qualifies (`LlamaDecoder.supports`): the tiny policy
 and SmolLM2. Anything else (a LoRA-wrapped policy, another architecture, rope scaling that depends
