@@ -80,7 +80,9 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     machine that speeds up or slows down over minutes weighs on every contestant alike: each figure
     is then the median over all rounds' measured steps; the per-round figures are kept in
     `step_s_rounds` and `trl_ratio_rounds` (each round's median pair ratio)."""
+    from b2b import rollout
     from b2b.config import default_device
+    from b2b.decoder import LlamaDecoder
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import train, train_steps
@@ -103,6 +105,8 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
         for algo in algos:
             cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
             policy = load_policy(profile.policy, device, trainable=True)
+            # sampled through b2b.decoder.LlamaDecoder, or through the model's own forward
+            res["lean_decode"] = rollout.LEAN_DECODE and LlamaDecoder.supports(policy)
             if torch.device(device).type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)

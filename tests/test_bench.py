@@ -37,6 +37,7 @@ def test_bench_json_contract_with_trl_side_by_side(capsys):
     for key in ("device", "torch", "threads", "batch_size", "k", "max_new_tokens"):
         assert key in res
     assert res["batch_size"] == 8 and res["k"] == 2 and res["max_new_tokens"] == 8
+    assert res["lean_decode"] is True, "the tiny policy is a plain Llama: it samples through LlamaDecoder"
     assert res["trl_step_s"] > 0 and res["b2b_step_s"] == res["algos"]["rloo"]["step_s"]
     assert res["repeat"] == 2 and len(res["trl_ratio_rounds"]) == 2
     assert all(len(a["step_s_rounds"]) == 2 for a in res["algos"].values())
