@@ -81,9 +81,11 @@ class LlamaDecoder:
                         layer.self_attn.o_proj.weight,
                         torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
                         layer.mlp.down_proj.weight) for layer in m.layers]
+        from b2b.rollout import position_ids  # (here: b2b.rollout imports this module)
+
         B, P = prompt_ids.shape
         self.ids, self.length, self.size = prompt_ids, P, P + max_new_tokens
-        self.pos = (prompt_mask.long().cumsum(1) - 1).clamp(min=0)  # (B, P), as `position_ids`
+        self.pos = position_ids(prompt_mask)  # (B, P)
         table = torch.arange(self.size, device=device)[None]  # positions < P + max_new_tokens
         cos, sin = m.rotary_emb(self.emb[:1], table)
         self.cos, self.sin = cos[0], sin[0]  # (positions, head_dim)
