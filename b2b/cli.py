@@ -318,22 +318,28 @@ def _cmd_showdown(args) -> int:
     from b2b.showdown import aggregate, claims, claims_table, markdown_table, plot_showdown, run_showdown
 
     from b2b.errors import ConfigError
-    from b2b.showdown import METHODS
+    from b2b.showdown import FINAL_EVALS, METHODS, SFT_EVALS
 
     profile = get_profile(args.profile)
     unknown = [m for m in args.methods or [] if m not in METHODS]
     if unknown:
         raise ConfigError(f"showdown: --methods: unknown {unknown[0]!r} (expected some of: {', '.join(METHODS)})")
+    final_evals = FINAL_EVALS if args.final_evals is None else args.final_evals
+    sft_evals = SFT_EVALS if args.sft_evals is None else args.sft_evals
+    if final_evals < 0 or sft_evals < 1:
+        raise ConfigError(f"showdown: --final-evals {final_evals} / --sft-evals {sft_evals}: expected >= 0 / >= 1")
     t0 = time.time()
     rows = run_showdown(profile, seeds=args.seeds, methods=args.methods, out=args.out, steps=args.steps,
-                        progress=not args.json)
+                        progress=not args.json, final_evals=final_evals, sft_evals=sft_evals)
     agg = aggregate(rows)
     print(f"showdown: {len(rows)} runs ({len(args.seeds)} seeds), profile={profile.name}, "
           f"{rows[0]['samples']} samples each -> {args.out}")
     print(markdown_table(agg))
     checks = claims(rows)
     if checks:
-        print("\nThe course's claims, per seed:")
+        how = (f"pooled evaluations: {final_evals} per final policy, {sft_evals} of the SFT policy"
+               if checks[0]["pooled"] else "single final evaluations against each seed's step 0")
+        print(f"\nThe course's claims, per seed ({how}):")
         print(claims_table(checks))
     if args.img:
         Path(args.img).parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +347,8 @@ def _cmd_showdown(args) -> int:
         print(f"plot -> {args.img}")
     if args.json:
         runs = [{k: v for k, v in r.items() if k != "config"} for r in rows]
-        print(json.dumps({"methods": agg, "claims": checks, "runs": runs, "seconds": round(time.time() - t0, 1)}))
+        print(json.dumps({"methods": agg, "claims": checks, "runs": runs, "sft_pooled": rows[0].get("sft_pooled"),
+                          "seconds": round(time.time() - t0, 1)}))
     return 0
 
 
@@ -449,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
     sd.add_argument("--out", default="runs/showdown", help="run directory; finished runs are reused")
     sd.add_argument("--img", default=None, help="write the gold-vs-KL plot here (e.g. img/showdown.png)")
+    sd.add_argument("--final-evals", type=int, default=None, metavar="N",
+                    help="held-out evaluations pooled per final policy (default 4; 0: the single final one only)")
+    sd.add_argument("--sft-evals", type=int, default=None, metavar="N",
+                    help="held-out evaluations pooled for the SFT policy (default 16)")
     sd.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     sd.set_defaults(func=_cmd_showdown)
     bn = sub.add_parser("bench", help="time the RL step of each algorithm on a fixed workload")

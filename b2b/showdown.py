@@ -7,6 +7,12 @@ Each method runs with its notebook's settings and the same number of samples per
 (`b2b.pipeline.rl_config`). Runs are cached: a finished run's `result.json` is reused when its
 config matches, and a run killed half way resumes from its last checkpoint, so a long showdown
 can be built in several sittings.
+
+One held-out evaluation (512 prompts, one sample each) moves by about ±0.2 gold from one sampling
+seed to the next, as much as the gaps the course's claims are about. So each run's final policy
+(and the SFT policy, once for all seeds) is also evaluated `FINAL_EVALS` (`SFT_EVALS`) times with
+fixed sampling seeds and the samples pooled (`pooled_evaluation`): the rows' `final_pooled` and
+`sft_pooled`, with a standard error, beside the single `final` and `sft` evaluations.
 """
 from __future__ import annotations
 
@@ -25,6 +31,15 @@ METHODS = {
     "REINFORCE++-baseline": ("reinforce_pp_baseline", {}),
 }
 """label -> (algo, overrides of the algorithm's notebook settings)."""
+
+
+FINAL_EVALS = 4
+"""Held-out evaluations pooled for each run's final policy (4 x 512 samples in `tiny`)."""
+SFT_EVALS = 16
+"""Held-out evaluations pooled for the SFT policy, the one point every gain is measured from."""
+POOLED_SEED = 1000
+"""Sampling seed of the first pooled evaluation (then 1001, 1002, ...; the same for every policy,
+and apart from the training runs' own evaluation seeds, `seed + 1`)."""
 
 
 def method_config(profile, method: str, seed: int, steps: int | None = None):
@@ -57,10 +72,94 @@ def same_config(stored: dict | None, want: dict) -> bool:
     return all(stored.get(k, defaults[k]) == v for k, v in want.items())
 
 
+def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, world: bool, repeats: int,
+                      ref=None, batch_size: int = 128) -> dict:
+    """`repeats` held-out evaluations of `policy` (one sample per prompt each, sampling seeds
+    POOLED_SEED, POOLED_SEED + 1, ...; `cfg`'s sampler: temperature, new tokens, repetition
+    penalty), pooled over all n = repeats x len(prompts) samples:
+
+        gold_mean = (1/n) sum_i g_i,   gold_se = sd(g) / sqrt(n)
+
+    (the standard error of that mean), and the mean over the repeats of `proxy_mean`, `kl_ref`
+    (with `ref`), `distinct_2` (each over one evaluation's len(prompts) answers, so comparable with
+    a single evaluation's) and `mean_length`. `world` False: no gold keys."""
+    from b2b.errors import ConfigError
+    from b2b.evaluate import evaluate_policy
+
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ConfigError(f"pooled_evaluation: repeats: expected an integer >= 1, got {repeats!r}")
+    evals = [evaluate_policy(policy, tokenizer, prompts, reward_model, world=world, batch_size=batch_size,
+                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=POOLED_SEED + r,
+                             readout=cfg.readout, repetition_penalty=cfg.repetition_penalty, ref_policy=ref)
+             for r in range(repeats)]
+    out = {"repeats": repeats, "n": sum(e["n"] for e in evals)}
+    for key in ("proxy_mean", "kl_ref", "distinct_2", "mean_length"):
+        if key in evals[0]:
+            out[key] = statistics.fmean(e[key] for e in evals)
+    if world:
+        gold = [s["gold"] for e in evals for s in e["samples"]]
+        out["gold_mean"] = statistics.fmean(gold)
+        out["gold_se"] = statistics.stdev(gold) / len(gold) ** 0.5 if len(gold) > 1 else 0.0
+        out["gold_by_repeat"] = [e["gold_mean"] for e in evals]
+    return out
+
+
+def _cached_json(path: Path, key: dict, compute) -> dict:
+    """`compute()`, saved to `path` with `key`; read back instead when `path` holds the same key."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["result"]
+    res = compute()
+    path.write_text(json.dumps({"key": key, "result": res}, indent=1))
+    return res
+
+
+def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=None, reward_model=None,
+               heldout=None, world: bool = True, steps: int | None = None) -> dict:
+    """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
+    and held-out prompts), cached in `out/sft_pooled.json`."""
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.pipeline import rl_prompts, shipped_reward_model
+
+    cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
+    key = {"policy": str(profile.policy), "repeats": repeats, "seed": POOLED_SEED, "eval_prompts": cfg.eval_prompts,
+           "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "readout": cfg.readout}
+
+    def compute():
+        tok = tokenizer or load_tokenizer(profile.policy)
+        rm = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+        prompts = (heldout if heldout is not None else rl_prompts(profile)[1])[: cfg.eval_prompts or None]  # the runs' own
+        sft = load_policy(profile.policy).eval()
+        return pooled_evaluation(sft, tok, rm, prompts, cfg, world, repeats, ref=sft)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return _cached_json(Path(out) / "sft_pooled.json", key, compute)
+
+
+def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, tokenizer=None, reward_model=None,
+                 heldout=None, world: bool = True) -> dict:
+    """The `pooled_evaluation` of a run's policy after cfg.steps steps (from its checkpoint, see
+    `run_policy`), with KL to SFT, cached in `run_dir/final_pooled.json`."""
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.pipeline import rl_prompts, shipped_reward_model
+
+    key = {"step": cfg.steps, "repeats": repeats, "seed": POOLED_SEED}
+
+    def compute():
+        tok = tokenizer or load_tokenizer(profile.policy)
+        rm = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+        prompts = (heldout if heldout is not None else rl_prompts(profile)[1])[: cfg.eval_prompts or None]  # the runs' own
+        policy = run_policy(profile, run_dir, cfg.steps).eval()
+        return pooled_evaluation(policy, tok, rm, prompts, cfg, world, repeats, ref=load_policy(profile.policy).eval())
+    return _cached_json(Path(run_dir) / "final_pooled.json", key, compute)
+
+
 def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs/showdown", steps: int | None = None,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, final_evals: int = FINAL_EVALS, sft_evals: int = SFT_EVALS) -> list[dict]:
     """Train every (method, seed) not already done in `out`; return one result row each:
-    method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`."""
+    method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`;
+    with `final_evals` > 0 also `final_pooled` (that many evaluations of the final policy pooled)
+    and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`."""
     from b2b.models import load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import summary
@@ -69,6 +168,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     tok = load_tokenizer(profile.policy)
     rm = load_reward_model(shipped_reward_model(profile, level=1))
     prompts, heldout, world = rl_prompts(profile)
+    sft = sft_pooled(profile, out, sft_evals, tok, rm, heldout, world, steps) if final_evals else None
     rows = []
     for method in methods or METHODS:
         for seed in seeds:
@@ -76,17 +176,17 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             d = out / f"{_slug(method)}-seed{seed}"
             res_file = d / "result.json"
             want = dataclasses.asdict(cfg)
-            if res_file.exists():
-                row = json.loads(res_file.read_text())
-                if same_config(row.get("config"), want):
-                    rows.append(row)
-                    continue
-            t0 = time.time()
-            h = cached_run(profile, cfg, d, tok, rm, (prompts, heldout, world), progress)
-            s = summary(h)
-            row = {"method": method, "seed": seed, "algo": cfg.algo, "samples": cfg.steps * cfg.batch_size,
-                   **{k: s[k] for k in ("sft", "final", "peak_gold_mean", "peak_step", "steps", "median_step_s")},
-                   "wall_seconds": round(time.time() - t0, 1), "config": want}
+            row = json.loads(res_file.read_text()) if res_file.exists() else None
+            if row is None or not same_config(row.get("config"), want):
+                t0 = time.time()
+                h = cached_run(profile, cfg, d, tok, rm, (prompts, heldout, world), progress)
+                s = summary(h)
+                row = {"method": method, "seed": seed, "algo": cfg.algo, "samples": cfg.steps * cfg.batch_size,
+                       **{k: s[k] for k in ("sft", "final", "peak_gold_mean", "peak_step", "steps", "median_step_s")},
+                       "wall_seconds": round(time.time() - t0, 1), "config": want}
+            if final_evals:
+                row["final_pooled"] = final_pooled(profile, d, cfg, final_evals, tok, rm, heldout, world)
+                row["sft_pooled"] = sft
             res_file.write_text(json.dumps(row, indent=1))
             rows.append(row)
     return rows
@@ -152,16 +252,25 @@ def run_policy(profile, out: str | Path, step: int):
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """Per method: mean and standard deviation over seeds of final gold, proxy, KL, distinct-2
-    (relative to SFT), and the gold peak."""
+    (relative to SFT), and the gold peak; where the rows have pooled evaluations also
+    `gold_pooled` (the final policies' pooled gold), `gold_gain_pooled` (minus the SFT policy's
+    pooled gold) and `kl_pooled`."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["method"], []).append(r)
 
-    def ms(xs):
+    def ms(xs, every=False):
+        if every and None in xs:  # a pooled figure of only some seeds would not be comparable
+            return None, None
         xs = [x for x in xs if x is not None]
         if not xs:
             return None, None
         return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    def pooled(r, key, minus_sft=False):
+        if "final_pooled" not in r or key not in r["final_pooled"]:
+            return None
+        return r["final_pooled"][key] - (r["sft_pooled"][key] if minus_sft else 0.0)
     out = []
     for method, rs in by.items():
         row = {"method": method, "seeds": len(rs), "samples": rs[0]["samples"]}
@@ -171,22 +280,30 @@ def aggregate(rows: list[dict]) -> list[dict]:
                        ("proxy", lambda r: r["final"].get("proxy_mean")),
                        ("kl", lambda r: r["final"].get("kl_ref")),
                        ("distinct2_ratio", lambda r: r["final"]["distinct_2"] / r["sft"]["distinct_2"]),
-                       ("step_s", lambda r: r["median_step_s"])):
-            row[key], row[f"{key}_std"] = ms([f(r) for r in rs])
+                       ("step_s", lambda r: r["median_step_s"]),
+                       ("gold_pooled", lambda r: pooled(r, "gold_mean")),
+                       ("gold_gain_pooled", lambda r: pooled(r, "gold_mean", minus_sft=True)),
+                       ("kl_pooled", lambda r: pooled(r, "kl_ref"))):
+            row[key], row[f"{key}_std"] = ms([f(r) for r in rs], every=key.endswith("pooled"))
         out.append(row)
     return out
 
 
 def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
-    """The README's showdown table: mean ± std over seeds."""
+    """The README's showdown table: mean ± std over seeds (with pooled evaluations: the pooled final
+    gold and its gain over the SFT policy's pooled gold instead of the single evaluation's gain)."""
     def pm(r, k, fmt=".2f"):
         return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt.lstrip('+')}}"
-    head = ("| method | final gold | gold gain vs SFT | peak gold | final proxy | KL to SFT (nats) | "
-            "distinct-2 / SFT | step (s) |")
+    pooled = all(r.get("gold_pooled") is not None for r in agg)
+    gain = (("final gold, pooled", "gold_pooled", ".2f"), ("gold gain vs SFT, pooled", "gold_gain_pooled", "+.2f")) \
+        if pooled else (("gold gain vs SFT", "gold_gain", "+.2f"),)
+    head = ("| method | final gold | " + " | ".join(g[0] for g in gain) + " | peak gold | final proxy | "
+            "KL to SFT (nats) | distinct-2 / SFT | step (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in agg:
-        lines.append(f"| {r['method']} | {pm(r, 'gold')} | {pm(r, 'gold_gain', '+.2f')} | {pm(r, 'peak_gold')} | "
-                     f"{pm(r, 'proxy')} | {pm(r, 'kl', '.1f')} | {pm(r, 'distinct2_ratio')} | {r['step_s']:.2f} |")
+        lines.append(f"| {r['method']} | {pm(r, 'gold')} | " + " | ".join(pm(r, k, f) for _, k, f in gain) +
+                     f" | {pm(r, 'peak_gold')} | {pm(r, 'proxy')} | {pm(r, 'kl', '.1f')} | "
+                     f"{pm(r, 'distinct2_ratio')} | {r['step_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -204,25 +321,31 @@ def _meets(value: float, threshold: float, at_least: bool) -> bool:
     return value >= threshold if at_least else value <= threshold
 
 
-def claims(rows: list[dict]) -> list[dict]:
-    """The course's claims, seed by seed, from the showdown's rows (final held-out evaluations,
-    each run against its own seed's SFT evaluation and vanilla run): RLOO k=4 + KL gains >= 1.5
+def claims(rows: list[dict], pooled: bool = True) -> list[dict]:
+    """The course's claims, seed by seed, from the showdown's rows: RLOO k=4 + KL gains >= 1.5
     gold over SFT, keeps >= 70% of SFT's distinct-2, ends >= 1.0 above vanilla REINFORCE;
-    REINFORCE++ gains >= 1.5 with a KL to SFT no larger than RLOO's. One dict per seed that has
-    all three runs: `seed`, each CLAIMS column's value, and `holds` (every claim met)."""
+    REINFORCE++ gains >= 1.5 with a KL to SFT no larger than RLOO's. With `pooled` (and rows that
+    have them) each final policy's pooled evaluation against the SFT policy's pooled one; else the
+    single final evaluations, each run against its own seed's step-0 evaluation. One dict per seed
+    that has all three runs: `seed`, each CLAIMS column's value, `holds` (every claim met) and
+    `pooled` (which evaluations were used)."""
     by = {(r["method"], r["seed"]): r for r in rows}
     out = []
     for seed in sorted({r["seed"] for r in rows}):
         try:
-            sft, rloo = by["RLOO k=4 + KL", seed]["sft"], by["RLOO k=4 + KL", seed]["final"]
-            vanilla, pp = by["vanilla REINFORCE", seed]["final"], by["REINFORCE++", seed]["final"]
+            runs = [by[m, seed] for m in ("RLOO k=4 + KL", "vanilla REINFORCE", "REINFORCE++")]
         except KeyError:
             continue
+        use = pooled and all("final_pooled" in r and "sft_pooled" in r for r in runs)
+        final, start = ("final_pooled", "sft_pooled") if use else ("final", "sft")
+        sft = runs[0][start]
+        rloo, vanilla, pp = (r[final] for r in runs)
         vals = [rloo["gold_mean"] - sft["gold_mean"], rloo["distinct_2"] / sft["distinct_2"],
                 rloo["gold_mean"] - vanilla["gold_mean"], pp["gold_mean"] - sft["gold_mean"],
                 pp["kl_ref"] / rloo["kl_ref"]]
         row = {"seed": seed, **{name: v for (name, _, _), v in zip(CLAIMS, vals)}}
         row["holds"] = all(_meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals))
+        row["pooled"] = use
         out.append(row)
     return out
 
@@ -241,22 +364,30 @@ def claims_table(checks: list[dict]) -> str:
 
 def plot_showdown(rows: list[dict]):
     """Final held-out gold (left) and proxy reward (right) against KL to SFT: one marker per run,
-    a larger one per method at its mean over seeds."""
+    a larger one per method at its mean over seeds (the pooled evaluations when every row has
+    them, else the single final ones)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    agg = {a["method"]: a for a in aggregate(rows)}
-    plain = [r for r in rows if r.get("config", {}).get("repetition_penalty", 1.0) == 1.0] or rows
-    sft = statistics.fmean(r["sft"]["gold_mean"] for r in plain if "gold_mean" in r["sft"])  # sampled plainly
-    for i, method in enumerate(agg):
+    use = all("final_pooled" in r for r in rows)
+    final = "final_pooled" if use else "final"
+    if use:
+        sft = rows[0]["sft_pooled"]["gold_mean"]
+    else:
+        plain = [r for r in rows if r.get("config", {}).get("repetition_penalty", 1.0) == 1.0] or rows
+        sft = statistics.fmean(r["sft"]["gold_mean"] for r in plain if "gold_mean" in r["sft"])  # sampled plainly
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for i, method in enumerate(methods):
         rs = [r for r in rows if r["method"] == method]
-        for ax, key, akey in ((axes[0], "gold_mean", "gold"), (axes[1], "proxy_mean", "proxy")):
-            ax.plot([r["final"]["kl_ref"] for r in rs], [r["final"][key] for r in rs], "o", color=f"C{i}", alpha=0.45,
-                    ms=5)
-            ax.plot([agg[method]["kl"]], [agg[method][akey]], "D", color=f"C{i}", ms=9, label=method)
+        kl = [r[final]["kl_ref"] for r in rs]
+        for ax, key in ((axes[0], "gold_mean"), (axes[1], "proxy_mean")):
+            ys = [r[final][key] for r in rs]
+            ax.plot(kl, ys, "o", color=f"C{i}", alpha=0.45, ms=5)
+            ax.plot([statistics.fmean(kl)], [statistics.fmean(ys)], "D", color=f"C{i}", ms=9, label=method)
     axes[0].axhline(sft, color="gray", ls=":", label="SFT policy")
-    axes[0].set_title("final gold rating (held-out)", fontsize=10)
-    axes[1].set_title("final proxy reward (held-out)", fontsize=10)
+    n_eval = f", {rows[0][final]['n']:,} samples" if use else ""
+    axes[0].set_title(f"final gold rating (held-out{n_eval})", fontsize=10)
+    axes[1].set_title(f"final proxy reward (held-out{n_eval})", fontsize=10)
     for ax in axes:
         ax.set_xlabel("KL to the SFT policy (nats per answer)")
         ax.set_xscale("symlog", linthresh=1.0)

@@ -110,11 +110,14 @@ def test_run_rloo_flags_and_showdown_reuses_finished_runs(tmp_path, capsys):
     assert r.returncode == 2 and "'k'" in r.stderr and r.stderr.count("\n") == 1
 
     args = ["showdown", "--profile", "ci", "--methods", "vanilla REINFORCE", "RLOO k=2 + KL", "--seeds", "0",
-            "--steps", "2", "--out", str(tmp_path / "sd"), "--json"]
+            "--steps", "2", "--out", str(tmp_path / "sd"), "--final-evals", "2", "--sft-evals", "3", "--json"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [m["method"] for m in first["methods"]] == ["vanilla REINFORCE", "RLOO k=2 + KL"]
-    assert {"gold", "gold_std", "kl", "proxy", "distinct2_ratio"} <= set(first["methods"][0])
+    assert {"gold", "gold_std", "kl", "proxy", "distinct2_ratio", "gold_pooled", "gold_gain_pooled"} <= set(first["methods"][0])
+    pooled, sft = first["runs"][0]["final_pooled"], first["sft_pooled"]   # 2 (3) evaluations pooled
+    assert (pooled["repeats"], sft["repeats"], 2 * sft["n"]) == (2, 3, 3 * pooled["n"]) and sft["kl_ref"] == 0.0
+    assert (tmp_path / "sd" / "vanilla-reinforce-seed0" / "final_pooled.json").exists()
     assert main(args) == 0                                            # finished runs are read back, not retrained
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["runs"] == first["runs"] and again["seconds"] < first["seconds"]

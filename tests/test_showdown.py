@@ -1,0 +1,66 @@
+import statistics
+
+import pytest
+
+
+def test_pooled_evaluation_pools_every_sample_of_fixed_seeds(policy, tokenizer):
+    from b2b.errors import ConfigError
+    from b2b.evaluate import evaluate_policy
+    from b2b.pipeline import rl_prompts
+    from b2b.config import get_profile
+    from b2b.showdown import POOLED_SEED, pooled_evaluation
+    from b2b.train import RLConfig
+
+    prompts = rl_prompts(get_profile("ci"))[1][:6]
+    cfg = RLConfig(max_new_tokens=12)
+    res = pooled_evaluation(policy, tokenizer, None, prompts, cfg, True, 3, ref=policy)
+    one = [evaluate_policy(policy, tokenizer, prompts, max_new_tokens=12, seed=POOLED_SEED + r) for r in range(3)]
+    gold = [s["gold"] for e in one for s in e["samples"]]
+    assert res["repeats"] == 3 and res["n"] == 18
+    assert res["gold_by_repeat"] == [e["gold_mean"] for e in one]           # seeds 1000, 1001, 1002 in order
+    assert len(set(res["gold_by_repeat"])) > 1                               # and they differ
+    assert res["gold_mean"] == pytest.approx(statistics.fmean(gold))         # every sample, not a mean of means
+    assert res["gold_se"] == pytest.approx(statistics.stdev(gold) / 18 ** 0.5)
+    assert res["distinct_2"] == pytest.approx(statistics.fmean(e["distinct_2"] for e in one))
+    assert res["kl_ref"] == pytest.approx(0.0, abs=1e-6) and "proxy_mean" not in res
+    again = pooled_evaluation(policy, tokenizer, None, prompts, cfg, True, 3)
+    assert again["gold_mean"] == res["gold_mean"]                            # reproducible
+    with pytest.raises(ConfigError, match="repeats: expected an integer >= 1, got 0"):
+        pooled_evaluation(policy, tokenizer, None, prompts, cfg, True, 0)
+
+
+def _row(method, seed, gold, d2=0.5, kl=1.0, sft_gold=5.0, pooled=None):
+    r = {"method": method, "seed": seed, "samples": 64, "peak_gold_mean": gold, "median_step_s": 1.0,
+         "sft": {"gold_mean": sft_gold, "distinct_2": 0.5, "proxy_mean": 0.0},
+         "final": {"gold_mean": gold, "distinct_2": d2, "kl_ref": kl, "proxy_mean": 1.0}}
+    if pooled is not None:  # (final gold, sft gold): the pooled evaluations
+        r["final_pooled"] = {"gold_mean": pooled[0], "distinct_2": d2 + 0.1, "kl_ref": kl / 2, "n": 2048}
+        r["sft_pooled"] = {"gold_mean": pooled[1], "distinct_2": 0.6, "kl_ref": 0.0, "n": 8192}
+    return r
+
+
+def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
+    from b2b.showdown import aggregate, claims, markdown_table
+
+    rows = [_row("vanilla REINFORCE", 0, 1.0, pooled=(1.2, 4.8)),
+            _row("RLOO k=4 + KL", 0, 6.6, d2=0.4, kl=2.0, pooled=(6.2, 4.8)),   # single: +1.6; pooled: +1.4
+            _row("REINFORCE++", 0, 6.5, kl=1.5, pooled=(6.4, 4.8))]
+    single, pooled = claims(rows, pooled=False), claims(rows)
+    assert not single[0]["pooled"] and pooled[0]["pooled"]
+    assert single[0]["RLOO: gold - SFT"] == pytest.approx(1.6) and single[0]["holds"]
+    assert pooled[0]["RLOO: gold - SFT"] == pytest.approx(1.4) and not pooled[0]["holds"]
+    assert pooled[0]["RLOO: distinct-2 / SFT"] == pytest.approx(0.5 / 0.6)
+    assert pooled[0]["RLOO - vanilla: gold"] == pytest.approx(5.0)
+    assert pooled[0]["REINFORCE++: gold - SFT"] == pytest.approx(1.6)
+    assert pooled[0]["REINFORCE++ KL / RLOO KL"] == pytest.approx(0.75)
+    del rows[2]["final_pooled"]                                                # one run lacks it: all single
+    assert not claims(rows)[0]["pooled"] and claims(rows)[0]["RLOO: gold - SFT"] == pytest.approx(1.6)
+
+    rows = [_row("RLOO k=4 + KL", 0, 6.6, pooled=(6.2, 4.8)), _row("RLOO k=4 + KL", 1, 6.0, pooled=(6.4, 4.8))]
+    agg = aggregate(rows)[0]
+    assert agg["gold_pooled"] == pytest.approx(6.3) and agg["gold_gain_pooled"] == pytest.approx(1.5)
+    assert agg["gold_gain"] == pytest.approx(1.3) and agg["kl_pooled"] == pytest.approx(0.5)
+    table = markdown_table([agg])
+    assert "gold gain vs SFT, pooled" in table and "| 6.30 ± 0.42 | 6.30 ± 0.14 | +1.50 ± 0.14 |" in table
+    del rows[1]["final_pooled"]
+    assert "pooled" not in markdown_table(aggregate(rows))                    # not every run: the single column
