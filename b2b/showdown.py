@@ -254,7 +254,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     """Per method: mean and standard deviation over seeds of final gold, proxy, KL, distinct-2
     (relative to SFT), and the gold peak; where the rows have pooled evaluations also
     `gold_pooled` (the final policies' pooled gold), `gold_gain_pooled` (minus the SFT policy's
-    pooled gold) and `kl_pooled`."""
+    pooled gold), `kl_pooled` and `distinct2_ratio_pooled`."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["method"], []).append(r)
@@ -283,15 +283,18 @@ def aggregate(rows: list[dict]) -> list[dict]:
                        ("step_s", lambda r: r["median_step_s"]),
                        ("gold_pooled", lambda r: pooled(r, "gold_mean")),
                        ("gold_gain_pooled", lambda r: pooled(r, "gold_mean", minus_sft=True)),
-                       ("kl_pooled", lambda r: pooled(r, "kl_ref"))):
-            row[key], row[f"{key}_std"] = ms([f(r) for r in rs], every=key.endswith("pooled"))
+                       ("kl_pooled", lambda r: pooled(r, "kl_ref")),
+                       ("distinct2_ratio_pooled", lambda r: pooled(r, "distinct_2") and
+                        pooled(r, "distinct_2") / r["sft_pooled"]["distinct_2"])):
+            row[key], row[f"{key}_std"] = ms([f(r) for r in rs], every="pooled" in key)
         out.append(row)
     return out
 
 
 def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
     """The README's showdown table: mean ± std over seeds (with pooled evaluations: the pooled final
-    gold and its gain over the SFT policy's pooled gold instead of the single evaluation's gain)."""
+    gold and its gain over the SFT policy's pooled gold instead of the single evaluation's gain,
+    and the pooled KL and distinct-2)."""
     def pm(r, k, fmt=".2f"):
         return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt.lstrip('+')}}"
     pooled = all(r.get("gold_pooled") is not None for r in agg)
@@ -302,8 +305,8 @@ def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in agg:
         lines.append(f"| {r['method']} | {pm(r, 'gold')} | " + " | ".join(pm(r, k, f) for _, k, f in gain) +
-                     f" | {pm(r, 'peak_gold')} | {pm(r, 'proxy')} | {pm(r, 'kl', '.1f')} | "
-                     f"{pm(r, 'distinct2_ratio')} | {r['step_s']:.2f} |")
+                     f" | {pm(r, 'peak_gold')} | {pm(r, 'proxy')} | {pm(r, 'kl_pooled' if pooled else 'kl', '.1f')} | "
+                     f"{pm(r, 'distinct2_ratio_pooled' if pooled else 'distinct2_ratio')} | {r['step_s']:.2f} |")
     return "\n".join(lines)
 
 

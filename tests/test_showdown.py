@@ -35,7 +35,7 @@ def _row(method, seed, gold, d2=0.5, kl=1.0, sft_gold=5.0, pooled=None):
          "final": {"gold_mean": gold, "distinct_2": d2, "kl_ref": kl, "proxy_mean": 1.0}}
     if pooled is not None:  # (final gold, sft gold): the pooled evaluations
         r["final_pooled"] = {"gold_mean": pooled[0], "distinct_2": d2 + 0.1, "kl_ref": kl / 2, "n": 2048}
-        r["sft_pooled"] = {"gold_mean": pooled[1], "distinct_2": 0.6, "kl_ref": 0.0, "n": 8192}
+        r["sft_pooled"] = {"gold_mean": pooled[1], "distinct_2": 0.75, "kl_ref": 0.0, "n": 8192}
     return r
 
 
@@ -49,7 +49,7 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     assert not single[0]["pooled"] and pooled[0]["pooled"]
     assert single[0]["RLOO: gold - SFT"] == pytest.approx(1.6) and single[0]["holds"]
     assert pooled[0]["RLOO: gold - SFT"] == pytest.approx(1.4) and not pooled[0]["holds"]
-    assert pooled[0]["RLOO: distinct-2 / SFT"] == pytest.approx(0.5 / 0.6)
+    assert pooled[0]["RLOO: distinct-2 / SFT"] == pytest.approx(0.5 / 0.75)
     assert pooled[0]["RLOO - vanilla: gold"] == pytest.approx(5.0)
     assert pooled[0]["REINFORCE++: gold - SFT"] == pytest.approx(1.6)
     assert pooled[0]["REINFORCE++ KL / RLOO KL"] == pytest.approx(0.75)
@@ -62,5 +62,6 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     assert agg["gold_gain"] == pytest.approx(1.3) and agg["kl_pooled"] == pytest.approx(0.5)
     table = markdown_table([agg])
     assert "gold gain vs SFT, pooled" in table and "| 6.30 ± 0.42 | 6.30 ± 0.14 | +1.50 ± 0.14 |" in table
+    assert "| 1.00 ± 0.00 | 0.5 ± 0.0 | 0.80 ± 0.00 |" in table                  # proxy, pooled KL, distinct-2
     del rows[1]["final_pooled"]
     assert "pooled" not in markdown_table(aggregate(rows))                    # not every run: the single column
