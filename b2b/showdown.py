@@ -82,7 +82,8 @@ def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, 
 
     (the standard error of that mean), and the mean over the repeats of `proxy_mean`, `kl_ref`
     (with `ref`), `distinct_2` (each over one evaluation's len(prompts) answers, so comparable with
-    a single evaluation's) and `mean_length`. `world` False: no gold keys."""
+    a single evaluation's) and `mean_length`; `gold_by_repeat`, and `gold_by_family` (the mean gold
+    of each prompt family: where a policy gained). `world` False: no gold keys."""
     from b2b.errors import ConfigError
     from b2b.evaluate import evaluate_policy
 
@@ -101,6 +102,12 @@ def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, 
         out["gold_mean"] = statistics.fmean(gold)
         out["gold_se"] = statistics.stdev(gold) / len(gold) ** 0.5 if len(gold) > 1 else 0.0
         out["gold_by_repeat"] = [e["gold_mean"] for e in evals]
+        from b2b.gold import default_world
+
+        fams: dict[str, list[float]] = {}
+        for s in (s for e in evals for s in e["samples"]):
+            fams.setdefault(default_world().spec(s["prompt"]).family, []).append(s["gold"])
+        out["gold_by_family"] = {f: statistics.fmean(v) for f, v in sorted(fams.items())}
     return out
 
 
@@ -123,7 +130,8 @@ def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=Non
     from b2b.pipeline import rl_prompts, shipped_reward_model
 
     cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
-    key = {"policy": str(profile.policy), "repeats": repeats, "seed": POOLED_SEED, "eval_prompts": cfg.eval_prompts,
+    key = {"policy": str(profile.policy), "repeats": repeats, "seed": POOLED_SEED, "by_family": True,
+           "eval_prompts": cfg.eval_prompts,
            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "readout": cfg.readout}
 
     def compute():
@@ -143,7 +151,7 @@ def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, 
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
 
-    key = {"step": cfg.steps, "repeats": repeats, "seed": POOLED_SEED}
+    key = {"step": cfg.steps, "repeats": repeats, "seed": POOLED_SEED, "by_family": True}
 
     def compute():
         tok = tokenizer or load_tokenizer(profile.policy)

@@ -23,6 +23,12 @@ def test_pooled_evaluation_pools_every_sample_of_fixed_seeds(policy, tokenizer):
     assert res["gold_se"] == pytest.approx(statistics.stdev(gold) / 18 ** 0.5)
     assert res["distinct_2"] == pytest.approx(statistics.fmean(e["distinct_2"] for e in one))
     assert res["kl_ref"] == pytest.approx(0.0, abs=1e-6) and "proxy_mean" not in res
+    from b2b.gold import default_world
+
+    fam = [default_world().spec(p).family for p in prompts] * 3
+    for f, g in res["gold_by_family"].items():                              # each family's samples only
+        assert g == pytest.approx(statistics.fmean(x for x, y in zip(gold, fam) if y == f))
+    assert set(res["gold_by_family"]) == set(fam) and len(set(fam)) > 1
     again = pooled_evaluation(policy, tokenizer, None, prompts, cfg, True, 3)
     assert again["gold_mean"] == res["gold_mean"]                            # reproducible
     with pytest.raises(ConfigError, match="repeats: expected an integer >= 1, got 0"):
