@@ -120,8 +120,9 @@ beta 1.0 with 2 epochs is at KL 2.7 by step 225 with gold 5.9. (`b2b run --algo 
 --steps 600 --kl-coef B --skip-reward-training`, epochs through `--config`.) With one sample per
 prompt its baseline is the batch mean over prompts of all families, far noisier than a group mean.
 Two more at beta 1.0, 600 steps, seed 0: lr 1e-4 ends at 6.10 with KL 0.91 (the last ten evaluations
-average 6.26, as at lr 2e-4, at two thirds of the KL); k = 4 with global normalisation only (no
-group mean) ends at 6.16 with KL 1.51, evaluations 375-600 averaging 6.13: no better than k = 1.
+average 6.26, as at lr 2e-4, at two thirds of the KL); lr 1e-4 with beta 0.6 ends at 6.11 with KL
+1.50 (last ten evaluations 6.28); k = 4 with global normalisation only (no group mean) ends at 6.16
+with KL 1.51, evaluations 375-600 averaging 6.13: no better than k = 1.
 REINFORCE++-baseline (k = 4, k2 KL loss) at beta 0.5, one epoch of 2 minibatches: 6.18 (SFT 4.74
 with the sampler in use then), KL 1.2."""
 
