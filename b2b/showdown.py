@@ -167,7 +167,9 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     """Train every (method, seed) not already done in `out`; return one result row each:
     method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`;
     with `final_evals` > 0 also `final_pooled` (that many evaluations of the final policy pooled)
-    and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`."""
+    and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`. A run read back from
+    a longer one (`cached_run`) whose checkpoint of that step is gone has no pooled evaluation; the
+    table, claims and plot then use the single final evaluations."""
     from b2b.models import load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import summary
@@ -192,9 +194,13 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
                 row = {"method": method, "seed": seed, "algo": cfg.algo, "samples": cfg.steps * cfg.batch_size,
                        **{k: s[k] for k in ("sft", "final", "peak_gold_mean", "peak_step", "steps", "median_step_s")},
                        "wall_seconds": round(time.time() - t0, 1), "config": want}
+            row.pop("final_pooled", None), row.pop("sft_pooled", None)
             if final_evals:
-                row["final_pooled"] = final_pooled(profile, d, cfg, final_evals, tok, rm, heldout, world)
-                row["sft_pooled"] = sft
+                try:
+                    row["final_pooled"] = final_pooled(profile, d, cfg, final_evals, tok, rm, heldout, world)
+                    row["sft_pooled"] = sft
+                except FileNotFoundError:  # read back from a longer run that kept no checkpoint of cfg.steps
+                    pass
             res_file.write_text(json.dumps(row, indent=1))
             rows.append(row)
     return rows

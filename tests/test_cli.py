@@ -121,6 +121,12 @@ def test_run_rloo_flags_and_showdown_reuses_finished_runs(tmp_path, capsys):
     assert main(args) == 0                                            # finished runs are read back, not retrained
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["runs"] == first["runs"] and again["seconds"] < first["seconds"]
+    from b2b.config import get_profile
+    from b2b.showdown import run_showdown
+
+    shorter = run_showdown(get_profile("ci"), seeds=(0,), methods=["vanilla REINFORCE"], out=tmp_path / "sd", steps=1,
+                           progress=False, final_evals=2, sft_evals=3)   # read back from the 2-step run
+    assert shorter[0]["steps"] == 1 and "final_pooled" not in shorter[0]  # no checkpoint of step 1: no pooled figure
     r = _run("showdown", "--methods", "PPO", "--profile", "ci")
     assert r.returncode == 2 and "unknown 'PPO'" in r.stderr
 
