@@ -86,6 +86,7 @@ def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, 
     of each prompt family: where a policy gained). `world` False: no gold keys."""
     from b2b.errors import ConfigError
     from b2b.evaluate import evaluate_policy
+    from b2b.gold import default_world
 
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ConfigError(f"pooled_evaluation: repeats: expected an integer >= 1, got {repeats!r}")
@@ -102,8 +103,6 @@ def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, 
         out["gold_mean"] = statistics.fmean(gold)
         out["gold_se"] = statistics.stdev(gold) / len(gold) ** 0.5 if len(gold) > 1 else 0.0
         out["gold_by_repeat"] = [e["gold_mean"] for e in evals]
-        from b2b.gold import default_world
-
         fams: dict[str, list[float]] = {}
         for s in (s for e in evals for s in e["samples"]):
             fams.setdefault(default_world().spec(s["prompt"]).family, []).append(s["gold"])
@@ -147,11 +146,12 @@ def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=Non
 def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, tokenizer=None, reward_model=None,
                  heldout=None, world: bool = True) -> dict:
     """The `pooled_evaluation` of a run's policy after cfg.steps steps (from its checkpoint, see
-    `run_policy`), with KL to SFT, cached in `run_dir/final_pooled.json`."""
+    `run_policy`), with KL to SFT, cached in `run_dir/final_pooled.json` (keyed by the run's
+    settings, so a run retrained with others is evaluated again)."""
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
 
-    key = {"step": cfg.steps, "repeats": repeats, "seed": POOLED_SEED, "by_family": True}
+    key = {"config": dataclasses.asdict(cfg), "repeats": repeats, "seed": POOLED_SEED, "by_family": True}
 
     def compute():
         tok = tokenizer or load_tokenizer(profile.policy)

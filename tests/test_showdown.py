@@ -71,3 +71,14 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     assert "| 1.00 ± 0.00 | 0.5 ± 0.0 | 0.80 ± 0.00 |" in table                  # proxy, pooled KL, distinct-2
     del rows[1]["final_pooled"]
     assert "pooled" not in markdown_table(aggregate(rows))                    # not every run: the single column
+
+
+def test_pooled_caches_are_read_back_only_for_the_same_key(tmp_path):
+    from b2b.showdown import _cached_json
+
+    calls = []
+    compute = lambda: calls.append(1) or {"gold_mean": float(len(calls))}  # noqa: E731
+    f = tmp_path / "final_pooled.json"
+    assert _cached_json(f, {"config": {"kl_coef": 0.5}}, compute) == {"gold_mean": 1.0}
+    assert _cached_json(f, {"config": {"kl_coef": 0.5}}, compute) == {"gold_mean": 1.0} and len(calls) == 1
+    assert _cached_json(f, {"config": {"kl_coef": 1.0}}, compute) == {"gold_mean": 2.0}  # another run: again
