@@ -121,44 +121,45 @@ def _cached_json(path: Path, key: dict, compute) -> dict:
     return res
 
 
-def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=None, reward_model=None,
-               heldout=None, world: bool = True, steps: int | None = None) -> dict:
-    """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
-    and held-out prompts), cached in `out/sft_pooled.json`."""
+def _pooled_inputs(profile, cfg, tokenizer, reward_model, heldout, sft):
+    """(tokenizer, reward model, the runs' held-out prompts, SFT policy): those given, else loaded."""
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
 
+    tok = tokenizer or load_tokenizer(profile.policy)
+    rm = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+    prompts = (heldout if heldout is not None else rl_prompts(profile)[1])[: cfg.eval_prompts or None]
+    return tok, rm, prompts, sft or load_policy(profile.policy).eval()
+
+
+def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=None, reward_model=None,
+               heldout=None, world: bool = True, steps: int | None = None, sft=None) -> dict:
+    """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
+    and held-out prompts), cached in `out/sft_pooled.json`."""
     cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
     key = {"policy": str(profile.policy), "repeats": repeats, "seed": POOLED_SEED, "by_family": True,
            "eval_prompts": cfg.eval_prompts,
            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "readout": cfg.readout}
 
     def compute():
-        tok = tokenizer or load_tokenizer(profile.policy)
-        rm = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
-        prompts = (heldout if heldout is not None else rl_prompts(profile)[1])[: cfg.eval_prompts or None]  # the runs' own
-        sft = load_policy(profile.policy).eval()
-        return pooled_evaluation(sft, tok, rm, prompts, cfg, world, repeats, ref=sft)
+        tok, rm, prompts, ref = _pooled_inputs(profile, cfg, tokenizer, reward_model, heldout, sft)
+        return pooled_evaluation(ref, tok, rm, prompts, cfg, world, repeats, ref=ref)
     Path(out).mkdir(parents=True, exist_ok=True)
     return _cached_json(Path(out) / "sft_pooled.json", key, compute)
 
 
 def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, tokenizer=None, reward_model=None,
-                 heldout=None, world: bool = True) -> dict:
+                 heldout=None, world: bool = True, sft=None) -> dict:
     """The `pooled_evaluation` of a run's policy after cfg.steps steps (from its checkpoint, see
-    `run_policy`), with KL to SFT, cached in `run_dir/final_pooled.json` (keyed by the run's
-    settings, so a run retrained with others is evaluated again)."""
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
-    from b2b.pipeline import rl_prompts, shipped_reward_model
-
+    `run_policy`), with KL to SFT (`sft`, loaded when not given), cached in
+    `run_dir/final_pooled.json` (keyed by the run's settings, so a run retrained with others is
+    evaluated again)."""
     key = {"config": dataclasses.asdict(cfg), "repeats": repeats, "seed": POOLED_SEED, "by_family": True}
 
     def compute():
-        tok = tokenizer or load_tokenizer(profile.policy)
-        rm = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
-        prompts = (heldout if heldout is not None else rl_prompts(profile)[1])[: cfg.eval_prompts or None]  # the runs' own
-        policy = run_policy(profile, run_dir, cfg.steps).eval()
-        return pooled_evaluation(policy, tok, rm, prompts, cfg, world, repeats, ref=load_policy(profile.policy).eval())
+        policy = run_policy(profile, run_dir, cfg.steps).eval()  # first: a missing checkpoint loads nothing
+        tok, rm, prompts, ref = _pooled_inputs(profile, cfg, tokenizer, reward_model, heldout, sft)
+        return pooled_evaluation(policy, tok, rm, prompts, cfg, world, repeats, ref=ref)
     return _cached_json(Path(run_dir) / "final_pooled.json", key, compute)
 
 
@@ -178,7 +179,12 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     tok = load_tokenizer(profile.policy)
     rm = load_reward_model(shipped_reward_model(profile, level=1))
     prompts, heldout, world = rl_prompts(profile)
-    sft = sft_pooled(profile, out, sft_evals, tok, rm, heldout, world, steps) if final_evals else None
+    ref = None
+    if final_evals:
+        from b2b.models import load_policy
+
+        ref = load_policy(profile.policy).eval()  # the SFT policy: the pooled evaluations' KL reference
+    sft = sft_pooled(profile, out, sft_evals, tok, rm, heldout, world, steps, ref) if final_evals else None
     rows = []
     for method in methods or METHODS:
         for seed in seeds:
@@ -197,7 +203,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             row.pop("final_pooled", None), row.pop("sft_pooled", None)
             if final_evals:
                 try:
-                    row["final_pooled"] = final_pooled(profile, d, cfg, final_evals, tok, rm, heldout, world)
+                    row["final_pooled"] = final_pooled(profile, d, cfg, final_evals, tok, rm, heldout, world, ref)
                     row["sft_pooled"] = sft
                 except FileNotFoundError:  # read back from a longer run that kept no checkpoint of cfg.steps
                     pass
@@ -281,10 +287,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
             return None, None
         return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
-    def pooled(r, key, minus_sft=False):
+    def pooled(r, key, vs_sft=None):  # vs_sft: None, "minus" or "ratio" (to the SFT policy's)
         if "final_pooled" not in r or key not in r["final_pooled"]:
             return None
-        return r["final_pooled"][key] - (r["sft_pooled"][key] if minus_sft else 0.0)
+        x = r["final_pooled"][key]
+        return x if vs_sft is None else x - r["sft_pooled"][key] if vs_sft == "minus" else x / r["sft_pooled"][key]
     out = []
     for method, rs in by.items():
         row = {"method": method, "seeds": len(rs), "samples": rs[0]["samples"]}
@@ -296,10 +303,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
                        ("distinct2_ratio", lambda r: r["final"]["distinct_2"] / r["sft"]["distinct_2"]),
                        ("step_s", lambda r: r["median_step_s"]),
                        ("gold_pooled", lambda r: pooled(r, "gold_mean")),
-                       ("gold_gain_pooled", lambda r: pooled(r, "gold_mean", minus_sft=True)),
+                       ("gold_gain_pooled", lambda r: pooled(r, "gold_mean", "minus")),
                        ("kl_pooled", lambda r: pooled(r, "kl_ref")),
-                       ("distinct2_ratio_pooled", lambda r: pooled(r, "distinct_2") and
-                        pooled(r, "distinct_2") / r["sft_pooled"]["distinct_2"])):
+                       ("distinct2_ratio_pooled", lambda r: pooled(r, "distinct_2", "ratio"))):
             row[key], row[f"{key}_std"] = ms([f(r) for r in rs], every="pooled" in key)
         out.append(row)
     return out
