@@ -132,3 +132,20 @@ def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, d
     if model.config.pad_token_id is None:  # transformers' own pooling needs one; ours uses masks
         model.config.pad_token_id = pad_token_id if pad_token_id is not None else model.config.eos_token_id
     return model
+
+
+def fingerprint(model) -> str | None:
+    """A short hash of a model's weights (names, dtypes, shapes and values): two reward models with
+    the same fingerprint score every answer alike. Runs record their reward model's fingerprint, so
+    a cached run trained against another reward model (say, a rebuilt `data/rm-level1`) is not
+    reused by mistake. None for a reward that is not a torch module (a function)."""
+    import hashlib
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

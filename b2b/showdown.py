@@ -136,8 +136,13 @@ def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=Non
                heldout=None, world: bool = True, steps: int | None = None, sft=None) -> dict:
     """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
     and held-out prompts), cached in `out/sft_pooled.json`."""
+    from b2b.models import fingerprint, load_reward_model
+    from b2b.pipeline import shipped_reward_model
+
     cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
+    reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
     key = {"policy": str(profile.policy), "repeats": repeats, "seed": POOLED_SEED, "by_family": True,
+           "reward_model": fingerprint(reward_model),
            "eval_prompts": cfg.eval_prompts,
            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "readout": cfg.readout}
 
@@ -152,9 +157,10 @@ def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, 
                  heldout=None, world: bool = True, sft=None) -> dict:
     """The `pooled_evaluation` of a run's policy after cfg.steps steps (from its checkpoint, see
     `run_policy`), with KL to SFT (`sft`, loaded when not given), cached in
-    `run_dir/final_pooled.json` (keyed by the run's settings, so a run retrained with others is
-    evaluated again)."""
-    key = {"config": dataclasses.asdict(cfg), "repeats": repeats, "seed": POOLED_SEED, "by_family": True}
+    `run_dir/final_pooled.json` (keyed by the run's settings and reward model, so a run retrained
+    with others is evaluated again)."""
+    key = {"config": dataclasses.asdict(cfg), "repeats": repeats, "seed": POOLED_SEED, "by_family": True,
+           "reward_model": run_reward_fingerprint(run_dir)}
 
     def compute():
         policy = run_policy(profile, run_dir, cfg.steps).eval()  # first: a missing checkpoint loads nothing
@@ -171,13 +177,14 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`. A run read back from
     a longer one (`cached_run`) whose checkpoint of that step is gone has no pooled evaluation; the
     table, claims and plot then use the single final evaluations."""
-    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.models import fingerprint, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import summary
 
     out = Path(out)
     tok = load_tokenizer(profile.policy)
     rm = load_reward_model(shipped_reward_model(profile, level=1))
+    rm_id = fingerprint(rm)
     prompts, heldout, world = rl_prompts(profile)
     ref = None
     if final_evals:
@@ -193,13 +200,13 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             res_file = d / "result.json"
             want = dataclasses.asdict(cfg)
             row = json.loads(res_file.read_text()) if res_file.exists() else None
-            if row is None or not same_config(row.get("config"), want):
+            if row is None or not same_config(row.get("config"), want) or row.get("reward_model") != rm_id:
                 t0 = time.time()
                 h = cached_run(profile, cfg, d, tok, rm, (prompts, heldout, world), progress)
                 s = summary(h)
                 row = {"method": method, "seed": seed, "algo": cfg.algo, "samples": cfg.steps * cfg.batch_size,
                        **{k: s[k] for k in ("sft", "final", "peak_gold_mean", "peak_step", "steps", "median_step_s")},
-                       "wall_seconds": round(time.time() - t0, 1), "config": want}
+                       "wall_seconds": round(time.time() - t0, 1), "config": want, "reward_model": rm_id}
             row.pop("final_pooled", None), row.pop("sft_pooled", None)
             if final_evals:
                 try:
@@ -226,16 +233,19 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
     perhaps `steps`): a run that got to step cfg.steps or beyond is read back, not retrained (its
     first cfg.steps steps are exactly the run asked for); a run killed half way, or a shorter one,
     resumes from its last checkpoint and goes on to cfg.steps (the RNG state is checkpointed, so
-    this equals one uninterrupted run). Returns the run's History. `data` = `rl_prompts(profile)`."""
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    this equals one uninterrupted run). A run trained against another reward model (or one that
+    predates the record of it, `b2b.train.REWARD_FILE`) is trained again. Returns the run's
+    History. `data` = `rl_prompts(profile)`."""
+    from b2b.models import fingerprint, load_policy, load_reward_model, load_tokenizer
     from b2b.pipeline import rl_prompts, shipped_reward_model
     from b2b.train import History, latest_checkpoint, train
 
     out = Path(out)
     want = dataclasses.asdict(cfg)
+    reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
     ck = latest_checkpoint(out) if out.exists() else None
     resume = None
-    if ck is not None:
+    if ck is not None and run_reward_fingerprint(out) == fingerprint(reward_model):
         stored, at = json.loads((ck / "config.json").read_text()), int(ck.name.split("-")[1])
         if same_config({**stored, "steps": cfg.steps}, want):  # the same run, perhaps of another length
             history = History.from_dict(json.loads((ck / "history.json").read_text()))
@@ -245,11 +255,18 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
                                samples=[r for r in history.samples if r["step"] <= cfg.steps])
             resume = out  # killed half way, or shorter: continue it (the same draws as one long run)
     tokenizer = tokenizer or load_tokenizer(profile.policy)
-    reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
     prompts, heldout, world = data or rl_prompts(profile)
     policy = load_policy(profile.policy, trainable=True)
     return train(policy, tokenizer, reward_model, prompts, cfg, eval_prompts=heldout, world=world, out=out,
                  resume=resume, overwrite=True, progress=progress)
+
+
+def run_reward_fingerprint(out: str | Path) -> str | None:
+    """The fingerprint of the reward model the run in `out` trained against (None if unrecorded)."""
+    from b2b.train import REWARD_FILE
+
+    f = Path(out) / REWARD_FILE
+    return json.loads(f.read_text()).get("fingerprint") if f.exists() else None
 
 
 def run_policy(profile, out: str | Path, step: int):

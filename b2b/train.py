@@ -31,6 +31,7 @@ from b2b.advantages import (KL_ESTIMATORS, clipped_pg_loss, group_mean_baseline,
                             rloo_advantages, shaped_reward, token_level_rewards)
 from b2b.errors import ConfigError, TrainingError
 from b2b.metrics import distinct_n
+from b2b.models import fingerprint
 from b2b.reward import scalar_reward
 from b2b.rollout import decode_completions, rollout_logprobs, rollout_reward_scores, sample_completions
 
@@ -250,6 +251,9 @@ def _load_checkpoint(ckpt: Path, policy, opt, gen: torch.Generator) -> tuple[int
 
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", "evals.jsonl", "samples.jsonl")
+REWARD_FILE = "reward_model.json"
+"""A run directory's record of the reward model it trained against: `{"fingerprint": ...}`
+(`b2b.models.fingerprint`); cached runs are reused only under the same reward model."""
 
 
 def run_files(out: str | Path) -> list[str]:
@@ -522,6 +526,7 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        (out / REWARD_FILE).write_text(json.dumps({"fingerprint": fingerprint(reward_model)}) + "\n")
         _rewrite_logs(out, history)
 
     def log_eval(step):

@@ -82,3 +82,61 @@ def test_pooled_caches_are_read_back_only_for_the_same_key(tmp_path):
     assert _cached_json(f, {"config": {"kl_coef": 0.5}}, compute) == {"gold_mean": 1.0}
     assert _cached_json(f, {"config": {"kl_coef": 0.5}}, compute) == {"gold_mean": 1.0} and len(calls) == 1
     assert _cached_json(f, {"config": {"kl_coef": 1.0}}, compute) == {"gold_mean": 2.0}  # another run: again
+
+
+def test_fingerprint_tells_reward_models_apart(data_dir):
+    import copy
+
+    import torch
+
+    from b2b.models import fingerprint, load_reward_model
+
+    rm = load_reward_model(data_dir / "rm-level1")
+    same = copy.deepcopy(rm)
+    assert fingerprint(rm) == fingerprint(same) and len(fingerprint(rm)) == 16
+    with torch.no_grad():
+        next(same.parameters()).view(-1)[0] += 1e-3                           # one weight, slightly
+    assert fingerprint(same) != fingerprint(rm)
+    assert fingerprint(lambda prompts, responses: [0.0] * len(prompts)) is None
+
+
+def test_cached_runs_are_reused_only_under_the_same_reward_model(tmp_path, tokenizer, data_dir):
+    """A finished run is read back for the reward model it trained against and trained again,
+    from scratch, for another one (a rebuilt data/rm-level1 must not reuse stale runs)."""
+    import copy
+    import json
+
+    import torch
+
+    from b2b.config import get_profile
+    from b2b.models import fingerprint, load_reward_model
+    from b2b.pipeline import rl_prompts
+    from b2b.showdown import cached_run, run_reward_fingerprint
+    from b2b.train import REWARD_FILE, RLConfig
+
+    profile = get_profile("ci")
+    prompts, heldout, world = rl_prompts(profile)
+    data = (prompts, heldout[:4], world)
+    cfg = RLConfig(steps=2, batch_size=4, max_new_tokens=8, eval_every=0, sample_every=0, seed=0)
+    rm = load_reward_model(data_dir / "rm-level1")
+    other = copy.deepcopy(rm)
+    with torch.no_grad():
+        other.score.weight.mul_(-1.0)                                         # the opposite taste
+    out = tmp_path / "run"
+
+    first = cached_run(profile, cfg, out, tokenizer, rm, data, progress=False)
+    assert run_reward_fingerprint(out) == fingerprint(rm)
+    assert json.loads((out / REWARD_FILE).read_text()) == {"fingerprint": fingerprint(rm)}
+    stamp = (out / "metrics.jsonl").stat().st_mtime_ns
+    again = cached_run(profile, cfg, out, tokenizer, rm, data, progress=False)
+    assert again == first and (out / "metrics.jsonl").stat().st_mtime_ns == stamp    # read back
+
+    retrained = cached_run(profile, cfg, out, tokenizer, other, data, progress=False)
+    assert run_reward_fingerprint(out) == fingerprint(other)
+    assert (out / "metrics.jsonl").stat().st_mtime_ns != stamp
+    proxy = lambda h: h.steps[0]["reward/proxy_mean"]  # noqa: E731  (step 1: the same samples, scored by each)
+    assert proxy(retrained) == pytest.approx(-proxy(first), rel=1e-4, abs=1e-5) and proxy(first) != 0
+
+    (out / REWARD_FILE).unlink()                                              # a run from before the record
+    cached_run(profile, cfg, out, tokenizer, other, data, progress=False)
+    assert run_reward_fingerprint(out) == fingerprint(other)
