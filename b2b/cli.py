@@ -297,15 +297,18 @@ def _cmd_build_reward_models(args) -> int:
     from pathlib import Path
 
     from b2b.config import get_profile
-    from b2b.pipeline import SHIPPED_REWARD_MODELS, reward_stage
+    from b2b.pipeline import SHIPPED_REWARD_MODELS, TRAINING_RECORD, reward_config, reward_stage, training_record
 
     profile = get_profile("tiny")
     for level, name in SHIPPED_REWARD_MODELS.items():
         if args.level and level != args.level:
             continue
         out = Path(args.data) / name
-        _, _, m, _, _ = reward_stage(profile, level, args.data, out, half=True)
+        cfg = reward_config(profile, level)
+        _, _, m, history, _ = reward_stage(profile, level, args.data, out, cfg=cfg, half=True)
         (out / "b2b_metrics.json").write_text(json.dumps(m, indent=1) + "\n")
+        record = training_record(cfg, profile.reward_backbone, m["train_pairs"], history)
+        (out / TRAINING_RECORD).write_text(json.dumps(record) + "\n")
         print(f"wrote {out}")
         _print_reward_metrics(m)
     return 0

@@ -22,11 +22,53 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
     else:
-        cfg = RewardConfig(level=level, epochs=1.0, eval_every=250)  # tiny: one pass over 100,000 pairs
+        cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
         if profile.name == "ci":
             # 62 steps: a short warm-up, or the cosine decay would end before the warm-up does
-            cfg = dataclasses.replace(cfg, limit=int(20_000 * profile.scale), warmup=6, eval_every=25)
+            cfg = dataclasses.replace(cfg, epochs=1.0, limit=int(20_000 * profile.scale), warmup=6, eval_every=25)
     return dataclasses.replace(cfg, **overrides)
+
+
+TRAINING_RECORD = "b2b_training.json"
+"""Beside a shipped reward model: the recipe it was trained by and its training curve,
+`{"config": RewardConfig as a dict, "backbone": its directory or hub name, "train_pairs": n,
+"history": [...]}`."""
+
+
+def training_record(cfg: RewardConfig, backbone, train_pairs: int, history: list[dict]) -> dict:
+    """What `b2b build-reward-models` writes to TRAINING_RECORD beside a shipped model."""
+    return {"config": dataclasses.asdict(cfg), "backbone": Path(str(backbone)).name, "train_pairs": train_pairs,
+            "history": history}
+
+
+def reward_model_for(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs: list[dict],
+                     eval_pairs: list[dict] | None = None, retrain: bool = False, progress: bool = True):
+    """(reward model, training history, where it came from) for notebooks 01-02.
+
+    When the profile ships a reward model trained by exactly this recipe (its TRAINING_RECORD
+    has the same config, backbone and number of training pairs), that model and its recorded
+    curve are loaded in seconds instead of training for most of an hour on a CPU; `retrain=True`
+    (or any other setting) trains one here, from the backbone, with `cfg.seed`, as
+    `b2b build-reward-models` did. The source is "data/rm-levelL" or "trained".
+    """
+    import json
+
+    from b2b.models import load_reward_model
+    from b2b.reward import train_reward_model
+
+    cfg = cfg.validate()
+    n = len(train_pairs[: cfg.limit or None])
+    shipped = shipped_reward_model(profile, cfg.level)
+    record = shipped / TRAINING_RECORD if shipped is not None else None
+    if not retrain and record is not None and record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("config") == dataclasses.asdict(cfg) and saved.get("backbone") == Path(str(profile.reward_backbone)).name \
+                and saved.get("train_pairs") == n:
+            return load_reward_model(shipped), saved["history"], str(shipped)
+    torch.manual_seed(cfg.seed)
+    rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tokenizer.pad_token_id)
+    history = train_reward_model(rm, tokenizer, train_pairs, cfg, eval_pairs=eval_pairs, progress=progress)
+    return rm, history, "trained"
 
 
 def preference_splits(profile: Profile, data: str | None = None) -> tuple[list[dict], list[dict]]:
