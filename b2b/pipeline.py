@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def reward_model_for(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs
     has the same config, backbone and number of training pairs), that model and its recorded
     curve are loaded in seconds instead of training for most of an hour on a CPU; `retrain=True`
     (or any other setting) trains one here, from the backbone, with `cfg.seed`, as
-    `b2b build-reward-models` did. The source is "data/rm-levelL" or "trained".
+    `b2b build-reward-models` did. The source is the shipped model's path (relative to the
+    working directory) or "trained".
     """
     import json
 
@@ -64,7 +66,7 @@ def reward_model_for(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs
         saved = json.loads(record.read_text())
         if saved.get("config") == dataclasses.asdict(cfg) and saved.get("backbone") == Path(str(profile.reward_backbone)).name \
                 and saved.get("train_pairs") == n:
-            return load_reward_model(shipped), saved["history"], str(shipped)
+            return load_reward_model(shipped), saved["history"], os.path.relpath(shipped)
     torch.manual_seed(cfg.seed)
     rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tokenizer.pad_token_id)
     history = train_reward_model(rm, tokenizer, train_pairs, cfg, eval_pairs=eval_pairs, progress=progress)
@@ -149,7 +151,7 @@ ALGO_SETTINGS = {
 }
 """Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
 lr 2e-4, 64 new tokens), from runs on seed 0 (held-out gold of 512 prompts every 25 steps; SFT
-4.79). RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats),
+4.79), all against the one-pass Bradley-Terry reward model shipped before the two-pass one. RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats),
 0.3 drifts into the reward model's greeting exploit (6.5 -> 5.9, KL 3), 0.5 peaks at 6.74 (step
 325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9.
 600 steps, as notebook 04's collapse: vanilla REINFORCE needs more than 300 steps to collapse on

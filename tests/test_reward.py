@@ -1,5 +1,6 @@
 """Reward-model losses and readouts on hand-made tensors."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -284,7 +285,7 @@ def test_reward_model_for_loads_the_shipped_model_of_the_same_recipe(tmp_path, m
     (shipped / pipeline.TRAINING_RECORD).write_text(json.dumps(record))
 
     rm, history, source = pipeline.reward_model_for(profile, cfg, tokenizer, pairs, progress=False)
-    assert source == str(shipped) and history == curve
+    assert Path(source).resolve() == shipped.resolve() and history == curve
     assert fingerprint(rm) == fingerprint(load_reward_model(shipped))
     for kw in ({"cfg": dataclasses.replace(cfg, lr=1e-3)}, {"retrain": True},
                {"train_pairs": pairs[:6]}, {"cfg": dataclasses.replace(cfg, level=2)}):
