@@ -56,21 +56,36 @@ def reward_model_for(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs
     import json
 
     from b2b.models import load_reward_model
-    from b2b.reward import train_reward_model
 
     cfg = cfg.validate()
-    n = len(train_pairs[: cfg.limit or None])
+    want = training_record(cfg, profile.reward_backbone, len(train_pairs[: cfg.limit or None]), history=[])
     shipped = shipped_reward_model(profile, cfg.level)
     record = shipped / TRAINING_RECORD if shipped is not None else None
     if not retrain and record is not None and record.exists():
         saved = json.loads(record.read_text())
-        if saved.get("config") == dataclasses.asdict(cfg) and saved.get("backbone") == Path(str(profile.reward_backbone)).name \
-                and saved.get("train_pairs") == n:
+        if {**saved, "history": []} == want:
             return load_reward_model(shipped), saved["history"], os.path.relpath(shipped)
+    rm, history = train_from_backbone(profile, cfg, tokenizer, train_pairs, eval_pairs, progress)
+    return rm, history, "trained"
+
+
+def train_from_backbone(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs: list[dict],
+                        eval_pairs: list[dict] | None = None, progress: bool = True):
+    """(model, history): a fresh `cfg.num_labels` score head on the profile's backbone, seeded
+    with `cfg.seed`, trained on the pairs; running out of GPU memory is a one-line error."""
+    from b2b.models import load_reward_model
+    from b2b.reward import train_reward_model
+
     torch.manual_seed(cfg.seed)
     rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tokenizer.pad_token_id)
-    history = train_reward_model(rm, tokenizer, train_pairs, cfg, eval_pairs=eval_pairs, progress=progress)
-    return rm, history, "trained"
+    history = None
+    try:
+        history = train_reward_model(rm, tokenizer, train_pairs, cfg, eval_pairs=eval_pairs, progress=progress)
+    except torch.OutOfMemoryError:
+        pass  # raised below, outside the handler, so the failed step's tensors are freed first
+    if history is None:
+        raise _reward_oom(cfg)
+    return rm, history
 
 
 def preference_splits(profile: Profile, data: str | None = None) -> tuple[list[dict], list[dict]]:
@@ -107,23 +122,15 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
 
     Returns (reward model, tokenizer, metrics, history, probe rows).
     """
-    from b2b.models import load_reward_model, load_tokenizer
-    from b2b.reward import save_reward_model, train_reward_model
+    from b2b.models import load_tokenizer
+    from b2b.reward import save_reward_model
     from b2b.reward_eval import evaluate_reward_model
 
     cfg = (cfg or reward_config(profile, level)).validate()
     train, test = preference_splits(profile, data)
     tok = load_tokenizer(profile.reward_backbone)
-    torch.manual_seed(cfg.seed)
-    rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tok.pad_token_id)
     t0 = time.time()
-    history = None
-    try:
-        history = train_reward_model(rm, tok, train, cfg, eval_pairs=test, progress=progress)
-    except torch.OutOfMemoryError:
-        pass  # raised below, outside the handler, so the failed step's tensors are freed first
-    if history is None:
-        raise _reward_oom(cfg)
+    rm, history = train_from_backbone(profile, cfg, tok, train, test, progress)
     train_seconds = time.time() - t0
     policy = prompts = None
     if profile.world:
@@ -151,8 +158,8 @@ ALGO_SETTINGS = {
 }
 """Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
 lr 2e-4, 64 new tokens), from runs on seed 0 (held-out gold of 512 prompts every 25 steps; SFT
-4.79), all against the one-pass Bradley-Terry reward model shipped before the two-pass one. RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats),
-0.3 drifts into the reward model's greeting exploit (6.5 -> 5.9, KL 3), 0.5 peaks at 6.74 (step
+4.79), all against the one-pass Bradley-Terry reward model shipped before the two-pass one.
+RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats), 0.3 drifts into the reward model's greeting exploit (6.5 -> 5.9, KL 3), 0.5 peaks at 6.74 (step
 325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9.
 600 steps, as notebook 04's collapse: vanilla REINFORCE needs more than 300 steps to collapse on
 some seeds (seed 0 with today's sampler: gold 6.18 at step 125, 5.73 at 300, KL 7 and rising).
