@@ -256,6 +256,24 @@ REWARD_FILE = "reward_model.json"
 (`b2b.models.fingerprint`); cached runs are reused only under the same reward model."""
 
 
+def _check_same_reward_model(run_dir: Path, reward_model) -> None:
+    """Refuse to resume a run under another reward model than the one it trained against (its
+    `REWARD_FILE`; a run without the record predates it and is resumed as before): the rewards
+    of its two halves would measure different things, silently."""
+    record = run_dir / REWARD_FILE
+    if not record.exists():
+        return
+    try:
+        was = json.loads(record.read_text())["fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"resume: {record}: field 'fingerprint': expected a JSON object "
+                          '{"fingerprint": ...} as train writes it') from None
+    now = fingerprint(reward_model)
+    if was != now:
+        raise ConfigError(f"resume: {run_dir} trained against another reward model (fingerprint {was}, this one "
+                          f"{now}); resume with that reward model, or start over with overwrite=True (--overwrite)")
+
+
 def run_files(out: str | Path) -> list[str]:
     """The files of an earlier run in `out` that `train(out=...)` would overwrite."""
     return [name for name in RUN_FILES if (Path(out) / name).exists()]
@@ -504,6 +522,7 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
         ckpt = latest_checkpoint(resume)
         if ckpt is None:
             raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run directory)")
+        _check_same_reward_model(ckpt.parent.parent, reward_model)
     elif out is not None and run_files(out) and not overwrite:
         raise ConfigError(f"out: {out} already holds a run ({', '.join(run_files(out))}); pass resume={str(out)!r} "
                           "to continue it or overwrite=True to start over")

@@ -162,7 +162,8 @@ def _evaluate(*args) -> Callable[[Path], list[str]]:
     return lambda d: ["evaluate", "--profile", "ci", "--n", "4", *[str(a).format(d=d) for a in args]]
 
 
-def tiny_train(d: Path, reward=None, prompts=PROMPTS, eval_prompts=None, eval_batch_size: int = 128, **cfg):
+def tiny_train(d: Path, reward=None, prompts=PROMPTS, eval_prompts=None, eval_batch_size: int = 128, resume=None,
+               **cfg):
     """`b2b.train` as the notebooks call it, on the tiny policy, small and short, into d/OUT."""
     from b2b.models import load_policy, load_reward_model, load_tokenizer
     from b2b.train import RLConfig, train
@@ -172,7 +173,7 @@ def tiny_train(d: Path, reward=None, prompts=PROMPTS, eval_prompts=None, eval_ba
     settings = dict(steps=2, batch_size=8, max_new_tokens=16, eval_every=0, sample_every=0, checkpoint_every=1)
     return train(load_policy(tiny, trainable=True), load_tokenizer(tiny), rm, prompts,
                  RLConfig(**{**settings, **cfg}), eval_prompts=eval_prompts, out=d / OUT, progress=False,
-                 eval_batch_size=eval_batch_size)
+                 eval_batch_size=eval_batch_size, resume=resume)
 
 
 def _nan_reward_model():
@@ -440,6 +441,11 @@ def _run_dir_cases() -> list[Case]:
              "--resume the run directory itself (it holds checkpoints/step-N)",
              setup=lambda d: (d / OUT).mkdir(parents=True),
              cli=lambda d: ["run", "--profile", "ci", "--resume", str(d / OUT)]),
+        Case("resume-other-reward-model", "a notebook's `train(resume=...)` with another reward model than the run's",
+             ConfigError, "trained against another reward model",
+             "resume with the reward model the run trained against (its reward_model.json), or overwrite=True starts over",
+             setup=lambda d: (_fake_run(d), _file(d / OUT, "reward_model.json", '{"fingerprint": "0123456789abcdef"}\n')),
+             api=lambda d: tiny_train(d, resume=d / OUT)),
         Case("exclusive-flags", "`--only-reward-model` together with `--skip-reward-training`", ConfigError,
              "exclude each other", "drop one of them", cli=lambda d: _run(d, "--only-reward-model",
                                                                          "--skip-reward-training")),

@@ -74,6 +74,26 @@ def test_resume_continues_exactly(tiny_dir, tokenizer, rm, tmp_path):
     assert _no_time([first, *rest]) == _no_time(full.steps) == _no_time(done.value.value.steps)
 
 
+def test_resume_refuses_another_reward_model(tiny_dir, tokenizer, rm, tmp_path):
+    import copy
+
+    cfg = RLConfig(steps=2, **SMALL)
+    train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, out=tmp_path, progress=False)
+    other = copy.deepcopy(rm)
+    with torch.no_grad():
+        other.score.weight.mul_(-1.0)                                          # the opposite taste
+    longer = RLConfig(steps=3, **SMALL)
+    with pytest.raises(ConfigError, match="trained against another reward model"):
+        train(_policy(tiny_dir), tokenizer, other, PROMPTS, longer, resume=tmp_path, progress=False)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2   # nothing was touched
+    (tmp_path / "reward_model.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="reward_model.json: field 'fingerprint'"):
+        train(_policy(tiny_dir), tokenizer, rm, PROMPTS, longer, resume=tmp_path, progress=False)
+    (tmp_path / "reward_model.json").unlink()                                  # a run from before the record
+    h = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, longer, resume=tmp_path, progress=False)
+    assert [r["step"] for r in h.steps] == [1, 2, 3]
+
+
 def test_an_existing_run_is_not_overwritten(tiny_dir, tokenizer, rm, tmp_path):
     cfg = RLConfig(steps=2, **SMALL)
     train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, out=tmp_path, progress=False)
