@@ -153,12 +153,19 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
 ALGO_SETTINGS = {
     "reinforce": {},                                                                     # notebook 03
     "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
-    "reinforce_pp": dict(k=1, kl_coef=1.0, ppo_epochs=1, minibatches=2, steps=600),      # notebook 07
+    "reinforce_pp": dict(k=1, kl_coef=1.2, ppo_epochs=1, minibatches=2, steps=600),      # notebook 07
     "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
 }
 """Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
-lr 2e-4, 64 new tokens), from runs on seed 0 (held-out gold of 512 prompts every 25 steps; SFT
-4.79), all against the one-pass Bradley-Terry reward model shipped before the two-pass one.
+lr 2e-4, 64 new tokens).
+
+REINFORCE++'s beta is 1.2 since the two-pass Bradley-Terry reward model (the showdown's pooled
+evaluations, 2,048 answers per final policy, SFT 4.82): at beta 1.0 its seed-1 run ended 1.83
+gold points above SFT with a KL of 2.05 nats, more than RLOO k = 4's 1.94 on that seed; at 1.2
+seeds 0 and 1 end at +1.71 and +1.63 with KL 1.47 and 1.57 (1.60 and 2.05 at beta 1.0).
+
+Everything below comes from runs on seed 0 (held-out gold of 512 prompts every 25 steps; SFT
+4.79) against the one-pass Bradley-Terry reward model shipped before the two-pass one.
 RLOO's KL coefficient, 600-step sweep: 0.1 collapses (gold 3.1 by step 350, KL 16 nats), 0.3 drifts into the reward model's greeting exploit (6.5 -> 5.9, KL 3), 0.5 peaks at 6.74 (step
 325) and ends at 6.37 with KL 1.6 and distinct-2 at 83% of SFT's, 1.0 ends at 6.33 with KL 0.9.
 600 steps, as notebook 04's collapse: vanilla REINFORCE needs more than 300 steps to collapse on
