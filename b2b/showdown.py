@@ -263,10 +263,9 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
 
 def run_reward_fingerprint(out: str | Path) -> str | None:
     """The fingerprint of the reward model the run in `out` trained against (None if unrecorded)."""
-    from b2b.train import REWARD_FILE
+    from b2b.train import recorded_reward_fingerprint
 
-    f = Path(out) / REWARD_FILE
-    return json.loads(f.read_text()).get("fingerprint") if f.exists() else None
+    return recorded_reward_fingerprint(out)
 
 
 def run_policy(profile, out: str | Path, step: int):

@@ -256,20 +256,25 @@ REWARD_FILE = "reward_model.json"
 (`b2b.models.fingerprint`); cached runs are reused only under the same reward model."""
 
 
-def _check_same_reward_model(run_dir: Path, reward_model) -> None:
-    """Refuse to resume a run under another reward model than the one it trained against (its
-    `REWARD_FILE`; a run without the record predates it and is resumed as before): the rewards
-    of its two halves would measure different things, silently."""
-    record = run_dir / REWARD_FILE
+def recorded_reward_fingerprint(run_dir: str | Path) -> str | None:
+    """The fingerprint in a run directory's `REWARD_FILE` (None for a run that predates the record);
+    an unreadable record is a one-line ConfigError naming the file and field."""
+    record = Path(run_dir) / REWARD_FILE
     if not record.exists():
-        return
+        return None
     try:
-        was = json.loads(record.read_text())["fingerprint"]
+        return json.loads(record.read_text())["fingerprint"]
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"resume: {record}: field 'fingerprint': expected a JSON object "
                           '{"fingerprint": ...} as train writes it') from None
-    now = fingerprint(reward_model)
-    if was != now:
+
+
+def _check_same_reward_model(run_dir: Path, now: str | None) -> None:
+    """Refuse to resume a run under another reward model (fingerprint `now`) than the one it
+    trained against (a run without the record predates it and is resumed as before): the rewards
+    of its two halves would measure different things, silently."""
+    was = recorded_reward_fingerprint(run_dir)
+    if (run_dir / REWARD_FILE).exists() and was != now:
         raise ConfigError(f"resume: {run_dir} trained against another reward model (fingerprint {was}, this one "
                           f"{now}); resume with that reward model, or start over with overwrite=True (--overwrite)")
 
@@ -518,11 +523,12 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
     check_prompts_fit(policy, tokenizer, reward_model, prompts, eval_prompts, cfg.max_new_tokens)
     out = Path(out) if out is not None else None
     ckpt = None
+    reward_id = fingerprint(reward_model) if out is not None or resume is not None else None
     if resume is not None:
         ckpt = latest_checkpoint(resume)
         if ckpt is None:
             raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run directory)")
-        _check_same_reward_model(ckpt.parent.parent, reward_model)
+        _check_same_reward_model(ckpt.parent.parent, reward_id)
     elif out is not None and run_files(out) and not overwrite:
         raise ConfigError(f"out: {out} already holds a run ({', '.join(run_files(out))}); pass resume={str(out)!r} "
                           "to continue it or overwrite=True to start over")
@@ -545,7 +551,7 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        (out / REWARD_FILE).write_text(json.dumps({"fingerprint": fingerprint(reward_model)}) + "\n")
+        (out / REWARD_FILE).write_text(json.dumps({"fingerprint": reward_id}) + "\n")
         _rewrite_logs(out, history)
 
     def log_eval(step):
