@@ -136,12 +136,15 @@ def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=Non
                heldout=None, world: bool = True, steps: int | None = None, sft=None) -> dict:
     """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
     and held-out prompts), cached in `out/sft_pooled.json`."""
-    from b2b.models import fingerprint, load_reward_model
+    from b2b.models import fingerprint, load_policy, load_reward_model
     from b2b.pipeline import shipped_reward_model
 
     cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
     reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
-    key = {"policy": str(profile.policy), "repeats": repeats, "seed": POOLED_SEED, "by_family": True,
+    sft = sft or load_policy(profile.policy).eval()
+    # keyed by the policy's weights, not its path: a copied run directory is still read back, a
+    # retrained SFT policy at the same path is evaluated again
+    key = {"policy": fingerprint(sft), "repeats": repeats, "seed": POOLED_SEED, "by_family": True,
            "reward_model": fingerprint(reward_model),
            "eval_prompts": cfg.eval_prompts,
            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "readout": cfg.readout}

@@ -140,3 +140,34 @@ def test_cached_runs_are_reused_only_under_the_same_reward_model(tmp_path, token
     (out / REWARD_FILE).unlink()                                              # a run from before the record
     cached_run(profile, cfg, out, tokenizer, other, data, progress=False)
     assert run_reward_fingerprint(out) == fingerprint(other)
+
+
+def test_sft_pooled_is_keyed_by_the_policy_weights_not_its_path(tmp_path, monkeypatch, tiny_dir, data_dir):
+    """The SFT evaluation is read back for the same weights at another path (a copied checkout)
+    and computed again for other weights at the same path (a retrained SFT policy)."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    import b2b.showdown as sd
+    from b2b.config import get_profile
+    from b2b.models import fingerprint, load_policy, load_reward_model
+
+    calls = []
+    monkeypatch.setattr(sd, "pooled_evaluation", lambda *a, **k: calls.append(1) or {"gold_mean": float(len(calls))})
+    rm = load_reward_model(data_dir / "rm-level1")
+    moved = tmp_path / "elsewhere" / "tiny-sft"
+    shutil.copytree(tiny_dir, moved)
+    profile = get_profile("ci")
+    copy = dataclasses.replace(profile, policy=str(moved))
+    out = tmp_path / "runs"
+
+    assert sd.sft_pooled(profile, out, repeats=1, reward_model=rm) == {"gold_mean": 1.0}
+    assert sd.sft_pooled(copy, out, repeats=1, reward_model=rm) == {"gold_mean": 1.0} and len(calls) == 1
+    changed = load_policy(str(moved))
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    changed.save_pretrained(moved)
+    assert fingerprint(load_policy(str(moved))) != fingerprint(load_policy(str(tiny_dir)))
+    assert sd.sft_pooled(copy, out, repeats=1, reward_model=rm) == {"gold_mean": 2.0}    # computed again
