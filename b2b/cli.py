@@ -114,11 +114,12 @@ def _print_metrics(m: dict, labels: list[tuple[str, str]]) -> None:
     """One aligned line per (key, label) present in `m`."""
     for key, label in labels:
         if key in m:
-            print(f"  {label:<34} {m[key]:.3f}")
+            print(f"  {label:<34} {'n/a' if m[key] is None else format(m[key], '.3f')}")
 
 
 def _print_reward_metrics(m: dict) -> None:
-    _print_metrics(m, [("pair_accuracy", "held-out pair accuracy"), ("gold_accuracy", "agreement with gold (SFT pairs)"),
+    _print_metrics(m, [("pair_accuracy", "held-out pair accuracy"), ("train_pair_accuracy", "training-pair accuracy"),
+                       ("gold_accuracy", "agreement with gold (SFT pairs)"),
                        ("gold_spearman", "Spearman with gold"), ("length_corr", "reward vs length (corr)"),
                        ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")])
 
@@ -248,6 +249,11 @@ def _cmd_run(args) -> int:
                    + (("reward_model",) if retrain else ()), args.overwrite)
     # every input is checked before anything is written: data, prompts against the policy's context
     prompts, eval_prompts, world = rl_prompts(profile, args.data)
+    held_out = bool(eval_prompts)
+    if not eval_prompts:  # a file too small to hold prompts out: before/after on what it has, labelled
+        eval_prompts = prompts[: profile.eval_prompts]
+        print(f"no held-out prompts: the evaluations before and after use {len(eval_prompts)} training prompts "
+              "(not a held-out measure)")
     tok = load_tokenizer(profile.policy)
     check_prompts_fit(load_config(profile.policy), tok, None, prompts, eval_prompts[: rl.eval_prompts or None],
                       rl.max_new_tokens, locate=lambda p: locate_prompt(args.data or profile.preferences, p))
@@ -283,7 +289,9 @@ def _cmd_run(args) -> int:
          "temperature": rl.temperature, "repetition_penalty": rl.repetition_penalty,
          "max_new_tokens": rl.max_new_tokens}, indent=1) + "\n")
     res = summary(history, time.time() - t0)
-    print(f"held-out evaluation ({len(eval_prompts)} prompts), before and after {res['steps']} steps:")
+    res["evaluated_on"] = "held-out prompts" if held_out else "training prompts"
+    print(f"{'held-out' if held_out else 'training-prompt'} evaluation ({len(eval_prompts)} prompts), before and "
+          f"after {res['steps']} steps:")
     print(comparison_table(res["sft"], res["final"], ALGO_NAMES.get(args.algo, args.algo)))
     if res["peak_gold_mean"] is not None:
         print(f"peak gold {res['peak_gold_mean']:.3f} at step {res['peak_step']}; "

@@ -287,3 +287,42 @@ def locate_prompt(source: str | Path, prompt: str) -> str | None:
             if isinstance(row, dict) and row.get("prompt") == prompt:
                 return f"{f}: line {n}"
     return None
+
+
+# ----------------------------------------------------------------------------- batches
+
+def epoch_batches(lengths: list[int], batch_size: int, g, pool: int = 32) -> list[list[int]]:
+    """One pass over `len(lengths)` examples as batches of indices with similar lengths (less
+    padding): shuffle, sort within pools of `pool` batches, shuffle the batches. Only full batches
+    are kept (so every step sees `batch_size` examples); with fewer examples than `batch_size` the
+    batch shrinks to all of them, so a pass always holds at least one batch."""
+    import torch
+
+    n = len(lengths)
+    if n == 0:
+        raise DataError("batches: no examples to batch (expected at least one)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batches: field 'batch_size': expected a positive whole number, got {batch_size!r}")
+    batch_size = min(batch_size, n)
+    lengths_t = torch.tensor(lengths)
+    perm = torch.randperm(n, generator=g)
+    batches = []
+    for chunk in perm.split(batch_size * pool):
+        chunk = chunk[torch.argsort(lengths_t[chunk], stable=True)]
+        batches += [b.tolist() for b in chunk.split(batch_size) if len(b) == batch_size]
+    return [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+
+
+def length_batches(lengths: list[int], batch_size: int, g, pool: int = 32):
+    """Endless batches of indices with similar lengths: `epoch_batches` pass after pass. Every pass
+    holds at least one batch, so each `next` returns after at most one pass's work."""
+    while True:
+        yield from epoch_batches(lengths, batch_size, g, pool)
+
+
+def warmup_cosine(opt, warmup: int, steps: int):
+    """Learning rate x min(1, (s + 1) / warmup) x (1 + cos(pi * s / steps)) / 2 at step s."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))

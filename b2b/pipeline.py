@@ -88,11 +88,24 @@ def train_from_backbone(profile: Profile, cfg: RewardConfig, tokenizer, train_pa
     return rm, history
 
 
-def preference_splits(profile: Profile, data: str | None = None) -> tuple[list[dict], list[dict]]:
+def _pairs(n: int) -> str:
+    return f"{n} pair" if n == 1 else f"{n} pairs"
+
+
+def in_world(profile: Profile, data: str | None = None) -> bool:
+    """Does a run on `data` live in the tiny world (so the gold judge can rate its answers)? Only
+    with the profile's own tiny-world data: another file's prompts are not the world's."""
+    if not profile.world:
+        return False
+    return data is None or Path(str(data)).expanduser().resolve() == Path(profile.preferences).resolve()
+
+
+def preference_splits(profile: Profile, data: str | None = None, say=print) -> tuple[list[dict], list[dict]]:
     """(train pairs, held-out pairs) for a run.
 
     The tiny world ships its own held-out file; a single file or a hub dataset is split by a
-    stable hash of the prompt (5% held out), so no prompt is in both.
+    stable hash of the prompt (5% held out), so no prompt is in both. A file too small for that
+    split (no pair held out, or none left to train on) is said in one line through `say`.
     """
     source = data or profile.preferences
     p = Path(str(source)).expanduser()
@@ -100,7 +113,16 @@ def preference_splits(profile: Profile, data: str | None = None) -> tuple[list[d
         return load_preferences(p, "train"), load_preferences(p, "test")
     pairs = load_preferences(source, None if p.exists() else profile.preferences_split)
     test_prompts = set(split_prompts(pairs)["test"])
-    return [x for x in pairs if x["prompt"] not in test_prompts], [x for x in pairs if x["prompt"] in test_prompts]
+    train = [x for x in pairs if x["prompt"] not in test_prompts]
+    test = [x for x in pairs if x["prompt"] in test_prompts]
+    if not train:  # a handful of pairs can all hash into the held-out share: train on them all
+        say(f"{source}: all {_pairs(len(pairs))} fell in the held-out share of the split; training on all of "
+                  "them, with no held-out pairs")
+        return pairs, []
+    if not test:
+        say(f"{source}: {_pairs(len(pairs))} leave none held out (5% of the prompts, by hash); held-out "
+                  "metrics are skipped, training-pair accuracy is reported instead")
+    return train, test
 
 
 def _reward_oom(cfg: RewardConfig):
@@ -133,13 +155,15 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
     rm, history = train_from_backbone(profile, cfg, tok, train, test, progress)
     train_seconds = time.time() - t0
     policy = prompts = None
-    if profile.world:
+    world = in_world(profile, data)
+    if world:
         from b2b.models import load_policy
 
         policy = load_policy(profile.policy)
         prompts = heldout_prompts(profile, probe_prompts or (64 if profile.name == "ci" else 256))
     metrics, rows = evaluate_reward_model(rm, tok, test, policy, prompts, max_new_tokens=profile.max_new_tokens,
-                                          seed=cfg.seed, max_length=cfg.max_length, world=profile.world)
+                                          seed=cfg.seed, max_length=cfg.max_length, world=world,
+                                          train_pairs=train[: cfg.limit or None])
     metrics.update(level=level, train_seconds=round(train_seconds, 2), train_pairs=len(train[: cfg.limit or None]),
                    test_pairs=len(test))
     if out is not None:
@@ -219,13 +243,13 @@ def rl_prompts(profile: Profile, data: str | None = None) -> tuple[list[str], li
     prompts of a preference dataset split by a stable hash (then `world` is False: no gold judge)."""
     from b2b.data import MAX_PROMPT_CHARS, load_prompts
 
-    if data is None and profile.world:
+    if in_world(profile, data):
         from b2b.world import World
 
         world = World()
         prompts = load_prompts(profile.preferences, "train")
         return family_balanced(prompts, [world.spec(p).family for p in prompts]), heldout_prompts(profile), True
-    train, test = preference_splits(profile, data)
+    train, test = preference_splits(profile, data, say=lambda _: None)  # the reward stage says it
     def uniq(pairs):
         return [p for p in dict.fromkeys(x["prompt"] for x in pairs) if len(p) <= MAX_PROMPT_CHARS]
     return uniq(train), uniq(test)[: profile.eval_prompts], False

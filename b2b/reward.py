@@ -215,7 +215,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     `eval_accuracy` every `cfg.eval_every` steps."""
     from tqdm.auto import tqdm
 
-    from b2b.tiny import length_batches, warmup_cosine
+    from b2b.data import length_batches, warmup_cosine
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -223,9 +223,16 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     chosen, rejected = encode_pairs(tokenizer, pairs, cfg.max_length)
     eval_pairs = (eval_pairs or [])[:500]
     device = next(rm.parameters()).device
-    steps = max(1, int(cfg.epochs * len(pairs) / cfg.batch_size))
+    if not pairs:
+        from b2b.errors import DataError
+        raise DataError("reward model: no training pairs (expected at least one)")
+    batch_size = min(cfg.batch_size, len(pairs))
+    if batch_size < cfg.batch_size:
+        print(f"reward model: {len(pairs)} training pair{'s' * (len(pairs) > 1)}, fewer than batch_size "
+              f"{cfg.batch_size}: each step uses all {len(pairs)}")
+    steps = max(1, int(cfg.epochs * len(pairs) / batch_size))
     g = torch.Generator().manual_seed(cfg.seed)
-    batches = length_batches([max(len(c), len(r)) for c, r in zip(chosen, rejected)], cfg.batch_size, g)
+    batches = length_batches([max(len(c), len(r)) for c, r in zip(chosen, rejected)], batch_size, g)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup, steps)
     history, t0 = [], time.time()

@@ -51,12 +51,17 @@ def gold_metrics(rows: list[dict], samples_per_prompt: int = 2) -> dict:
 
 def evaluate_reward_model(rm, tokenizer, test_pairs: list[dict], policy=None, prompts: list[str] | None = None,
                           readout: str = "expected", max_new_tokens: int = 64, seed: int = 0,
-                          max_length: int = 512, world: bool = True) -> tuple[dict, list[dict]]:
+                          max_length: int = 512, world: bool = True,
+                          train_pairs: list[dict] | None = None) -> tuple[dict, list[dict]]:
     """Metrics (the keys of `b2b run --only-reward-model --json`) and the probe's sample rows.
 
-    Without a policy and prompts (or outside the tiny world) only `pair_accuracy` is measured.
+    Without a policy and prompts (or outside the tiny world) only `pair_accuracy` is measured. With
+    no held-out pairs (a file too small to split) `pair_accuracy` is None and, given `train_pairs`,
+    `train_pair_accuracy` says how well the model fits the pairs it was trained on.
     """
-    metrics = {"pair_accuracy": pair_accuracy(rm, tokenizer, test_pairs, readout, max_length)}
+    metrics = {"pair_accuracy": pair_accuracy(rm, tokenizer, test_pairs, readout, max_length) if test_pairs else None}
+    if not test_pairs and train_pairs:  # small data: say how well it fits what it saw, labelled as such
+        metrics["train_pair_accuracy"] = pair_accuracy(rm, tokenizer, train_pairs[:2000], readout, max_length)
     rows = []
     if world and policy is not None and prompts:
         rows = gold_probe(rm, policy, tokenizer, prompts, 2, max_new_tokens, seed, readout)

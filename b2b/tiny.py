@@ -10,12 +10,13 @@ template style, end of turn `<|im_end|>`, and (the classic trap) pad token == eo
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from b2b.data import length_batches, warmup_cosine  # noqa: F401  (re-exported: the SFT loop uses both)
 
 # ChatML, as SmolLM2-Instruct uses, without its default system prompt (saves tokens).
 CHAT_TEMPLATE = (
@@ -99,26 +100,6 @@ def sft_batch(examples: list[tuple[list[int], int]], pad_id: int):
         mask[i, :len(x)] = 1
         labels[i, p:len(x)] = torch.tensor(x[p:])
     return ids, mask, labels
-
-
-def length_batches(lengths: list[int], batch_size: int, g: torch.Generator, pool: int = 32):
-    """Endless batches of indices with similar lengths (less padding): shuffle, sort within
-    pools of `pool` batches, then shuffle the batches."""
-    lengths_t = torch.tensor(lengths)
-    while True:
-        perm = torch.randperm(len(lengths), generator=g)
-        batches = []
-        for chunk in perm.split(batch_size * pool):
-            chunk = chunk[torch.argsort(lengths_t[chunk], stable=True)]
-            batches += [b.tolist() for b in chunk.split(batch_size) if len(b) == batch_size]
-        for j in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[j]
-
-
-def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Learning rate x min(1, (s + 1) / warmup) x (1 + cos(pi * s / steps)) / 2 at step s."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
 def train_sft(model, examples, cfg: TinyConfig, log_every: int = 250, progress=print) -> list[float]:
