@@ -18,8 +18,11 @@ def moving_average_baseline(rewards: Tensor, baseline: float | None, decay: floa
 
         A_i = R_i - b_{s-1},        b_s = decay * b_{s-1} + (1 - decay) * mean_i R_i
 
-    b_{s-1} is computed from earlier batches only, so A_i is an unbiased advantage. On the first
-    step (`baseline` None) b_0 = mean_i R_i of that batch. Returns (advantages (B,), b_s).
+    From the second step on, b_{s-1} comes from earlier batches only, so A_i is an unbiased
+    advantage. On the first step (`baseline` None) there is no past: b_0 = mean_j R_j of that very
+    batch, which holds R_i with weight 1/B. Then A_i = (1 - 1/B) R_i - (1/B) sum_{j != i} R_j, and
+    in expectation the step is the true gradient scaled by (1 - 1/B) (1.6% short at B = 64, on
+    one step): a smaller step, not a turn in another direction. Returns (advantages (B,), b_s).
     """
     mean = rewards.mean().item()
     b = mean if baseline is None else float(baseline)
@@ -72,19 +75,36 @@ def shaped_reward(reward: Tensor, token_ids: Tensor, mask: Tensor, coef: float =
 #
 # With y_t sampled from pi and the log-ratio  l_t = log pi(y_t | .) - log pi_ref(y_t | .),  three
 # per-token estimators of KL(pi || pi_ref) (Schulman, "Approximating KL divergence", 2020):
-#   k1 = l_t                      unbiased, high variance, can be negative
-#   k2 = l_t^2 / 2                biased, low variance; its gradient is the KL's gradient on-policy
-#   k3 = exp(-l_t) - 1 + l_t      unbiased, low variance, always >= 0
+#   k1 = l_t                      unbiased for the KL's value, high variance, can be negative
+#   k2 = l_t^2 / 2                biased for the value, low variance
+#   k3 = exp(-l_t) - 1 + l_t      unbiased for the value, low variance, always >= 0
+#
+# Their *gradients* are another matter, and depend on where the estimate goes (each claim below is
+# measured on an exact two-token model in tests/test_kl_gradients.py):
+#   - in the reward (detached, weighted by grad log pi(y), as kl_shaped_reward and REINFORCE++ do):
+#     k1 gives the gradient of the sequence KL without bias; k2 and k3 estimate the KL's value but
+#     their score-function gradient is not the KL's gradient.
+#   - as a loss differentiated through log pi at fixed samples (REINFORCE++-baseline's k2 loss):
+#     k2's expected gradient is the KL's gradient for one token's distribution, but summed over the
+#     tokens of a sampled sequence it misses how early tokens change the later ones' contexts, so
+#     it is not the sequence KL's gradient; k3 as a loss gives the gradient of the *reverse*
+#     KL(pi_ref || pi) per token; k1 as a loss has zero expected gradient.
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+LOG_RATIO_CLAMP = 10.0
+"""|l_t| beyond this many nats is clamped before any estimator is taken (OpenRLHF clamps its
+estimates to the same range): k3's exp(-l) would overflow to inf below l of about -88 in fp32,
+and a token 10 nats from the reference is already a broken policy, not a measurement."""
 
 
 def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, estimator: str = "k1") -> Tensor:
     """(B, C) per-token estimate of KL(pi || pi_ref) at the sampled tokens, zero outside `mask`:
 
-        k1 = l,   k2 = l^2 / 2,   k3 = exp(-l) - 1 + l,     l = log pi(y_t) - log pi_ref(y_t)
+        k1 = l,   k2 = l^2 / 2,   k3 = exp(-l) - 1 + l,     l = clamp(log pi(y_t) - log pi_ref(y_t), -10, 10)
+
+    The clamp keeps every estimate finite (k3 <= e^10 - 11) and passes no gradient beyond it.
     """
-    log_ratio = logprobs - ref_logprobs
+    log_ratio = (logprobs - ref_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     if estimator == "k1":
         kl = log_ratio
     elif estimator == "k2":
@@ -102,7 +122,9 @@ def kl_shaped_reward(reward: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mas
 
         R_i = r_i - beta * sum_t m_it * kl_t,     kl_t = log pi(y_it) - log pi_ref(y_it)  (k1)
 
-    Log-probs are detached: the KL enters as a reward, not as a differentiated loss. Returns
+    Log-probs are detached: the KL enters as a reward, not as a differentiated loss. With k1 the
+    REINFORCE gradient of R is then an unbiased estimate of grad (E[r] - beta * KL(pi || pi_ref))
+    for whole sequences; k2 and k3 estimate the KL's value, not that gradient (see above). Returns
     (R (B,), sequence KL (B,))."""
     kl = kl_per_token(logprobs.detach(), ref_logprobs.detach(), mask, estimator).sum(1)
     return reward - beta * kl.to(reward.dtype), kl
@@ -149,14 +171,18 @@ def returns_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
     return r.flip(1).cumsum(1).flip(1) * mask
 
 
-def masked_whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x - mu) / (sigma + eps) with mu, sigma the mean and std over all masked entries of the batch
-    (REINFORCE++'s global normalisation), zero outside the mask."""
+def masked_whiten(x: Tensor, mask: Tensor, var_floor: float = 1e-8) -> Tensor:
+    """(x - mu) / sqrt(max(sigma^2, var_floor)) with mu, sigma^2 the mean and variance over all
+    masked entries of the batch (REINFORCE++'s global normalisation), zero outside the mask.
+
+    The floor (a standard deviation of 1e-4) keeps a batch whose values are all equal at
+    advantages near zero: dividing its float round-off by a tiny sigma would blow noise up to
+    unit-scale advantages and push the policy at random."""
     mask = mask.to(x.dtype)
     n = mask.sum().clamp(min=1)
     mu = (x * mask).sum() / n
     var = (((x - mu) * mask) ** 2).sum() / n
-    return (x - mu) / (var.sqrt() + eps) * mask
+    return (x - mu) * torch.rsqrt(var.clamp(min=var_floor)) * mask
 
 
 def clipped_pg_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -155,3 +156,56 @@ def test_clipped_loss_clips_only_in_the_direction_the_advantage_pushes():
     assert torch.allclose(g[1], torch.tensor(1.5 / 4)) and torch.allclose(g[2], torch.tensor(-0.5 / 4))
     loss_m, _ = clipped_pg_loss(lp.detach(), old, A, torch.tensor([[1, 1, 0, 0]]), clip=0.2)
     assert torch.allclose(loss_m, -torch.tensor(1.2 - 1.5) / 2)             # mean over masked tokens only
+
+
+# ----------------------------------------------------------------------------- guards and exact claims
+
+def test_kl_estimators_stay_finite_at_extreme_log_ratios():
+    from b2b.advantages import LOG_RATIO_CLAMP
+
+    lp = torch.tensor([[-100.0, 0.0, -0.5, 0.0]], requires_grad=True)    # log-ratios -100, +100, 0.5, 0
+    ref = torch.tensor([[0.0, -100.0, -1.0, 0.0]])
+    mask = torch.ones(1, 4)
+    l = torch.tensor([-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP, 0.5, 0.0])
+    for est, want in (("k1", l), ("k2", l ** 2 / 2), ("k3", torch.exp(-l) - 1 + l)):
+        k = kl_per_token(lp, ref, mask, est)
+        assert torch.isfinite(k).all(), est
+        assert torch.allclose(k[0], want, rtol=1e-5), est                 # clamped, then the estimator
+    kl_per_token(lp, ref, mask, "k3").sum().backward()
+    assert lp.grad[0, 0] == 0 and lp.grad[0, 1] == 0 and lp.grad[0, 2] != 0  # no gradient past the clamp
+    assert torch.isfinite(kl_shaped_reward(torch.zeros(1), lp, ref, mask, 0.1, "k3")[0]).all()
+
+
+def test_masked_whiten_keeps_a_constant_batch_near_zero():
+    x = torch.full((3, 5), 0.3) + torch.tensor([0.0, 1e-7, -1e-7, 0.0, 0.0])  # float noise, no signal
+    mask = torch.ones(3, 5)
+    w = masked_whiten(x, mask)
+    assert w.abs().max() < 1e-2                                              # 1e-8 floor: not unit scale
+    y = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])                           # a real spread is still whitened
+    wy = masked_whiten(y, torch.ones(1, 5))
+    assert torch.allclose(wy.pow(2).mean(), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(masked_whiten(y, torch.ones(1, 5), var_floor=1e6), (y - 3) / 1e3)
+
+
+def _bandit_expected_gradient(B: int, baseline):
+    """Exact E[grad of -reinforce_loss] for B samples of a 2-armed softmax bandit, and grad J."""
+    theta = torch.tensor([0.3, -0.2], requires_grad=True)
+    reward = torch.tensor([1.0, 3.0])
+    total = torch.zeros(2)
+    for ys in itertools.product(range(2), repeat=B):
+        ys = torch.tensor(ys)
+        logp = theta.log_softmax(-1)
+        weight = logp[ys].sum().exp().detach()                               # P(this batch)
+        adv, _ = moving_average_baseline(reward[ys], baseline)
+        g, = torch.autograd.grad(-reinforce_loss(adv, logp[ys][:, None], torch.ones(B, 1)), theta)
+        total += weight * g
+    true, = torch.autograd.grad((theta.softmax(-1) * reward).sum(), theta)
+    return total, true
+
+
+def test_moving_average_baseline_is_unbiased_after_the_first_step_and_shrinks_the_first():
+    for B in (2, 3):
+        later, true = _bandit_expected_gradient(B, baseline=1.7)
+        assert torch.allclose(later, true, atol=1e-6)
+        first, _ = _bandit_expected_gradient(B, baseline=None)
+        assert torch.allclose(first, (1 - 1 / B) * true, atol=1e-6)        # the docstring's (1 - 1/B)
