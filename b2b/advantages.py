@@ -171,9 +171,9 @@ def returns_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
     return r.flip(1).cumsum(1).flip(1) * mask
 
 
-def masked_whiten(x: Tensor, mask: Tensor, var_floor: float = 1e-8) -> Tensor:
-    """(x - mu) / sqrt(max(sigma^2, var_floor)) with mu, sigma^2 the mean and variance over all
-    masked entries of the batch (REINFORCE++'s global normalisation), zero outside the mask.
+def masked_whiten(x: Tensor, mask: Tensor, eps: float = 1e-8, var_floor: float = 1e-8) -> Tensor:
+    """(x - mu) / (sqrt(max(sigma^2, var_floor)) + eps) with mu, sigma^2 the mean and variance over
+    all masked entries of the batch (REINFORCE++'s global normalisation), zero outside the mask.
 
     The floor (a standard deviation of 1e-4) keeps a batch whose values are all equal at
     advantages near zero: dividing its float round-off by a tiny sigma would blow noise up to
@@ -182,7 +182,7 @@ def masked_whiten(x: Tensor, mask: Tensor, var_floor: float = 1e-8) -> Tensor:
     n = mask.sum().clamp(min=1)
     mu = (x * mask).sum() / n
     var = (((x - mu) * mask) ** 2).sum() / n
-    return (x - mu) * torch.rsqrt(var.clamp(min=var_floor)) * mask
+    return (x - mu) / (var.clamp(min=var_floor).sqrt() + eps) * mask
 
 
 def clipped_pg_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,

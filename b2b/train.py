@@ -378,45 +378,12 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
     t2 = time.perf_counter()
     policy.train()
     if not ppo:
-        logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
-        _finite("log-probs", logp, step, ckpt)
-        R = rewards
-        if cfg.kl_coef > 0:
-            R, _ = kl_shaped_reward(rewards, logp, ref_logp, mask, cfg.kl_coef, cfg.kl_estimator)
-        if cfg.algo == "rloo":
-            adv = rloo_advantages(R, cfg.k)
-        else:
-            adv, baseline = moving_average_baseline(R, baseline, cfg.baseline_decay)
-        loss = reinforce_loss(adv, logp, mask)
-        grad_norm = _update(policy, opt, loss, cfg.max_grad_norm, step, ckpt)
-        logp_now, losses, norms, clip_fracs = logp.detach(), [loss.item()], [grad_norm], []
+        upd = reinforce_update(policy, opt, ro, rewards, ref_logp, baseline, cfg, step, ckpt)
+        baseline = upd.baseline
     else:
-        adv = None
-        if old_logp is not None:
-            adv = _pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
-        n_mb = len(prompts) // cfg.minibatches
-        losses, norms, clip_fracs = [], [], []
-        for _ in range(cfg.ppo_epochs):
-            for j in range(cfg.minibatches):
-                idx = slice(j * n_mb, (j + 1) * n_mb)
-                sub = ro.select(idx)
-                if adv is None:  # one update per batch: the rollout policy is the current one
-                    logp, entropy = rollout_logprobs(policy, sub, cfg.temperature, with_entropy=True)
-                    old_logp = logp.detach()
-                    adv = _pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
-                else:
-                    logp = rollout_logprobs(policy, sub, cfg.temperature)
-                _finite("log-probs", logp, step, ckpt)
-                loss, frac = clipped_pg_loss(logp, old_logp[idx], adv[idx], sub.completion_mask, cfg.clip)
-                if cfg.algo == "reinforce_pp_baseline" and cfg.kl_coef > 0:
-                    kl_loss = masked_mean(kl_per_token(logp, ref_logp[idx], sub.completion_mask, "k2"),
-                                          sub.completion_mask)
-                    loss = loss + cfg.kl_coef * kl_loss
-                norms.append(_update(policy, opt, loss, cfg.max_grad_norm, step, ckpt))
-                losses.append(loss.item())
-                clip_fracs.append(frac.item())
-        logp_now = old_logp
-        adv = adv[mask.bool()]  # per-token advantages, for the adv/* metrics below
+        upd = clipped_update(policy, opt, ro, rewards, old_logp, ref_logp, cfg, step, ckpt)
+    logp_now, entropy = upd.logprobs, upd.entropy if upd.entropy is not None else entropy
+    adv, losses, norms, clip_fracs = upd.advantages, upd.losses, upd.grad_norms, upd.clip_fracs
     _sync(device)
     t3 = time.perf_counter()
     fmask = mask.float()
@@ -460,6 +427,86 @@ def add_lora(policy, cfg: RLConfig):
                                              target_modules=targets, task_type="CAUSAL_LM"))
 
 
+# ----------------------------------------------------------------------------- the updates (ALGO LOGIC)
+
+@dataclass
+class Update:
+    """What one learn phase did: the log-probs of the policy that sampled the batch (`logprobs`,
+    for the KL and off-policy metrics), its entropy, the advantages (per sequence, or per token
+    inside the mask), and per optimizer step the loss, gradient norm and clip fraction."""
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor | None
+    advantages: torch.Tensor
+    losses: list[float]
+    grad_norms: list[float]
+    clip_fracs: list[float] = field(default_factory=list)
+    baseline: object = None
+
+
+def reinforce_advantages(cfg: RLConfig, rewards, logp, ref_logp, mask, baseline):
+    """(advantages (B,), new baseline state) of reinforce and rloo: the KL folded into the reward
+    when kl_coef > 0, then the leave-one-out (rloo) or moving-average (reinforce) baseline:
+
+        R_i = r_i - beta * sum_t kl_t(y_i),     A = rloo(R, k)  or  R - b
+    """
+    R = rewards
+    if cfg.kl_coef > 0:
+        R, _ = kl_shaped_reward(rewards, logp, ref_logp, mask, cfg.kl_coef, cfg.kl_estimator)
+    if cfg.algo == "rloo":
+        return rloo_advantages(R, cfg.k), baseline
+    return moving_average_baseline(R, baseline, cfg.baseline_decay)
+
+
+def reinforce_update(policy, opt, ro, rewards, ref_logp, baseline, cfg: RLConfig, step: int, ckpt: str) -> Update:
+    """reinforce / rloo: one forward pass for log-probs, one optimizer step on the REINFORCE loss
+    (summed over each completion's tokens, averaged over completions)."""
+    logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
+    _finite("log-probs", logp, step, ckpt)
+    adv, baseline = reinforce_advantages(cfg, rewards, logp, ref_logp, ro.completion_mask, baseline)
+    loss = reinforce_loss(adv, logp, ro.completion_mask)
+    norm = _update(policy, opt, loss, cfg.max_grad_norm, step, ckpt)
+    return Update(logp.detach(), entropy, adv, [loss.item()], [norm], baseline=baseline)
+
+
+def clipped_loss(cfg: RLConfig, logp, old_logp, adv, ref_logp, mask):
+    """(loss, clip fraction) of a REINFORCE++ minibatch: PPO's clipped surrogate (a mean over the
+    batch's tokens), plus for reinforce_pp_baseline beta times the token-mean k2 KL to the reference."""
+    loss, frac = clipped_pg_loss(logp, old_logp, adv, mask, cfg.clip)
+    if cfg.algo == "reinforce_pp_baseline" and cfg.kl_coef > 0:
+        loss = loss + cfg.kl_coef * masked_mean(kl_per_token(logp, ref_logp, mask, "k2"), mask)
+    return loss, frac
+
+
+def clipped_update(policy, opt, ro, rewards, old_logp, ref_logp, cfg: RLConfig, step: int, ckpt: str) -> Update:
+    """REINFORCE++: `ppo_epochs` passes of `minibatches` optimizer steps over the rollout batch.
+    Advantages come once from the log-probs of the policy that sampled the batch (`old_logp`, taken
+    before any update; None when there is a single update, whose first forward pass is that policy)."""
+    mask = ro.completion_mask
+    entropy, adv = None, None
+    if old_logp is not None:
+        adv = pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
+    n_mb = len(rewards) // cfg.minibatches
+    losses, norms, fracs = [], [], []
+    for _ in range(cfg.ppo_epochs):
+        for j in range(cfg.minibatches):
+            idx = slice(j * n_mb, (j + 1) * n_mb)
+            sub = ro.select(idx)
+            if adv is None:  # one update per batch: the rollout policy is the current one
+                logp, entropy = rollout_logprobs(policy, sub, cfg.temperature, with_entropy=True)
+                old_logp = logp.detach()
+                adv = pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
+            else:
+                logp = rollout_logprobs(policy, sub, cfg.temperature)
+            _finite("log-probs", logp, step, ckpt)
+            loss, frac = clipped_loss(cfg, logp, old_logp[idx], adv[idx],
+                                      None if ref_logp is None else ref_logp[idx], sub.completion_mask)
+            norms.append(_update(policy, opt, loss, cfg.max_grad_norm, step, ckpt))
+            losses.append(loss.item())
+            fracs.append(frac.item())
+    return Update(old_logp, entropy, adv[mask.bool()], losses, norms, fracs)
+
+
 def _update(policy, opt, loss, max_grad_norm: float, step: int, ckpt: str) -> float:
     """One optimizer step on `loss` (checked finite), gradients clipped; returns the norm before clipping."""
     _finite("loss", loss, step, ckpt)
@@ -471,7 +518,7 @@ def _update(policy, opt, loss, max_grad_norm: float, step: int, ckpt: str) -> fl
     return grad_norm.item()
 
 
-def _pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
+def pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
     """(B, C) REINFORCE++ advantages: token rewards (k1 KL at every token, the reward at the last;
     reinforce_pp_baseline: group-centred reward, no KL), returns to go, global whitening."""
     if cfg.algo == "reinforce_pp_baseline":
