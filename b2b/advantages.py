@@ -51,7 +51,7 @@ def repeated_ngram_fraction(token_ids: Tensor, mask: Tensor, n: int = 3) -> Tens
     if C < n:
         return torch.zeros(B, device=token_ids.device)
     V = int(token_ids.max().item()) + 1
-    if V ** n >= 2 ** 63:
+    if V ** n > 2 ** 63:  # hashes run up to V^n - 1, which must fit an int64
         raise ValueError(f"repeated_ngram_fraction: n={n} is too large for a vocabulary of {V} tokens")
     h = torch.zeros(B, C - n + 1, dtype=torch.long, device=token_ids.device)
     valid = torch.ones_like(h, dtype=torch.bool)
@@ -62,7 +62,7 @@ def repeated_ngram_fraction(token_ids: Tensor, mask: Tensor, n: int = 3) -> Tens
     s, _ = h.sort(dim=1)
     dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
     total = valid.sum(1)
-    return torch.where(total > 0, dup.sum(1) / total.clamp(min=1), torch.zeros_like(total, dtype=torch.float))
+    return dup.sum(1) / total.clamp(min=1)                          # 0 for a row with no n-gram
 
 
 def shaped_reward(reward: Tensor, token_ids: Tensor, mask: Tensor, coef: float = 0.0, n: int = 3) -> tuple[Tensor, Tensor]:
@@ -200,7 +200,7 @@ def clipped_pg_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
     clipped = ratio.clamp(1 - clip, 1 + clip) * adv
     n = mask.sum().clamp(min=1)
     loss = -(torch.minimum(unclipped, clipped) * mask).sum() / n
-    frac = ((clipped < unclipped).to(mask.dtype) * mask).sum() / n
+    frac = ((clipped < unclipped) * mask).sum() / n
     return loss, frac.detach()
 
 

@@ -70,13 +70,18 @@ def prob_at_least(logits: Tensor, k: int = 7) -> Tensor:
     return logits.float().softmax(-1)[:, k - 1:].sum(-1)
 
 
+READOUTS = ("expected", "p7")
+
+
 def scalar_reward(scores: Tensor, readout: str = "expected") -> Tensor:
     """(B,) reward from a reward model's (B, K) output: the score itself when K == 1; for the
     ordinal model the expected class (`readout="expected"`) or P(class >= 7) (`"p7"`)."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout: expected one of {', '.join(READOUTS)}, got {readout!r}")
     if scores.shape[-1] == 1:
         return scores.squeeze(-1).float()
     if readout == "p7":
-        return prob_at_least(scores, 7)
+        return prob_at_least(scores)  # k = 7
     return expected_class(scores)
 
 

@@ -366,23 +366,19 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
         m["reward/gold_mean"] = statistics.fmean(judge(p, t, f).rating for p, t, f in zip(prompts, texts, fin))
     if cfg.kl_coef > 0 and ref is None:
         raise ConfigError("rl_step: kl_coef > 0 needs the reference policy (ref=)")
-    ref_logp = old_logp = entropy = None
-    with torch.no_grad():
-        if ref is not None:
+    ref_logp = None
+    if ref is not None:
+        with torch.no_grad():
             ref_logp = rollout_logprobs(ref, ro, cfg.temperature)
-            _finite("reference log-probs", ref_logp, step, ckpt)
-        ppo = cfg.algo in ("reinforce_pp", "reinforce_pp_baseline")
-        if ppo and cfg.ppo_epochs * cfg.minibatches > 1:  # the rollout policy's log-probs, before any update
-            old_logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
+        _finite("reference log-probs", ref_logp, step, ckpt)
     _sync(device)
     t2 = time.perf_counter()
-    policy.train()
-    if not ppo:
+    if cfg.algo in ("reinforce_pp", "reinforce_pp_baseline"):
+        upd = clipped_update(policy, opt, ro, rewards, ref_logp, cfg, step, ckpt)
+    else:
         upd = reinforce_update(policy, opt, ro, rewards, ref_logp, baseline, cfg, step, ckpt)
         baseline = upd.baseline
-    else:
-        upd = clipped_update(policy, opt, ro, rewards, old_logp, ref_logp, cfg, step, ckpt)
-    logp_now, entropy = upd.logprobs, upd.entropy if upd.entropy is not None else entropy
+    logp_now, entropy = upd.logprobs, upd.entropy
     adv, losses, norms, clip_fracs = upd.advantages, upd.losses, upd.grad_norms, upd.clip_fracs
     _sync(device)
     t3 = time.perf_counter()
@@ -461,6 +457,7 @@ def reinforce_advantages(cfg: RLConfig, rewards, logp, ref_logp, mask, baseline)
 def reinforce_update(policy, opt, ro, rewards, ref_logp, baseline, cfg: RLConfig, step: int, ckpt: str) -> Update:
     """reinforce / rloo: one forward pass for log-probs, one optimizer step on the REINFORCE loss
     (summed over each completion's tokens, averaged over completions)."""
+    policy.train()
     logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
     _finite("log-probs", logp, step, ckpt)
     adv, baseline = reinforce_advantages(cfg, rewards, logp, ref_logp, ro.completion_mask, baseline)
@@ -478,14 +475,19 @@ def clipped_loss(cfg: RLConfig, logp, old_logp, adv, ref_logp, mask):
     return loss, frac
 
 
-def clipped_update(policy, opt, ro, rewards, old_logp, ref_logp, cfg: RLConfig, step: int, ckpt: str) -> Update:
+def clipped_update(policy, opt, ro, rewards, ref_logp, cfg: RLConfig, step: int, ckpt: str) -> Update:
     """REINFORCE++: `ppo_epochs` passes of `minibatches` optimizer steps over the rollout batch.
-    Advantages come once from the log-probs of the policy that sampled the batch (`old_logp`, taken
-    before any update; None when there is a single update, whose first forward pass is that policy)."""
+    The ratio's denominator and the advantages come once, from the log-probs of the policy that
+    sampled the batch (`old_logp`): a forward pass before any update, or, with a single update,
+    that update's own first forward pass (the same policy, one pass fewer)."""
     mask = ro.completion_mask
-    entropy, adv = None, None
-    if old_logp is not None:
+    entropy = adv = old_logp = None
+    if cfg.ppo_epochs * cfg.minibatches > 1:
+        with torch.no_grad():
+            policy.eval()
+            old_logp, entropy = rollout_logprobs(policy, ro, cfg.temperature, with_entropy=True)
         adv = pp_advantages(cfg, rewards, old_logp, ref_logp, mask)
+    policy.train()
     n_mb = len(rewards) // cfg.minibatches
     losses, norms, fracs = [], [], []
     for _ in range(cfg.ppo_epochs):

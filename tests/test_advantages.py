@@ -209,3 +209,117 @@ def test_moving_average_baseline_is_unbiased_after_the_first_step_and_shrinks_th
         assert torch.allclose(later, true, atol=1e-6)
         first, _ = _bandit_expected_gradient(B, baseline=None)
         assert torch.allclose(first, (1 - 1 / B) * true, atol=1e-6)        # the docstring's (1 - 1/B)
+
+
+def test_defaults_messages_and_single_token_batches():
+    """The documented defaults, the error messages, and a batch holding one real token (a mean
+    over one entry divides by one)."""
+    r = torch.tensor([1.0, 3.0])
+    adv, b = moving_average_baseline(r, baseline=1.0)                      # default decay 0.9
+    assert b == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+    with pytest.raises(ValueError, match=r"^group baseline: 3 rewards do not split into groups of k=2$"):
+        group_mean_baseline(torch.ones(3), 2)
+    with pytest.raises(ValueError, match=r"^rloo: 3 rewards do not split into groups of k=2$"):
+        rloo_advantages(torch.ones(3), 2)
+    one = torch.tensor([[0.0, 1.0, 0.0]])
+    x = torch.tensor([[5.0, 3.0, 7.0]])
+    assert masked_mean(x, one).item() == pytest.approx(3.0)
+    lp = torch.log(torch.tensor([[1.0, 1.5, 1.0]]))
+    loss, frac = clipped_pg_loss(lp, torch.zeros(1, 3), torch.tensor([[9.0, 2.0, 9.0]]), one)
+    assert loss.item() == pytest.approx(-1.2 * 2.0) and frac.item() == 1.0  # default clip 0.2
+    assert torch.equal(kl_per_token(lp, lp - 1, one), one)                   # default estimator k1
+    with pytest.raises(ValueError, match=r"^kl estimator: expected one of k1, k2, k3, got 'k4'$"):
+        kl_per_token(lp, lp, one, "k4")
+
+
+def test_repeated_ngram_fraction_edges():
+    short = repeated_ngram_fraction(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2))
+    assert torch.equal(short, torch.zeros(2))                                # shorter than n: no n-grams
+    assert torch.allclose(repeated_ngram_fraction(torch.tensor([[5, 6, 5, 6, 5]]), torch.ones(1, 5)),
+                          torch.tensor([1 / 3]))                              # default n = 3: 565 656 565
+    # digits up to the largest id: with base max(id) instead of max(id) + 1, (1, 0, 0) and (0, 2, 0)
+    # would hash alike and count as a repeat
+    assert repeated_ngram_fraction(torch.tensor([[1, 0, 0, 0, 2, 0]]), torch.ones(1, 6)).item() == 0.0
+    big = 2 ** 21                                                           # V = 2^21: V^3 = 2^63 fits
+    assert repeated_ngram_fraction(torch.tensor([[big - 1, 1, 2, big - 1, 1, 2]]), torch.ones(1, 6)).item() == 0.25
+    with pytest.raises(ValueError, match="n=3 is too large for a vocabulary of 2097153 tokens"):
+        repeated_ngram_fraction(torch.tensor([[big, 1, 2]]), torch.ones(1, 3))
+    # hashes are exact integers: in float32, (1, 0, 1) and (0, 0, 1) would round together at V = 2^21
+    assert repeated_ngram_fraction(torch.tensor([[1, 0, 0, 1, 0, 1, big - 1]]), torch.ones(1, 7)).item() == 0.0
+    # the n-gram of id 0 repeated (its hash is 0) counts like any other
+    assert repeated_ngram_fraction(torch.tensor([[0, 0, 0, 0]]), torch.ones(1, 4)).item() == 0.5
+    # only n-grams wholly inside the mask count, whatever the mask's shape
+    holed = repeated_ngram_fraction(torch.tensor([[1, 2, 3, 1, 2, 3]]), torch.tensor([[1, 1, 1, 0, 1, 1]]))
+    assert holed.item() == 0.0 and holed.dtype == torch.float32
+    two = repeated_ngram_fraction(torch.tensor([[4, 4, 4]]), torch.ones(1, 3), n=2)
+    assert two.item() == 0.5
+
+
+def test_shaped_reward_defaults_and_dtype():
+    ids, mask = torch.tensor([[7, 7, 7, 7]]), torch.ones(1, 4)
+    r = torch.tensor([2.0])
+    R, rep = shaped_reward(r, ids, mask)                                     # default coef 0: no penalty
+    assert torch.equal(R, r) and rep.item() == 0.5                           # default n = 3
+    R2, rep2 = shaped_reward(r, ids, mask, coef=1.0, n=2)                    # 77 x 3: 2 repeats of 3
+    assert rep2.item() == pytest.approx(2 / 3) and R2.item() == pytest.approx(2 - 2 / 3)
+    assert shaped_reward(r.bfloat16(), ids, mask, coef=1.0)[0].dtype == torch.bfloat16
+
+
+def test_masked_whiten_formula_at_and_above_the_floor():
+    x = torch.tensor([[0.0, 1e-6, 5.0]])
+    m = torch.tensor([[1.0, 1.0, 0.0]])
+    w = masked_whiten(x, m)                                                  # variance 2.5e-13 < floor 1e-8
+    assert torch.allclose(w, torch.tensor([[-5e-7, 5e-7, 0.0]]) / (1e-4 + 1e-8), rtol=1e-6)
+    small = torch.tensor([[0.0, 0.02, 0.01, 0.03]])                          # a real spread of std ~0.011
+    ws = masked_whiten(small, torch.ones(1, 4))
+    assert torch.allclose(ws.pow(2).mean(), torch.tensor(1.0), atol=1e-4)   # the floor does not touch it
+    assert torch.equal(masked_whiten(torch.tensor([[3.0, 7.0]]), torch.tensor([[0.0, 1.0]])), torch.zeros(1, 2))
+    assert masked_whiten(x.bfloat16(), m.double()).dtype == torch.bfloat16
+
+
+def test_clipped_loss_on_a_batch_with_old_logprobs_gradients_and_tokens_inside_the_clip():
+    """Two sequences of different lengths, old log-probs away from zero, every input carrying a
+    gradient: the ratio is pi / pi_old, the loss is a mean over the batch's real tokens (not a
+    mean of per-sequence means), and neither old log-probs nor advantages receive a gradient."""
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.4], [0.1, 0.3, 0.9]])).requires_grad_(True)
+    rho = torch.tensor([[1.1, 1.5, 0.7], [0.9, 0.5, 1.0]])                 # 2 of 5 real tokens inside [0.8, 1.2]
+    lp = (old.detach() + rho.log()).requires_grad_(True)
+    A = torch.tensor([[2.0, 1.0, -1.0], [-3.0, -1.0, 5.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    loss, frac = clipped_pg_loss(lp, old, A, mask, clip=0.2)
+    terms = [1.1 * 2.0, 1.2 * 1.0, 0.8 * -1.0, 0.9 * -3.0, 0.8 * -1.0]      # min(rho A, clip(rho) A)
+    assert loss.item() == pytest.approx(-sum(terms) / 5, rel=1e-5)          # token mean, not (seq means)/2
+    assert frac.item() == pytest.approx(3 / 5)                              # the 3 clipped; equal terms are not
+    loss.backward()
+    assert old.grad is None and A.grad is None                              # both detached
+    assert lp.grad[0, 1] == 0 and lp.grad[0, 2] == 0                        # clipped: no gradient
+    assert lp.grad[1, 1] == 0 and lp.grad[1, 2] == 0                        # clipped; masked
+    assert torch.allclose(lp.grad[0, 0], torch.tensor(-1.1 * 2.0 / 5))
+    assert not frac.requires_grad
+
+
+def test_reinforce_loss_sums_tokens_and_averages_sequences():
+    """Sequences of lengths 1 and 3 with different advantages and log-probs: a per-sequence length
+    normalisation or a token mean would give another number."""
+    logp = torch.tensor([[-0.5, -9.0, -9.0], [-1.0, -2.0, -0.5]], requires_grad=True)
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    A = torch.tensor([3.0, -1.0], requires_grad=True)
+    loss = reinforce_loss(A, logp, mask)
+    assert loss.item() == pytest.approx(-(3.0 * -0.5 + -1.0 * -3.5) / 2)
+    loss.backward()
+    assert A.grad is None and torch.allclose(logp.grad, torch.tensor([[-1.5, 0, 0], [0.5, 0.5, 0.5]]))
+
+
+def test_outputs_keep_the_dtype_of_their_inputs():
+    """Masks of another dtype (int, float64) do not promote the result: bf16 / fp32 stay what they were."""
+    x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    m64 = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    assert masked_mean(x, m64).dtype == torch.bfloat16
+    assert clipped_pg_loss(x, x, x, m64)[0].dtype == torch.bfloat16
+    assert clipped_pg_loss(x, x, x, m64)[1].dtype == torch.bfloat16
+    kl = torch.tensor([[0.1, 0.2, 0.3]])
+    assert token_level_rewards(torch.tensor([1.0]), kl, m64, 1.0).dtype == torch.float32
+    assert token_level_rewards(torch.tensor([1.0], dtype=torch.float64), kl, m64, 1.0).dtype == torch.float32
+    lp64 = torch.zeros(1, 3, dtype=torch.float64)
+    R, _ = kl_shaped_reward(torch.tensor([1.0]), lp64, lp64 - 1, torch.ones(1, 3), 0.1)
+    assert R.dtype == torch.float32 and R.item() == pytest.approx(0.7)

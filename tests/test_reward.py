@@ -52,6 +52,33 @@ def test_ordinal_loss_is_minimised_by_a_higher_winner_class():
 def test_ordinal_loss_uniform_and_equal_classes():
     u = torch.zeros(1, 10)
     assert ordinal_loss(u, u).item() == pytest.approx(-math.log(45 / 100), rel=1e-6)  # 45 of 100 pairs have i > j
+    # 45/100 holds under either mask direction; an asymmetric pair tells them apart: a uniform
+    # winner against a loser sure of class 2 is above it in 8 classes of 10 (below it in 1)
+    low = torch.full((1, 10), -1e9)
+    low[0, 1] = 0.0
+    assert ordinal_loss(u, low).item() == pytest.approx(-math.log(0.8), rel=1e-6)
+    assert ordinal_loss(low, u).item() == pytest.approx(-math.log(0.1), rel=1e-6)
+
+
+def test_pair_losses_aggregate_by_the_mean():
+    """A batch of three different pairs: the loss is the mean of the per-pair losses (not their
+    sum, not a mean over another axis), for both levels and through pair_loss."""
+    rc, rr = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([1.0, 0.5, 1.0])
+    per_pair = [math.log1p(math.exp(-(c - r))) for c, r in zip(rc.tolist(), rr.tolist())]
+    assert bradley_terry_loss(rc, rr).item() == pytest.approx(sum(per_pair) / 3, rel=1e-6)
+    assert pair_loss(rc[:, None], rr[:, None]).item() == pytest.approx(sum(per_pair) / 3, rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    lw, ll = torch.randn(3, 10, generator=g), torch.randn(3, 10, generator=g)
+    pw, pl = lw.softmax(-1), ll.softmax(-1)
+    p_above = [sum(pw[b, i] * pl[b, j] for i in range(10) for j in range(i)).item() for b in range(3)]
+    want = sum(-math.log(p) for p in p_above) / 3
+    assert ordinal_loss(lw, ll).item() == pytest.approx(want, rel=1e-5)
+    assert pair_loss(lw, ll).item() == pytest.approx(want, rel=1e-5)
+    x = lw.clone().requires_grad_(True)
+    ordinal_loss(x, ll).backward()
+    x1 = lw[:1].clone().requires_grad_(True)
+    ordinal_loss(x1, ll[:1]).backward()
+    assert torch.allclose(x.grad[0], x1.grad[0] / 3, atol=1e-6)           # each pair weighs 1/B
 
 
 def test_ordinal_loss_is_stable_in_log_space():
@@ -87,6 +114,25 @@ def test_readouts():
     assert prob_at_least(torch.zeros(1, 10), 7).item() == pytest.approx(0.4)
     assert scalar_reward(sure7, "p7").item() == pytest.approx(1.0)
     assert scalar_reward(torch.tensor([[1.5]])).item() == 1.5
+
+
+def test_readouts_on_batches_and_their_defaults():
+    """Batches of several rows: one number per row, the defaults are the documented ones."""
+    sure = torch.full((3, 10), -1e9)
+    for row, cls in enumerate((6, 7, 2)):                    # classes 7, 8, 3
+        sure[row, cls] = 0.0
+    assert torch.allclose(expected_class(sure), torch.tensor([7.0, 8.0, 3.0]))
+    assert torch.allclose(prob_at_least(sure), torch.tensor([1.0, 1.0, 0.0]))          # default k = 7
+    assert torch.allclose(prob_at_least(sure, 8), torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.allclose(scalar_reward(sure), expected_class(sure))                    # default: expected
+    assert torch.allclose(scalar_reward(sure, "p7"), torch.tensor([1.0, 1.0, 0.0]))     # P(class >= 7)
+    # (B, T, K) logits: expected_class reads the last axis
+    assert torch.allclose(expected_class(sure[None].expand(2, 3, 10)), torch.tensor([[7.0, 8.0, 3.0]] * 2))
+    bt = torch.tensor([[1.5], [-2.0]])
+    assert scalar_reward(bt).shape == (2,) and torch.allclose(scalar_reward(bt), torch.tensor([1.5, -2.0]))
+    assert scalar_reward(torch.zeros(2, 10, dtype=torch.float16)).dtype == torch.float32
+    with pytest.raises(ValueError, match="readout: expected one of expected, p7, got 'mean'"):
+        scalar_reward(sure, "mean")
 
 
 def test_encode_responses_matches_rollout_ids(tokenizer, policy):
@@ -144,8 +190,13 @@ def test_win_probability_by_hand():
     from b2b.reward import win_probability
 
     # Bradley-Terry: sigmoid of the margin
-    p = win_probability(torch.tensor([[2.0], [0.0]]), torch.tensor([[0.0], [0.0]]))
-    assert torch.allclose(p, torch.tensor([1 / (1 + math.exp(-2)), 0.5]))
+    p = win_probability(torch.tensor([[2.0], [0.0], [1.0]]), torch.tensor([[0.0], [0.0], [3.0]]))
+    assert torch.allclose(p, torch.tensor([1 / (1 + math.exp(-2)), 0.5, 1 / (1 + math.exp(2))]))
+    # a batch: one probability per pair; winner sure of class 3, loser sure of class 2 (3 > 2, not
+    # by two), and a tie counted as half
+    w3, l2, l3 = (torch.full((1, 10), -1e9).index_fill(1, torch.tensor([c]), 0.0) for c in (2, 1, 2))
+    both = win_probability(torch.cat([w3, w3]), torch.cat([l2, l3]))
+    assert both.shape == (2,) and torch.allclose(both, torch.tensor([1.0, 0.5]))
     # ordinal: winner in 8 w.p. 0.9 (else 3), loser in 3 w.p. 0.6 (else 8):
     # P(w > l) = 0.9 * 0.6 = 0.54, P(tie) = 0.9 * 0.4 + 0.1 * 0.6 = 0.42 -> 0.54 + 0.21
     pw, pl = [1e-9] * 10, [1e-9] * 10
