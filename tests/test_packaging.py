@@ -12,7 +12,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 def test_top_level_layout():
     names = {p.name for p in ROOT.iterdir() if not p.name.startswith(".") or p.name == ".ci"}
-    names -= {"__pycache__", "b2b.egg-info", "build", "venv", ".venv"}
+    names -= {"__pycache__", "b2b.egg-info", "build", "venv", ".venv", "mutants"}  # mutants: tests/mutation.py's work folder
     assert names == {"notebooks", "b2b", "data", "img", "tests", "environment.yml", "README.md",
                      "pyproject.toml", ".ci"}
 
