@@ -193,11 +193,8 @@ def convert_gguf(name: str | Path, out: str | Path, progress=print) -> Path:
     progress(f"convert-gguf: reading {path} ({path.stat().st_size / 1e6:.0f} MB)")
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    model.config.quantization_config = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model._is_quantized = False
+    model.hf_quantizer = None                                  # what save_pretrained checks
+    model.config.__dict__.pop("quantization_config", None)     # and what the saved config would claim
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

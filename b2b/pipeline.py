@@ -117,11 +117,11 @@ def preference_splits(profile: Profile, data: str | None = None, say=print) -> t
     test = [x for x in pairs if x["prompt"] in test_prompts]
     if not train:  # a handful of pairs can all hash into the held-out share: train on them all
         say(f"{source}: all {_pairs(len(pairs))} fell in the held-out share of the split; training on all of "
-                  "them, with no held-out pairs")
+            "them, with no held-out pairs")
         return pairs, []
     if not test:
         say(f"{source}: {_pairs(len(pairs))} leave none held out (5% of the prompts, by hash); held-out "
-                  "metrics are skipped, training-pair accuracy is reported instead")
+            "metrics are skipped, training-pair accuracy is reported instead")
     return train, test
 
 

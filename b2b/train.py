@@ -32,7 +32,7 @@ from b2b.advantages import (KL_ESTIMATORS, clipped_pg_loss, group_mean_baseline,
 from b2b.errors import ConfigError, TrainingError
 from b2b.metrics import distinct_n
 from b2b.models import fingerprint
-from b2b.reward import scalar_reward
+from b2b.reward import READOUTS, scalar_reward
 from b2b.rollout import decode_completions, rollout_logprobs, rollout_reward_scores, sample_completions
 
 ALGOS = ("reinforce", "rloo", "reinforce_pp", "reinforce_pp_baseline")
@@ -133,7 +133,7 @@ class RLConfig:
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"config: field 'kl_estimator': expected one of {', '.join(KL_ESTIMATORS)}, "
                               f"got {self.kl_estimator!r}")
-        if self.readout not in ("expected", "p7"):
+        if self.readout not in READOUTS:
             raise ConfigError(f"config: field 'readout': expected 'expected' or 'p7', got {self.readout!r}")
         return self
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from b2b.advantages import kl_per_token, masked_mean, masked_whiten, returns_to_go, rloo_advantages
+from b2b.advantages import kl_per_token, masked_mean, masked_whiten, rloo_advantages
 from b2b.train import RLConfig, clipped_loss, pp_advantages, reinforce_advantages
 
 T = importlib.import_module("b2b.train")  # the module (b2b.train is also the package's train function)
