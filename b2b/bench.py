@@ -83,8 +83,8 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     from b2b import rollout
     from b2b.config import default_device
     from b2b.decoder import LlamaDecoder
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
-    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.pipeline import course_reward_model, rl_prompts
     from b2b.train import train, train_steps
 
     if vs_trl and "rloo" not in algos:  # checked before any run
@@ -93,7 +93,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
         raise ValueError(f"bench: expected repeat >= 1, got {repeat}")
     device = default_device()
     tok = load_tokenizer(profile.policy)
-    rm = load_reward_model(shipped_reward_model(profile, level=1), device=device)
+    rm = course_reward_model(profile, level=1).to(device)
     prompts, _, world = rl_prompts(profile)
     res = {"profile": profile.name, "device": _device_name(device), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "batch_size": batch_size, "k": k, "max_new_tokens": max_new_tokens,

