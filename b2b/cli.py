@@ -396,14 +396,15 @@ def _cmd_showdown(args) -> int:
     from b2b.showdown import aggregate, claims, claims_table, markdown_table, plot_showdown, run_showdown
 
     from b2b.errors import ConfigError
-    from b2b.showdown import FINAL_EVALS, METHODS, SFT_EVALS
+    from b2b.showdown import METHODS, pooled_repeats
 
     profile = get_profile(args.profile, policy=args.policy)
     unknown = [m for m in args.methods or [] if m not in METHODS]
     if unknown:
         raise ConfigError(f"showdown: --methods: unknown {unknown[0]!r} (expected some of: {', '.join(METHODS)})")
-    final_evals = FINAL_EVALS if args.final_evals is None else args.final_evals
-    sft_evals = SFT_EVALS if args.sft_evals is None else args.sft_evals
+    default_final, default_sft = pooled_repeats(profile)
+    final_evals = default_final if args.final_evals is None else args.final_evals
+    sft_evals = default_sft if args.sft_evals is None else args.sft_evals
     if final_evals < 0 or sft_evals < 1:
         raise ConfigError(f"showdown: --final-evals {final_evals} / --sft-evals {sft_evals}: expected >= 0 / >= 1")
     t0 = time.time()
@@ -563,9 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--out", default="runs/showdown", help="run directory; finished runs are reused")
     sd.add_argument("--img", default=None, help="write the gold-vs-KL plot here (e.g. img/showdown.png)")
     sd.add_argument("--final-evals", type=int, default=None, metavar="N",
-                    help="held-out evaluations pooled per final policy (default 4; 0: the single final one only)")
+                    help="held-out evaluations pooled per final policy (default 4, colab-smoke 1; 0: the single final one only)")
     sd.add_argument("--sft-evals", type=int, default=None, metavar="N",
-                    help="held-out evaluations pooled for the SFT policy (default 16)")
+                    help="held-out evaluations pooled for the SFT policy (default 16, colab-smoke 2)")
     sd.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     sd.set_defaults(func=_cmd_showdown)
     bn = sub.add_parser("bench", help="time the RL step of each algorithm on a fixed workload")

@@ -22,9 +22,9 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
     if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
-    elif profile.name == "colab-smoke":  # colab's recipe, four steps of 4 pairs: it runs, it does not learn much
-        cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, lr=1e-5, max_length=320, warmup=1, limit=16,
-                           eval_every=2)
+    elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, lr=1e-5, max_length=320, warmup=1, limit=8,
+                           eval_every=1)
     else:
         cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
         if profile.name == "ci":
@@ -257,8 +257,8 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
         cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
                        eval_prompts=128, **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
-    elif profile.name == "colab-smoke":  # colab's settings, a step or four of 8 short rollouts on a CPU
-        cfg = RLConfig(algo=algo, steps=4 if "steps" in algo_cfg else 1, batch_size=8, lr=1e-6,
+    elif profile.name == "colab-smoke":  # colab's settings, a step or two of 4 short rollouts on a CPU
+        cfg = RLConfig(algo=algo, steps=2 if "steps" in algo_cfg else 1, batch_size=4, lr=1e-6,
                        max_new_tokens=profile.max_new_tokens, eval_every=0, eval_prompts=profile.eval_prompts,
                        sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # a checkpoint: the final step
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})

@@ -198,6 +198,12 @@ def plot_calibration(models: dict[str, list[dict]]):
     return fig
 
 
+def _no_gold(ax) -> None:
+    """An empty gold panel says why, rather than showing blank axes."""
+    ax.text(0.5, 0.5, "no gold judge here\n(the tiny world's prompts only)", ha="center", va="center",
+            transform=ax.transAxes, color="gray")
+
+
 def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None):
     """A run at a glance: proxy reward and gold (training batches, smoothed; held-out evaluations
     as dots), completion length, policy entropy and distinct-2. `extra`: more runs to overlay,
@@ -220,6 +226,8 @@ def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None)
                     ax.plot(es, ev, "o", color=color, ms=4, label=f"{label}: held-out" if ax is axes[0, 0] else None)
             ax.set_title(name, fontsize=10)
             ax.grid(alpha=0.3)
+    if not any(h.series("reward/gold_mean")[1] or h.series("gold_mean", "evals")[1] for h in runs.values()):
+        _no_gold(axes[0, 1])
     ax2 = axes[1, 1].twinx()
     for i, (label, h) in enumerate(runs.items()):
         steps, ys = h.series("completions/distinct_2")
@@ -235,16 +243,28 @@ def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None)
 
 def sample_stats(history) -> list[dict]:
     """Per logged step: mean filler phrases, words, repeated-sentence count and gold of the logged
-    samples (what the policy's answers are made of, as the run goes on)."""
-    from b2b.gold import judge
+    samples (what the policy's answers are made of, as the run goes on), as the gold judge reads
+    them. Samples of prompts outside the tiny world are read from their text alone: the tiny
+    world's filler phrases, all words, repeated sentences, and no gold."""
+    from b2b.gold import FILLER_SET, sentences
 
     by_step: dict[int, list] = {}
     for s in history.samples:
-        by_step.setdefault(s["step"], []).append(judge(s["prompt"], s["response"]))
-    return [{"step": k, "filler": statistics.fmean(j.n_filler for j in js),
-             "words": statistics.fmean(j.n_words + j.n_filler for j in js),
-             "repeated sentences": statistics.fmean(j.repeated_sentences for j in js),
-             "gold": statistics.fmean(j.rating for j in js)} for k, js in sorted(by_step.items())]
+        by_step.setdefault(s["step"], []).append(s)
+    out = []
+    for k, ss in sorted(by_step.items()):
+        if all("gold" in s for s in ss):  # a tiny-world run: the judge's own counts
+            js = [judge(s["prompt"], s["response"]) for s in ss]
+            out.append({"step": k, "filler": statistics.fmean(j.n_filler for j in js),
+                        "words": statistics.fmean(j.n_words + j.n_filler for j in js),
+                        "repeated sentences": statistics.fmean(j.repeated_sentences for j in js),
+                        "gold": statistics.fmean(j.rating for j in js)})
+            continue
+        sents = [sentences(s["response"]) for s in ss]
+        out.append({"step": k, "filler": statistics.fmean(sum(x in FILLER_SET for x in xs) for xs in sents),
+                    "words": statistics.fmean(len(words(s["response"])) for s in ss),
+                    "repeated sentences": statistics.fmean(len(xs) - len(set(xs)) for xs in sents)})
+    return out
 
 
 def plot_sample_stats(history, window: int = 5):
@@ -270,18 +290,23 @@ def plot_kl_frontier(runs: dict, points: dict | None = None):
         ev = [e for e in h.evals if "kl_ref" in e]
         kl = [e["kl_ref"] for e in ev]
         for ax, key in zip(axes, ("gold_mean", "proxy_mean")):
+            if not ev or key not in ev[0]:
+                continue
             ys = [e[key] for e in ev]
             ax.plot(kl, ys, "-", color=f"C{i}", alpha=0.6, label=label)
             ax.plot(kl[-1:], ys[-1:], "o", color=f"C{i}", ms=7)
     for j, (label, (kl, gold, proxy)) in enumerate((points or {}).items()):
         for ax, y in zip(axes, (gold, proxy)):
-            ax.plot([kl], [y], "*", ms=12, color=f"C{len(runs) + j}", label=label)
+            if y is not None:
+                ax.plot([kl], [y], "*", ms=12, color=f"C{len(runs) + j}", label=label)
+    if not axes[0].lines:
+        _no_gold(axes[0])
     axes[0].set_title("gold rating (tiny world's judge)", fontsize=10)
     axes[1].set_title("proxy reward (reward model)", fontsize=10)
     for ax in axes:
         ax.set_xlabel("KL to the SFT policy (nats per answer, held-out)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    (axes[0] if axes[0].lines else axes[1]).legend(fontsize=8)
     fig.suptitle("Reward vs KL: each line one run's held-out evaluations, the dot its end")
     fig.tight_layout()
     return fig

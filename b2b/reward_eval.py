@@ -1,4 +1,5 @@
-"""How good is a reward model? Held-out pairs, and (tiny world) the gold judge.
+"""How good is a reward model? Held-out pairs, and (tiny world) the gold judge; outside the tiny
+world, what needs no judge (pair accuracy, calibration, reward vs length).
 
 - `pair_accuracy`: held-out annotator pairs whose chosen response scores higher.
 - `gold_accuracy`: two fresh SFT samples per held-out prompt; share of the pairs (gold ratings
@@ -20,29 +21,36 @@ from b2b.reward import pair_accuracy
 
 
 def gold_probe(rm, policy, tokenizer, prompts: list[str], samples_per_prompt: int = 2, max_new_tokens: int = 64,
-               seed: int = 0, readout: str = "expected", batch_size: int = 128) -> list[dict]:
-    """Fresh SFT samples (temperature 1) with gold rating, reward, raw scores and length."""
+               seed: int = 0, readout: str = "expected", batch_size: int = 128, world: bool = True) -> list[dict]:
+    """Fresh SFT samples (temperature 1) with reward, raw scores and length; in the tiny world
+    (`world`) also their gold rating and filler count."""
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     s = sample_many(policy, tokenizer, repeated, batch_size, max_new_tokens, 1.0, seed, rm, readout)
     rows = []
     for i, (p, t, f) in enumerate(zip(repeated, s["texts"], s["finished"])):
-        j = judge(p, t, f)
-        rows.append({"prompt": p, "response": t, "finished": f, "gold": j.rating, "reward": s["proxy"][i],
-                     "scores": s["scores"][i].tolist(), "words": len(words(t)), "filler": j.n_filler})
+        row = {"prompt": p, "response": t, "finished": f, "reward": s["proxy"][i],
+               "scores": s["scores"][i].tolist(), "words": len(words(t))}
+        if world:
+            j = judge(p, t, f)
+            row.update(gold=j.rating, filler=j.n_filler)
+        rows.append(row)
     return rows
 
 
 def gold_metrics(rows: list[dict], samples_per_prompt: int = 2) -> dict:
-    """gold_accuracy, gold_spearman, length_corr, gold_length_corr from `gold_probe` rows."""
+    """gold_accuracy, gold_spearman, length_corr, gold_length_corr from `gold_probe` rows; rows
+    without gold (outside the tiny world) give what needs none: length_corr and reward_mean."""
+    reward, length = [r["reward"] for r in rows], [r["words"] for r in rows]
+    if not rows or "gold" not in rows[0]:
+        return {"length_corr": pearson(reward, length) if rows else None,
+                "reward_mean": statistics.fmean(reward) if rows else None}
     agree = total = 0
     for i in range(0, len(rows) - 1, samples_per_prompt):
         a, b = rows[i], rows[i + 1]
         if a["gold"] != b["gold"]:
             total += 1
             agree += (a["reward"] > b["reward"]) == (a["gold"] > b["gold"])
-    reward = [r["reward"] for r in rows]
     gold = [r["gold"] for r in rows]
-    length = [r["words"] for r in rows]
     return {"gold_accuracy": agree / max(total, 1), "gold_pairs": total,
             "gold_spearman": spearman(reward, gold),
             "length_corr": pearson(reward, length), "gold_length_corr": pearson(gold, length),
@@ -55,7 +63,8 @@ def evaluate_reward_model(rm, tokenizer, test_pairs: list[dict], policy=None, pr
                           train_pairs: list[dict] | None = None) -> tuple[dict, list[dict]]:
     """Metrics (the keys of `b2b run --only-reward-model --json`) and the probe's sample rows.
 
-    Without a policy and prompts (or outside the tiny world) only `pair_accuracy` is measured. With
+    Without a policy and prompts only `pair_accuracy` is measured; outside the tiny world (no
+    gold) the SFT samples give `length_corr` and `reward_mean` only. With
     no held-out pairs (a file too small to split) `pair_accuracy` is None and, given `train_pairs`,
     `train_pair_accuracy` says how well the model fits the pairs it was trained on.
     """
@@ -63,8 +72,8 @@ def evaluate_reward_model(rm, tokenizer, test_pairs: list[dict], policy=None, pr
     if not test_pairs and train_pairs:  # small data: say how well it fits what it saw, labelled as such
         metrics["train_pair_accuracy"] = pair_accuracy(rm, tokenizer, train_pairs[:2000], readout, max_length)
     rows = []
-    if world and policy is not None and prompts:
-        rows = gold_probe(rm, policy, tokenizer, prompts, 2, max_new_tokens, seed, readout)
+    if policy is not None and prompts:
+        rows = gold_probe(rm, policy, tokenizer, prompts, 2, max_new_tokens, seed, readout, world=world)
         metrics.update(gold_metrics(rows))
     return metrics, rows
 

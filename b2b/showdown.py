@@ -37,6 +37,16 @@ FINAL_EVALS = 4
 """Held-out evaluations pooled for each run's final policy (4 x 512 samples in `tiny`)."""
 SFT_EVALS = 16
 """Held-out evaluations pooled for the SFT policy, the one point every gain is measured from."""
+SMOKE_EVALS = (1, 2)
+"""(final, SFT) pooled evaluations in `colab-smoke`, a CPU run of the real model that only shows
+the code runs: one and two instead of FINAL_EVALS and SFT_EVALS."""
+
+
+def pooled_repeats(profile) -> tuple[int, int]:
+    """The showdown's default numbers of pooled evaluations, (per final policy, of the SFT policy)."""
+    return SMOKE_EVALS if profile.name == "colab-smoke" else (FINAL_EVALS, SFT_EVALS)
+
+
 POOLED_SEED = 1000
 """Sampling seed of the first pooled evaluation (then 1001, 1002, ...; the same for every policy,
 and apart from the training runs' own evaluation seeds, `seed + 1`)."""
@@ -173,17 +183,21 @@ def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, 
 
 
 def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs/showdown", steps: int | None = None,
-                 progress: bool = True, final_evals: int = FINAL_EVALS, sft_evals: int = SFT_EVALS) -> list[dict]:
+                 progress: bool = True, final_evals: int | None = None, sft_evals: int | None = None) -> list[dict]:
     """Train every (method, seed) not already done in `out`; return one result row each:
     method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`;
     with `final_evals` > 0 also `final_pooled` (that many evaluations of the final policy pooled)
     and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`. A run read back from
     a longer one (`cached_run`) whose checkpoint of that step is gone has no pooled evaluation; the
-    table, claims and plot then use the single final evaluations."""
+    table, claims and plot then use the single final evaluations. `final_evals` / `sft_evals`
+    default to `pooled_repeats(profile)`."""
     from b2b.models import fingerprint, load_tokenizer
     from b2b.pipeline import course_reward_model, rl_prompts
     from b2b.train import summary
 
+    default_final, default_sft = pooled_repeats(profile)
+    final_evals = default_final if final_evals is None else final_evals
+    sft_evals = default_sft if sft_evals is None else sft_evals
     out = Path(out)
     tok = load_tokenizer(profile.policy)
     rm = course_reward_model(profile, level=1)
@@ -315,7 +329,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for method, rs in by.items():
         row = {"method": method, "seeds": len(rs), "samples": rs[0]["samples"]}
         for key, f in (("gold", lambda r: r["final"].get("gold_mean")),
-                       ("gold_gain", lambda r: r["final"].get("gold_mean") - r["sft"].get("gold_mean")),
+                       ("gold_gain", lambda r: r["final"]["gold_mean"] - r["sft"]["gold_mean"]
+                        if "gold_mean" in r["final"] else None),
                        ("peak_gold", lambda r: r["peak_gold_mean"]),
                        ("proxy", lambda r: r["final"].get("proxy_mean")),
                        ("kl", lambda r: r["final"].get("kl_ref")),
@@ -382,6 +397,8 @@ def claims(rows: list[dict], pooled: bool = True) -> list[dict]:
         final, start = ("final_pooled", "sft_pooled") if use else ("final", "sft")
         sft = runs[0][start]
         rloo, vanilla, pp = (r[final] for r in runs)
+        if not all("gold_mean" in x for x in (sft, rloo, vanilla, pp)):  # no gold judge: no claims to check
+            continue
         vals = [rloo["gold_mean"] - sft["gold_mean"], rloo["distinct_2"] / sft["distinct_2"],
                 rloo["gold_mean"] - vanilla["gold_mean"], pp["gold_mean"] - sft["gold_mean"],
                 pp["kl_ref"] / rloo["kl_ref"]]
@@ -413,7 +430,10 @@ def plot_showdown(rows: list[dict]):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     use = all("final_pooled" in r for r in rows)
     final = "final_pooled" if use else "final"
-    if use:
+    gold = all("gold_mean" in r[final] for r in rows)  # the tiny world's judge, or none
+    if not gold:
+        sft = None
+    elif use:
         sft = rows[0]["sft_pooled"]["gold_mean"]
     else:
         plain = [r for r in rows if r.get("config", {}).get("repetition_penalty", 1.0) == 1.0] or rows
@@ -422,11 +442,15 @@ def plot_showdown(rows: list[dict]):
     for i, method in enumerate(methods):
         rs = [r for r in rows if r["method"] == method]
         kl = [r[final]["kl_ref"] for r in rs]
-        for ax, key in ((axes[0], "gold_mean"), (axes[1], "proxy_mean")):
+        for ax, key in ((axes[0], "gold_mean"), (axes[1], "proxy_mean")) if gold else ((axes[1], "proxy_mean"),):
             ys = [r[final][key] for r in rs]
             ax.plot(kl, ys, "o", color=f"C{i}", alpha=0.45, ms=5)
             ax.plot([statistics.fmean(kl)], [statistics.fmean(ys)], "D", color=f"C{i}", ms=9, label=method)
-    axes[0].axhline(sft, color="gray", ls=":", label="SFT policy")
+    if gold:
+        axes[0].axhline(sft, color="gray", ls=":", label="SFT policy")
+    else:
+        from b2b.plots import _no_gold
+        _no_gold(axes[0])
     n_eval = f", {rows[0][final]['n']:,} samples" if use else ""
     axes[0].set_title(f"final gold rating (held-out{n_eval})", fontsize=10)
     axes[1].set_title(f"final proxy reward (held-out{n_eval})", fontsize=10)
@@ -435,7 +459,7 @@ def plot_showdown(rows: list[dict]):
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0 if gold else 1].legend(fontsize=8)
     n_seeds = len({r["seed"] for r in rows})
     fig.suptitle(f"Every method at the same number of samples: small dots = one seed, diamonds = mean of {n_seeds}")
     fig.tight_layout()

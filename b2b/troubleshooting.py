@@ -357,8 +357,8 @@ def _config_cases() -> list[Case]:
         Case("config-notebook", "a bad setting in a notebook's `RLConfig`", ConfigError,
              "field 'kl_coef': expected a number >= 0", "kl_coef >= 0 (0: no KL penalty)",
              api=lambda d: tiny_train(d, kl_coef=-0.1)),
-        Case("unknown-profile", "an unknown `--profile`", ConfigError, "profile: expected one of ci, tiny, colab",
-             "ci, tiny or colab", cli=lambda d: ["run", "--profile", "big", "--out", str(d / OUT)]),
+        Case("unknown-profile", "an unknown `--profile`", ConfigError,
+             "profile: expected one of ci, tiny, colab, colab-smoke", "ci, tiny, colab or colab-smoke", cli=lambda d: ["run", "--profile", "big", "--out", str(d / OUT)]),
     ]
 
 

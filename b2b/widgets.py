@@ -17,8 +17,9 @@ def _esc(x) -> str:
 
 
 def table_html(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A plain HTML table of `rows` (dicts), text left-aligned, numbers to 2 decimals."""
-    columns = columns or list(rows[0])
+    """A plain HTML table of `rows` (dicts), text left-aligned, numbers to 2 decimals. Without
+    `columns`, a column that is None in every row (gold, outside the tiny world) is left out."""
+    columns = columns or [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
     head = "".join(f"<th style='text-align:left'>{_esc(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{_esc(r.get(c, ''))}</td>"
                                     for c in columns) + "</tr>" for r in rows)

