@@ -38,7 +38,7 @@ def test_the_table_covers_every_kind_of_problem():
     assert sum(c.id.startswith("jsonl") for c in data) >= 10 and sum(c.id.startswith("csv") for c in data) >= 6
     for needed in ("prompt-too-long", "max-new-tokens-too-big", "rloo-k-1", "batch-not-multiple-of-k",
                    "config-unknown-key", "config-wrong-type", "model-dir-missing", "model-no-tokenizer",
-                   "tokenizer-no-chat-template", "nan-reward-model", "lr-far-too-high", "oom-step",
+                   "nan-reward-model", "lr-far-too-high", "oom-step",
                    "out-holds-run", "out-holds-model", "reward-model-out-taken"):
         assert needed in ids, needed
 

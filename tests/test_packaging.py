@@ -53,6 +53,14 @@ def test_readme_test_command_is_what_ci_runs():
     assert m.group(1).strip() in ci
 
 
+def test_the_real_model_suite_is_cis_second_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    real = "B2B_PROFILE=colab-smoke python -m pytest -m real_model"
+    assert f"```bash\n{real}\n```" in readme
+    assert ci.index(real) > ci.index("python -m pytest")  # after the test command, as its own step
+
+
 def test_package_loads_safely():
     """Every torch.load passes weights_only=True; nothing trusts remote code or unpickles."""
     import re

@@ -59,7 +59,7 @@ def test_generate_on_smollm2_with_its_reward_model(smol, tmp_path):
     res, out = cli("generate", "--policy", smol, "--prompt", "What is the capital of France?", "--n", 3,
                    "--temperature", 0.7, "--max-new-tokens", 24, "--json", cwd=tmp_path)
     assert len(res["completions"]) == 3 and all(c["tokens"] <= 24 for c in res["completions"])
-    assert "reward" not in res["completions"][0] and "gold: n/a" in out  # no reward model given, not a tiny-world prompt
+    assert "reward" not in res["completions"][0] and "gold" not in res["completions"][0]  # no reward model, no judge
     assert any("Paris" in c["completion"] for c in res["completions"]), res["completions"]
     from b2b.models import load_reward_model, load_tokenizer
     from b2b.reward import save_reward_model
