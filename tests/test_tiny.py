@@ -1,5 +1,3 @@
-import json
-
 import torch
 
 from b2b.tiny import CHAT_TEMPLATE, TinyConfig, build_model, build_tokenizer, sft_batch, sft_examples, train_sft
