@@ -260,7 +260,8 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     elif profile.name == "colab-smoke":  # colab's settings, a step or two of 4 short rollouts on a CPU
         cfg = RLConfig(algo=algo, steps=2 if "steps" in algo_cfg else 1, batch_size=4, lr=1e-6,
                        max_new_tokens=profile.max_new_tokens, eval_every=0, eval_prompts=profile.eval_prompts,
-                       sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # a checkpoint: the final step
+                       sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # one checkpoint: the final step,
+                       checkpoint_optimizer=False,                              # its policy only (0.54 GB, not 1.6)
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     else:
         cfg = RLConfig(algo=algo, **algo_cfg)

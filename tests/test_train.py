@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -303,3 +304,30 @@ def test_trl_rloo_bridge_trains_on_b2b_settings(tiny_dir, rm):
     assert len(out["step_times"]) == 2 and all(t > 0 for t in out["step_times"])
     before = _policy(tiny_dir).state_dict()
     assert any(not torch.equal(before[k], v) for k, v in out["model"].state_dict().items())
+
+
+def test_a_checkpoint_without_optimizer_state_resumes_and_says_so(tmp_path, tiny_dir, tokenizer, capsys):
+    """checkpoint_optimizer=False (colab-smoke) keeps the policy, RNG and history, not AdamW's
+    moments: resuming continues the run to its end with the moments restarted, said in one line."""
+    from b2b.models import load_policy
+    from b2b.train import RLConfig, train
+
+    cfg = RLConfig(steps=2, batch_size=4, max_new_tokens=8, eval_every=0, checkpoint_every=1,
+                   checkpoint_optimizer=False)
+    prompts = ["What colour is a banana?", "Is a whale a fish?"]
+    def reward(ps, texts, finished):
+        return [float(len(t)) for t in texts]
+    train(load_policy(tiny_dir, trainable=True), tokenizer, reward, prompts, cfg, world=False, out=tmp_path / "a",
+          progress=False)
+    state = torch.load(tmp_path / "a/checkpoints/step-000002/trainer.pt", weights_only=True)
+    assert state["optimizer"] is None and state["step"] == 2
+    longer = dataclasses.replace(cfg, steps=3)
+    h = train(load_policy(tiny_dir, trainable=True), tokenizer, reward, prompts, longer, world=False,
+              out=tmp_path / "a", resume=tmp_path / "a", progress=False)
+    assert [r["step"] for r in h.steps] == [1, 2, 3]
+    assert "holds no optimizer state (checkpoint_optimizer=False): AdamW's moments restart from zero" in \
+        capsys.readouterr().out
+    full = RLConfig(steps=1, batch_size=4, max_new_tokens=8, eval_every=0, checkpoint_every=1)
+    train(load_policy(tiny_dir, trainable=True), tokenizer, reward, prompts, full, world=False, out=tmp_path / "b",
+          progress=False)
+    assert torch.load(tmp_path / "b/checkpoints/step-000001/trainer.pt", weights_only=True)["optimizer"]["state"]
