@@ -63,22 +63,32 @@ def _cmd_build_tiny(args) -> int:
     return 0
 
 
+def _run_reward_model(policy_path, reward_model, device):
+    """(the `b2b_run.json` beside a policy `b2b run` saved, or {}; the reward model to score with:
+    `reward_model` if given, else that run's own, else None)."""
+    from pathlib import Path
+
+    from b2b.models import load_reward_model
+
+    run_file = Path(str(policy_path)) / "b2b_run.json"
+    run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    rm_path = reward_model or run.get("reward_model")
+    return run, (load_reward_model(rm_path, device=device) if rm_path else None)
+
+
 def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from b2b.config import default_device, get_profile
     from b2b.data import heldout_prompts
     from b2b.evaluate import evaluate_policy
-    from b2b.models import load_policy, load_reward_model, load_tokenizer, resolve_model_source
+    from b2b.models import load_policy, load_tokenizer, resolve_model_source
 
     profile = get_profile(args.profile)
     device = default_device()
     tok = load_tokenizer(args.policy)
     policy = load_policy(args.policy, device)
-    run_file = Path(str(args.policy)) / "b2b_run.json"  # a policy saved by `b2b run`: its reward model and sampler
-    run = json.loads(run_file.read_text()) if run_file.exists() else {}
-    rm_path = args.reward_model or run.get("reward_model")
-    rm = load_reward_model(rm_path, device=device) if rm_path else None
+    run, rm = _run_reward_model(args.policy, args.reward_model, device)  # a `b2b run` policy: its reward model, sampler
     prompts = heldout_prompts(profile, args.n)
     args.max_new_tokens = args.max_new_tokens or run.get("max_new_tokens") or profile.max_new_tokens
     kw = dict(world=profile.world, batch_size=profile.sample_batch, max_new_tokens=args.max_new_tokens,
@@ -115,16 +125,14 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from pathlib import Path
-
     import torch
 
     from b2b.config import default_device, get_profile
+    from b2b.data import check_prompt_lengths
     from b2b.errors import ConfigError
     from b2b.evaluate import sample_many
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.models import load_policy, load_tokenizer
     from b2b.rollout import context_length
-    from b2b.data import check_prompt_lengths
 
     if args.n < 1 or not args.temperature > 0 or args.max_new_tokens < 1:
         raise ConfigError(f"generate: expected --n >= 1, --temperature > 0 and --max-new-tokens >= 1, got {args.n}, "
@@ -135,10 +143,7 @@ def _cmd_generate(args) -> int:
     device = default_device()
     tok = load_tokenizer(args.policy)
     policy = load_policy(args.policy, device)
-    run_file = Path(str(args.policy)) / "b2b_run.json"  # a policy saved by `b2b run`: its reward model
-    run = json.loads(run_file.read_text()) if run_file.exists() else {}
-    rm_path = args.reward_model or run.get("reward_model")
-    rm = load_reward_model(rm_path, device=device) if rm_path else None
+    run, rm = _run_reward_model(args.policy, args.reward_model, device)
     check_prompt_lengths(tok, [args.prompt], args.max_new_tokens, context_length(policy))
     t0 = time.time()
     with torch.no_grad():
@@ -147,12 +152,10 @@ def _cmd_generate(args) -> int:
                         readout=run.get("readout", "expected"))
     seconds = time.time() - t0
     gold = None
-    if profile.world:  # the gold judge rates the tiny world's own prompts only
+    if profile.world:  # the gold judge rates the tiny world's own prompts only (KeyError for any other)
         from b2b.gold import judge
-        from b2b.world import World
 
         try:
-            World().spec(args.prompt)
             gold = [judge(args.prompt, t, f).rating for t, f in zip(s["texts"], s["finished"])]
         except KeyError:
             pass
@@ -402,9 +405,7 @@ def _cmd_showdown(args) -> int:
     unknown = [m for m in args.methods or [] if m not in METHODS]
     if unknown:
         raise ConfigError(f"showdown: --methods: unknown {unknown[0]!r} (expected some of: {', '.join(METHODS)})")
-    default_final, default_sft = pooled_repeats(profile)
-    final_evals = default_final if args.final_evals is None else args.final_evals
-    sft_evals = default_sft if args.sft_evals is None else args.sft_evals
+    final_evals, sft_evals = pooled_repeats(profile, args.final_evals, args.sft_evals)
     if final_evals < 0 or sft_evals < 1:
         raise ConfigError(f"showdown: --final-evals {final_evals} / --sft-evals {sft_evals}: expected >= 0 / >= 1")
     t0 = time.time()

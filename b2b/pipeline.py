@@ -98,11 +98,11 @@ def course_reward_model(profile: Profile, level: int = 1, say=print, progress: b
         return load_reward_model(shipped)
     tok = load_tokenizer(profile.reward_backbone)
     train, test = preference_splits(profile, say=lambda _: None)
-    rm, _, source = reward_model_for(profile, reward_config(profile, level), tok, train, test, progress=progress)
+    cfg = reward_config(profile, level)
+    rm, _, source = reward_model_for(profile, cfg, tok, train, test, progress=progress)
     if source == "trained":
         say(f"reward model: none yet for profile {profile.name} (notebook 0{level} trains it); trained one here by "
-            f"its recipe on {_pairs(len(train[: reward_config(profile, level).limit or None]))} -> "
-            f"{course_reward_dir(profile, level)}")
+            f"its recipe on {_pairs(len(train[: cfg.limit or None]))} -> {course_reward_dir(profile, level)}")
     else:
         say(f"reward model: {source} (notebook 0{level}'s)")
     return rm

@@ -42,9 +42,11 @@ SMOKE_EVALS = (1, 2)
 the code runs: one and two instead of FINAL_EVALS and SFT_EVALS."""
 
 
-def pooled_repeats(profile) -> tuple[int, int]:
-    """The showdown's default numbers of pooled evaluations, (per final policy, of the SFT policy)."""
-    return SMOKE_EVALS if profile.name == "colab-smoke" else (FINAL_EVALS, SFT_EVALS)
+def pooled_repeats(profile, final: int | None = None, sft: int | None = None) -> tuple[int, int]:
+    """(pooled evaluations per final policy, of the SFT policy): `final` and `sft` where given,
+    else the profile's defaults (FINAL_EVALS and SFT_EVALS; SMOKE_EVALS in colab-smoke)."""
+    default_final, default_sft = SMOKE_EVALS if profile.name == "colab-smoke" else (FINAL_EVALS, SFT_EVALS)
+    return (default_final if final is None else final), (default_sft if sft is None else sft)
 
 
 POOLED_SEED = 1000
@@ -195,9 +197,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     from b2b.pipeline import course_reward_model, rl_prompts
     from b2b.train import summary
 
-    default_final, default_sft = pooled_repeats(profile)
-    final_evals = default_final if final_evals is None else final_evals
-    sft_evals = default_sft if sft_evals is None else sft_evals
+    final_evals, sft_evals = pooled_repeats(profile, final_evals, sft_evals)
     out = Path(out)
     tok = load_tokenizer(profile.policy)
     rm = course_reward_model(profile, level=1)
