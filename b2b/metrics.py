@@ -1,7 +1,9 @@
-"""Completion metrics (see the README's glossary for the namespaced names)."""
+"""Completion metrics, and the namespaced metrics row of a training step (docs/glossary.md)."""
 from __future__ import annotations
 
-from b2b.gold import words
+import statistics
+
+from b2b.tinyworld.gold import words
 
 
 def ngrams(ws: list[str], n: int) -> list[tuple[str, ...]]:
@@ -56,3 +58,39 @@ def calibration(probs: list[float], outcomes: list[bool], n_bins: int = 10) -> t
             for b in bins if b]
     ece = sum(r["n"] * abs(r["predicted"] - r["observed"]) for r in rows) / max(1, len(probs))
     return rows, ece
+
+
+def step_metrics(cfg, ro, texts, finished, proxy, rewards, rep, clipped, ref_logp, upd, clock) -> dict:
+    """The metrics row of one `b2b.train` step (the names: docs/glossary.md): rewards before and
+    after shaping, advantages, loss, entropy, the sampler's off-policy gap, completion statistics,
+    the KL to the reference (when tracked) and the time of each phase (`clock`: four timestamps)."""
+    fmask = ro.completion_mask.float()
+    n_tok = fmask.sum()
+    adv = upd.advantages
+    m = {"reward/proxy_mean": proxy.mean().item(), "reward/shaped_mean": rewards.mean().item(),
+         "reward/rep_frac": rep.mean().item(), "reward/clipped_frac": clipped.mean().item(),
+         "adv/mean": adv.mean().item(), "adv/std": adv.std().item() if adv.numel() > 1 else 0.0,
+         "loss": statistics.fmean(upd.losses), "grad_norm": statistics.fmean(upd.grad_norms),
+         "policy/entropy": (upd.entropy.sum() / n_tok).item(),
+         "sampler/offpolicy_gap": ((ro.sampler_logprobs - upd.logprobs).abs() * fmask).sum().item() / n_tok.item(),
+         "completions/mean_length": ro.lengths.float().mean().item(),
+         "completions/eos_rate": finished.float().mean().item(), "completions/distinct_2": distinct_n(texts),
+         "time/generate_s": clock[1] - clock[0], "time/score_s": clock[2] - clock[1],
+         "time/learn_s": clock[3] - clock[2], "time/step_s": clock[3] - clock[0]}
+    if ref_logp is not None:
+        m["kl/ref"] = ((upd.logprobs - ref_logp) * fmask).sum(1).mean().item()
+    if upd.clip_fracs:
+        m["ppo/clip_frac"] = statistics.fmean(upd.clip_fracs)
+    return m
+
+
+def sync_time(policy) -> float:
+    """The time now, after a GPU has finished its queued work (honest time splits)."""
+    import time
+
+    import torch
+
+    device = next(policy.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from b2b.errors import ModelError
+from b2b.errors import ConfigError, ModelError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -107,9 +107,22 @@ def load_tokenizer(name_or_path: str | Path):
     return fix_tokenizer(tok, src)
 
 
+def pick_dtype(device: str, capability: tuple[int, int] | None = None):
+    """Weights dtype for inference models: bf16 on Ampere+ GPUs (compute capability >= 8),
+    fp16 on older GPUs such as Colab's T4 (7.5), fp32 on the CPU."""
+    if not str(device).startswith("cuda"):
+        return torch.float32
+    if capability is None:
+        capability = torch.cuda.get_device_capability(torch.device(device))
+    return torch.bfloat16 if capability[0] >= 8 else torch.float16
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _from_pretrained(cls, src: str, device, dtype, **kwargs):
     if device is None:
-        from b2b.config import default_device
         device = default_device()
     from safetensors import SafetensorError
 
@@ -224,3 +237,21 @@ def convert_gguf(name: str | Path, out: str | Path, progress=print) -> Path:
     n = sum(p.numel() for p in model.parameters())
     progress(f"convert-gguf: {type(model).__name__}, {n / 1e6:.1f}M parameters, fp32 -> {out}")
     return out
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(policy, cfg):
+    """Wrap `policy` with LoRA adapters of rank cfg.lora_r (alpha cfg.lora_alpha, no dropout) on the
+    attention and MLP projections; only the adapters are trainable. A policy that already has
+    adapters is returned as it is."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(policy, PeftModel):
+        return policy
+    targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in policy.named_modules())]
+    if not targets:
+        raise ConfigError(f"config: field 'lora_r': the policy has none of the projections {', '.join(LORA_TARGETS)}")
+    return get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                             target_modules=targets, task_type="CAUSAL_LM"))

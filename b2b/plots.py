@@ -1,4 +1,4 @@
-"""Plots the notebooks and the README show (figures made by code, never by hand)."""
+"""Plots the notebooks and the docs show (figures made by code, never by hand)."""
 from __future__ import annotations
 
 import random
@@ -6,8 +6,8 @@ import statistics
 
 import matplotlib.pyplot as plt
 
-from b2b.gold import annotator_rating, judge, words
-from b2b.world import FAMILIES, World, sample_style
+from b2b.tinyworld.gold import annotator_rating, judge, words
+from b2b.tinyworld.world import FAMILIES, World, sample_style
 
 
 def annotator_bias_data(world: World, n: int = 2000, seed: int = 0) -> list[dict]:
@@ -72,7 +72,7 @@ def plot_temperature_sweep(results: list[dict]):
 
 
 def write_readme_figures(out: str = "img", n_prompts: int = 256) -> list[str]:
-    """The README's figures of the tiny world, from scratch: `b2b figures`."""
+    """The figures of the tiny world in img/ (README and docs), from scratch: `b2b figures`."""
     from pathlib import Path
 
     from b2b.config import get_profile
@@ -246,7 +246,7 @@ def sample_stats(history) -> list[dict]:
     samples (what the policy's answers are made of, as the run goes on), as the gold judge reads
     them. Samples of prompts outside the tiny world are read from their text alone: the tiny
     world's filler phrases, all words, repeated sentences, and no gold."""
-    from b2b.gold import FILLER_SET, sentences
+    from b2b.tinyworld.gold import FILLER_SET, sentences
 
     by_step: dict[int, list] = {}
     for s in history.samples:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from b2b.rollout import chat_prompts, reward_scores
+from b2b.rollout import chat_prompts, reward_scores, rollout_reward_scores
 
 NUM_CLASSES = 10
 
@@ -191,25 +191,17 @@ class RewardConfig:
     def validate(self) -> "RewardConfig":
         """The config itself, or a one-line `ConfigError` naming the first bad field."""
         from b2b.errors import ConfigError
+        from b2b.guards import check_fields
 
-        def bad(name, expected):
-            return ConfigError(f"config: field 'reward.{name}': expected {expected}, got {getattr(self, name)!r}")
+        where = "config: field 'reward."
         if self.level not in (1, 2) or isinstance(self.level, bool):
-            raise bad("level", "1 or 2")
-        for name in ("epochs", "batch_size", "lr", "max_length"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                raise bad(name, "a positive number")
-        for name in ("warmup", "weight_decay", "eval_every"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise bad(name, "a number >= 0")
-        for name in ("batch_size", "max_length", "warmup", "eval_every"):
-            if not isinstance(getattr(self, name), int):
-                raise bad(name, "a whole number")
+            raise ConfigError(f"{where}level': expected 1 or 2, got {self.level!r}")
+        check_fields(self, where, positive=("epochs", "batch_size", "lr", "max_length"),
+                     non_negative=("warmup", "weight_decay", "eval_every"),
+                     whole=("batch_size", "max_length", "warmup", "eval_every"))
         limit = self.limit
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise bad("limit", "a positive whole number or null")
+            raise ConfigError(f"{where}limit': expected a positive whole number or null, got {limit!r}")
         return self
 
 
@@ -275,3 +267,17 @@ def save_reward_model(rm, tokenizer, out: str | Path, half: bool = False) -> Pat
     rm.save_pretrained(out, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(out)
     return out
+
+
+# ----------------------------------------------------------------------------- rewards of a rollout
+
+def policy_rewards(reward_model, ro, prompts: list[str], texts: list[str], finished: torch.Tensor,
+                   readout: str = "expected") -> torch.Tensor:
+    """(B,) rewards of a rollout: a reward model read at each sequence's last real token, or any
+    callable `reward_model(prompts, completions, finished) -> list or tensor of floats` (e.g. the
+    gold judge, as an upper bound on what a perfect reward model would give)."""
+    if isinstance(reward_model, torch.nn.Module):
+        with torch.no_grad():
+            return scalar_reward(rollout_reward_scores(reward_model, ro), readout)
+    r = reward_model(prompts, texts, finished.tolist())
+    return torch.as_tensor(r, dtype=torch.float32, device=ro.completion_ids.device)

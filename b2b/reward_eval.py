@@ -15,7 +15,7 @@ import statistics
 import torch
 
 from b2b.evaluate import sample_many
-from b2b.gold import judge, words
+from b2b.tinyworld.gold import judge, words
 from b2b.metrics import pearson, spearman
 from b2b.reward import pair_accuracy
 
@@ -90,9 +90,9 @@ def bias_probe(rm, tokenizer, world, n_prompts: int = 128, max_added: int = 3, r
     """
     import random
 
-    from b2b.gold import gold_rating
+    from b2b.tinyworld.gold import gold_rating
     from b2b.reward import score_responses
-    from b2b.world import CLOSERS, TANGENTS, Style
+    from b2b.tinyworld.world import CLOSERS, TANGENTS, Style
 
     rng = random.Random(f"bias-probe-{seed}")
     specs = world.split["test"][:n_prompts]
@@ -120,7 +120,7 @@ def reference_accuracies(pairs: list[dict]) -> dict:
     """What two perfect readers of the tiny world score on the same held-out pairs: the annotators'
     own noise-free rating (the ceiling a reward model can reach: only annotator noise beats it)
     and the gold judge (how often the annotators' choice is what gold prefers)."""
-    from b2b.gold import annotator_rating, gold_rating
+    from b2b.tinyworld.gold import annotator_rating, gold_rating
 
     ann = gold = 0
     for p in pairs:
@@ -163,7 +163,7 @@ def pair_calibration(win_probs, n_bins: int = 10) -> tuple[list[dict], float]:
 def spearman_by_family(rows: list[dict], world=None) -> dict[str, tuple[int, float]]:
     """{family: (samples, Spearman of reward and gold)} over `gold_probe` rows: where a reward
     model tracks gold and where it does not."""
-    from b2b.world import World
+    from b2b.tinyworld.world import World
 
     world = world or World()
     fams: dict[str, list[dict]] = {}

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from b2b.decoder import LlamaDecoder
+from b2b import decoding
+from b2b.data import chat_prompts, check_prompt_lengths, prompt_too_long  # noqa: F401 (chat_prompts: re-exported)
+from b2b.decoding import LlamaDecoder, ModelForward, by_length, position_ids, unsort  # noqa: F401 (position_ids: re-exported)
 
 
 @dataclass
@@ -77,11 +79,6 @@ def completion_mask(completion_ids: Tensor, eos_token_id: int) -> Tensor:
     return (eos_before == 0).long()
 
 
-def position_ids(attention_mask: Tensor) -> Tensor:
-    """Positions that skip left padding: 0 at the first real token (as `generate` does)."""
-    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-
-
 def last_token_index(attention_mask: Tensor) -> Tensor:
     """(B,) index of the last position with attention_mask == 1 (any padding side).
 
@@ -90,13 +87,6 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     """
     T = attention_mask.shape[1]
     return T - 1 - attention_mask.long().flip(1).argmax(1)
-
-
-def chat_prompts(tokenizer, prompts: list[str] | list[list[dict]]) -> list[str]:
-    """Prompts (user strings or message lists) as chat-template text ending where the assistant
-    turn starts: the one place every prompt of the course is formatted."""
-    convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
-    return tokenizer.apply_chat_template(convs, add_generation_prompt=True, tokenize=False)
 
 
 def encode_prompts(tokenizer, prompts: list[str] | list[list[dict]], device=None) -> tuple[Tensor, Tensor]:
@@ -113,7 +103,7 @@ def _sample(logits: Tensor, temperature: float, generator: torch.Generator | Non
     Inverse-CDF sampling: with u ~ U[0, 1) per row, the token is the first v whose cumulative
     probability exceeds u * total, i.e. P(v) = p_v exactly (a token of probability 0 is never drawn).
     One uniform number per row and a cumulative sum: 20x faster than `torch.multinomial` on a
-    (64, 1658) batch on CPU (measured, see the README's performance section). A flagged row (NaN or
+    (64, 1658) batch on CPU (measured: docs/performance.md). A flagged row (NaN or
     inf) draws some index instead of failing (on a GPU, a device-side assert); the caller raises
     once the rollout is done, so no host sync is added per token."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -152,47 +142,19 @@ def _check_fits(model, prompts, ids: Tensor, mask: Tensor, max_new_tokens: int) 
     ctx = context_length(model)
     if ctx is None or ids.shape[1] + max_new_tokens <= ctx:
         return
-    from b2b.data import prompt_too_long
-
     i = int(mask.sum(1).argmax())
     raise prompt_too_long(f"prompt {i}", prompts[i], int(mask[i].sum()), max_new_tokens, ctx)
 
 
-COMPACT_AT = 0.75
-"""Finished rows leave the sampling batch (and its KV cache) once at most this share of the batch is
-still running: later tokens cost only the unfinished rows (measured: README, performance)."""
-
-
-LEAN_DECODE = True
-"""Sample a plain Llama policy through `b2b.decoder.LlamaDecoder` (same logits, far less per-token
-overhead than the model's own forward; measured: README, performance). False: always the model's
-forward (any causal LM, e.g. a LoRA-wrapped policy, samples that way)."""
-
-
-class _ModelForward:
-    """Prefill and one-token steps through the model's own forward and its KV cache (any causal LM)."""
-
-    def __init__(self, model, ids: Tensor, mask: Tensor):
-        self.model, self.ids, self.attn = model, ids, mask
-
-    def prefill(self) -> Tensor:
-        pos = position_ids(self.attn)
-        out = self.model(input_ids=self.ids, attention_mask=self.attn, position_ids=pos, use_cache=True,
-                         logits_to_keep=1)
-        self.cache, self.next_pos = out.past_key_values, pos[:, -1] + 1
-        return out.logits[:, -1]
-
-    def keep(self, rows: Tensor) -> None:
-        self.attn, self.next_pos = self.attn[rows], self.next_pos[rows]
-        for layer in self.cache.layers:
-            layer.batch_select_indices(rows)
-
-    def step(self, tok: Tensor) -> Tensor:
-        self.attn = torch.cat([self.attn, self.attn.new_ones(len(tok), 1)], dim=1)
-        out = self.model(input_ids=tok[:, None], attention_mask=self.attn, position_ids=self.next_pos[:, None],
-                         past_key_values=self.cache, use_cache=True)
-        self.cache, self.next_pos = out.past_key_values, self.next_pos + 1
-        return out.logits[:, -1]
+def check_prompts_fit(policy, tokenizer, reward_model, prompts: list, eval_prompts: list, max_new_tokens: int,
+                      locate=None) -> None:
+    """Every prompt, chat-formatted, plus `max_new_tokens` must fit the context of the policy (and of
+    a reward model, which reads the same ids; either may be given as its config, or None): a
+    one-line error naming the first one that does not, checked once before anything is sampled or
+    written. `locate(prompt)` may name the file and line it came from."""
+    ctx = min((n for n in (context_length(m) for m in (policy, reward_model) if m is not None) if n), default=None)
+    check_prompt_lengths(tokenizer, prompts, max_new_tokens, ctx, "prompt", locate)
+    check_prompt_lengths(tokenizer, eval_prompts, max_new_tokens, ctx, "held-out prompt", locate)
 
 
 @torch.no_grad()  # not inference_mode: the ids feed the training forward pass
@@ -212,8 +174,8 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     ids, mask = encode_prompts(tokenizer, prompts, device)
     _check_fits(model, prompts, ids, mask, max_new_tokens)
-    lean = LEAN_DECODE and LlamaDecoder.supports(model)
-    forward = LlamaDecoder(model, ids, mask, max_new_tokens) if lean else _ModelForward(model, ids, mask)
+    lean = decoding.LEAN_DECODE and LlamaDecoder.supports(model)
+    forward = LlamaDecoder(model, ids, mask, max_new_tokens) if lean else ModelForward(model, ids, mask)
     logits = forward.prefill()
     B = ids.shape[0]
     penalize = repetition_penalty != 1.0
@@ -238,7 +200,7 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
         n_running = int(running.sum())  # one host sync per token (the loop must know when to stop)
         if n_running == 0:
             break
-        if n_running <= COMPACT_AT * len(rows):  # drop finished rows from the batch and its KV cache
+        if n_running <= decoding.COMPACT_AT * len(rows):  # drop finished rows from the batch and its KV cache
             keep = running.nonzero().squeeze(1)
             rows, tok = rows[keep], tok[keep]
             if penalize:
@@ -283,50 +245,25 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     return logp, entropy
 
 
-LENGTH_CHUNKS = 4
-"""Length-sorted groups that the full-sequence forwards (policy, reference, reward model) run in:
-rows of similar length padded only to their group's longest; measured 40% less time for the
-policy's forward + backward on a 64 x (20 + 44) tiny-world batch (README, performance)."""
-
-
-def _chunks(n_rows: int, chunks: int | None) -> int:
-    return LENGTH_CHUNKS if chunks is None and n_rows >= 8 * LENGTH_CHUNKS else (chunks or 1)
-
-
-def _unsort(parts: list[Tensor], groups: list[Tensor], width: int | None = None) -> Tensor:
-    """Concatenate per-group results (right-padded with 0 to `width` columns) back in row order."""
-    if width is not None:
-        parts = [torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in parts]
-    order = torch.cat(groups)
-    return torch.cat(parts)[order.argsort()]
-
-
-def _by_length(rollout: Rollout, chunks: int | None, forward) -> tuple[list, list[Tensor]]:
-    """`forward(trimmed_sub_rollout)` on each length-sorted group of rows: (results, groups), for
-    `_unsort` to put back in row order."""
-    groups = rollout.length_chunks(_chunks(len(rollout.completion_ids), chunks))
-    return [forward(rollout.trimmed(g)) for g in groups], groups
-
-
 def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False,
                      chunks: int | None = None):
     """`completion_logprobs` of a `Rollout` under `model` (policy or reference), (B, C).
 
-    The rows run in `chunks` length-sorted groups (default `LENGTH_CHUNKS` for batches of 32 rows
+    The rows run in `chunks` length-sorted groups (default `b2b.decoding.LENGTH_CHUNKS` for batches of 32 rows
     or more), each without the padding it does not need; the result is the same (B, C) tensor,
     differentiable, as one forward pass over the whole padded batch would give."""
     C = rollout.completion_ids.shape[1]
-    outs, groups = _by_length(rollout, chunks, lambda sub: completion_logprobs(
+    outs, groups = by_length(rollout, chunks, lambda sub: completion_logprobs(
         model, sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask, temperature, with_entropy))
     if not with_entropy:
-        return _unsort(outs, groups, C)
-    return _unsort([o[0] for o in outs], groups, C), _unsort([o[1] for o in outs], groups, C)
+        return unsort(outs, groups, C)
+    return unsort([o[0] for o in outs], groups, C), unsort([o[1] for o in outs], groups, C)
 
 
 def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None) -> Tensor:
     """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
     groups as `rollout_logprobs`."""
-    return _unsort(*_by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
+    return unsort(*by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
                                                                           sub.attention_mask)))
 
 

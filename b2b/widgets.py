@@ -57,7 +57,7 @@ def pair_browser(pairs: list[dict], gold=None, start: int = 0):
 def sample_rows(policy, tokenizer, prompts: list[str], temperature: float = 1.0, max_new_tokens: int = 64,
                 seed: int = 0, gold: bool = True) -> list[dict]:
     """One sampled completion per prompt as table rows (with gold ratings in the tiny world)."""
-    from b2b.gold import judge
+    from b2b.tinyworld.gold import judge
     from b2b.rollout import decode_completions, sample_completions
 
     g = torch.Generator(next(policy.parameters()).device).manual_seed(seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from b2b.cli import main
+from b2b.tools.cli import main
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -101,7 +101,8 @@ def test_bench_on_another_policy_trains_its_own_reward_model(tiny_dir, tmp_path,
 def test_without_a_gold_judge_tables_plots_and_claims_leave_gold_out():
     import matplotlib
     matplotlib.use("Agg")
-    from b2b import plots, showdown
+    from b2b import plots
+    from b2b.tools import showdown
     from b2b.train import History
     from b2b.widgets import table_html
 

@@ -1,5 +1,5 @@
-"""The bad-input table (`b2b.troubleshooting`): every case fails with its error, in one line that
-names the file, field or step, and leaves nothing half-written; the README's troubleshooting
+"""The bad-input table (`b2b.tools.troubleshooting`): every case fails with its error, in one line that
+names the file, field or step, and leaves nothing half-written; docs/troubleshooting.md's
 section is this table, rendered from the real messages."""
 import json
 import math
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from b2b import troubleshooting as ts
+from b2b.tools import troubleshooting as ts
 from b2b.errors import ConfigError, DataError, ModelError, TrainingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ def scratch(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def outcomes(scratch) -> dict:
-    """Every case run once, every way it has (the README test renders these same outcomes)."""
+    """Every case run once, every way it has (the troubleshooting page's test renders these same outcomes)."""
     return {(o.case.id, o.via): o for o in ts.run_all(scratch)}
 
 
@@ -79,19 +79,19 @@ def _assert_stopped_run_keeps_its_last_good_checkpoint(message: str, out: Path) 
     assert not list((out / "checkpoints").glob(".tmp-*")) and not (out / "policy").exists()
 
 
-def test_the_readme_troubleshooting_section_is_the_rendered_table(outcomes, scratch):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_troubleshooting_page_is_the_rendered_table(outcomes, scratch):
+    readme = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
     rendered = ts.markdown(list(outcomes.values()), scratch)
     assert rendered.count("\n") + 1 == 2 + len(CASES)
     assert str(scratch) not in rendered and str(ROOT) not in rendered
-    assert ts.section(readme) == rendered, "regenerate it: python -m b2b.troubleshooting --write README.md"
+    assert ts.section(readme) == rendered, "regenerate it: python -m b2b.tools.troubleshooting --write docs/troubleshooting.md"
 
 
 def test_lr_one_trains_finitely_or_stops_with_a_clear_error(tmp_path):
     """lr = 1.0 on the tiny policy: gradient clipping keeps it finite (it collapses onto one answer)
     or it stops with the one-line error naming the step; never a torch error or a NaN in the log."""
     from b2b.config import get_profile
-    from b2b.pipeline import rl_prompts
+    from b2b.data import rl_prompts
 
     prompts = rl_prompts(get_profile("ci"))[0][:200]
     try:
@@ -157,7 +157,7 @@ def test_sampling_a_prompt_longer_than_the_context_is_refused(tokenizer, policy)
 
 @pytest.mark.parametrize("batch,multiple,want", [(32, 1, 16), (8, 4, 4), (12, 4, 4), (4, 4, None), (1, 1, None)])
 def test_out_of_memory_suggests_half_the_batch_in_whole_groups(batch, multiple, want):
-    from b2b.train import _smaller_batch
+    from b2b.guards import smaller_batch as _smaller_batch
 
     assert _smaller_batch(batch, multiple) == want
 
@@ -167,7 +167,7 @@ def test_run_reuses_its_own_reward_model_refuses_a_second_run_and_overwrites_on_
     a finished run is refused; --overwrite starts over and drops the stale final policy."""
     import shutil
 
-    from b2b.cli import main
+    from b2b.tools.cli import main
 
     out = tmp_path / "run"
     shutil.copytree(data_dir / "rm-level1", out / "reward_model")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from b2b.bench import markdown_table, step_stats
-from b2b.cli import main
+from b2b.tools.bench import markdown_table, step_stats
+from b2b.tools.cli import main
 
 
 def _step(gen, score, learn, length):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from b2b.cli import main
+from b2b.tools.cli import main
 
 
 def _run(*args):
@@ -50,7 +50,7 @@ def test_bad_policy_path_is_one_line_error(tmp_path):
 
 
 def test_build_data_check_passes_and_fails(tmp_path, capsys):
-    from b2b.cli import main
+    from b2b.tools.cli import main
 
     assert main(["build-data", "--check"]) == 0  # in-process: reuses the rows test_data built
     assert "match" in capsys.readouterr().out
@@ -122,7 +122,7 @@ def test_run_rloo_flags_and_showdown_reuses_finished_runs(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["runs"] == first["runs"] and again["seconds"] < first["seconds"]
     from b2b.config import get_profile
-    from b2b.showdown import run_showdown
+    from b2b.tools.showdown import run_showdown
 
     shorter = run_showdown(get_profile("ci"), seeds=(0,), methods=["vanilla REINFORCE"], out=tmp_path / "sd", steps=1,
                            progress=False, final_evals=2, sft_evals=3)   # read back from the 2-step run
@@ -144,7 +144,7 @@ def test_run_config_file_errors_name_the_key(tmp_path, text, msg):
 def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
     import dataclasses
 
-    from b2b.showdown import same_config
+    from b2b.tools.showdown import same_config
     from b2b.train import RLConfig
 
     want = dataclasses.asdict(RLConfig(algo="rloo", k=4, kl_coef=0.5))
@@ -153,7 +153,7 @@ def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
     assert not same_config({**old, "kl_coef": 0.3}, want)
     assert not same_config({**want, "reward_clip": 5.0}, want)  # saved with another value
     assert not same_config({**want, "removed_field": 1}, want) and not same_config(None, want)
-    from b2b.showdown import METHODS, _slug
+    from b2b.tools.showdown import METHODS, _slug
 
     slugs = [_slug(m) for m in METHODS]
     assert len(set(slugs)) == len(slugs) and "reinforcepp" in slugs and "rloo-k-4-kl" in slugs
@@ -165,32 +165,35 @@ def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monk
     import sys
 
     from b2b.config import get_profile
-    from b2b.pipeline import rl_config
-    from b2b.showdown import cached_run
+    from b2b.recipes import rl_config
+    from b2b.tools.showdown import cached_run
 
     profile = get_profile("ci")
     cfg = dataclasses.replace(rl_config(profile, "rloo", k=2), steps=4, checkpoint_every=2, eval_every=2,
                               eval_prompts=8)
     h = cached_run(profile, cfg, tmp_path / "r", progress=False)
-    calls = []
-    module = sys.modules["b2b.train"]  # (the package exports the function `b2b.train`)
-    real = module.train
-    monkeypatch.setattr(module, "train", lambda *a, **kw: calls.append(kw.get("resume")) or real(*a, **kw))
-    again = cached_run(profile, cfg, tmp_path / "r", progress=False)  # finished: loaded, not retrained
-    assert calls == [] and again.evals == h.evals and len(again.steps) == 4
+    from b2b import runs
+
+    trained, resumed_from = [], []  # the steps trained, the checkpoints resumed from
+    T = sys.modules["b2b.train"]  # (the package exports the function `b2b.train`)
+    real_step, real_load = T.rl_step, runs.load_checkpoint
+    monkeypatch.setattr(T, "rl_step", lambda *a, **kw: trained.append(a[9]) or real_step(*a, **kw))
+    monkeypatch.setattr(runs, "load_checkpoint", lambda ck, *a: resumed_from.append(ck.name) or real_load(ck, *a))
+    again = cached_run(profile, cfg, tmp_path / "r", progress=False)  # finished: read back, not retrained
+    assert trained == [] and resumed_from == [] and again.evals == h.evals and len(again.steps) == 4
     shutil.rmtree(tmp_path / "r" / "checkpoints" / "step-000004")  # as if killed after step 2
     resumed = cached_run(profile, cfg, tmp_path / "r", progress=False)
-    assert calls == [tmp_path / "r"]
+    assert resumed_from == ["step-000002"] and trained == [3, 4]
     assert [e["gold_mean"] for e in resumed.evals] == [e["gold_mean"] for e in h.evals]
     longer = cached_run(profile, dataclasses.replace(cfg, steps=6), tmp_path / "r", progress=False)
-    assert calls[-1] == tmp_path / "r" and len(longer.steps) == 6  # extended from step 4, not retrained
+    assert resumed_from[-1] == "step-000004" and trained[2:] == [5, 6] and len(longer.steps) == 6  # extended
     fresh = cached_run(profile, dataclasses.replace(cfg, steps=6), tmp_path / "fresh", progress=False)
     assert [r["reward/proxy_mean"] for r in longer.steps] == [r["reward/proxy_mean"] for r in fresh.steps]
     assert [e["gold_mean"] for e in longer.evals] == [e["gold_mean"] for e in fresh.evals]
     import torch
 
     from b2b.models import load_policy
-    from b2b.showdown import run_policy
+    from b2b.tools.showdown import run_policy
 
     a, b = run_policy(profile, tmp_path / "r", 6), run_policy(profile, tmp_path / "fresh", 6)
     sft = load_policy(profile.policy)
@@ -199,15 +202,16 @@ def test_cached_run_loads_a_finished_run_and_resumes_a_killed_one(tmp_path, monk
     assert any(not torch.equal(pa, p0) for pa, p0 in zip(a.parameters(), sft.parameters()))  # and it trained
     with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 1 \(kept: \[.*6\]\)"):
         run_policy(profile, tmp_path / "fresh", 1)
-    n = len(calls)
+    n, m = len(trained), len(resumed_from)
     short = cached_run(profile, dataclasses.replace(cfg, steps=2), tmp_path / "r", progress=False)
-    assert len(calls) == n and short.steps == longer.steps[:2] and [e["step"] for e in short.evals] == [0, 2]
+    assert len(trained) == n and short.steps == longer.steps[:2] and [e["step"] for e in short.evals] == [0, 2]
     other = cached_run(profile, dataclasses.replace(cfg, kl_coef=0.1), tmp_path / "r", progress=False)
-    assert calls[-1] is None and len(other.steps) == 4  # other settings: trained from scratch
+    assert trained[n:] == [1, 2, 3, 4] and len(resumed_from) == m  # other settings: trained from scratch
+    assert len(other.steps) == 4
 
 
 def test_showdown_claims_per_seed_on_hand_made_rows():
-    from b2b.showdown import claims, claims_table
+    from b2b.tools.showdown import claims, claims_table
 
     def row(method, seed, gold, d2=0.5, kl=1.0, sft_gold=5.0):
         return {"method": method, "seed": seed, "sft": {"gold_mean": sft_gold, "distinct_2": 0.5},

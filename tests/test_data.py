@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from b2b.build_data import N_TEST_PAIRS, N_TRAIN_PAIRS, check_data, write_data
+from b2b.tinyworld.build_data import N_TEST_PAIRS, N_TRAIN_PAIRS, check_data, write_data
 from b2b.data import HELPSTEER2, load_preferences, load_prompts, split_prompts, validate_pair
 from b2b.errors import DataError
 
@@ -141,7 +141,7 @@ def test_hub_dataset_path_uses_datasets_with_a_local_stand_in(monkeypatch, data_
 
 
 def test_write_data_roundtrip_is_deterministic(tmp_path, monkeypatch):
-    import b2b.build_data as bd
+    import b2b.tinyworld.build_data as bd
 
     monkeypatch.setattr(bd, "N_TRAIN_PAIRS", 30)
     monkeypatch.setattr(bd, "N_TEST_PAIRS", 10)

@@ -1,9 +1,9 @@
-"""The lean sampling forward (`b2b.decoder.LlamaDecoder`) computes what transformers' Llama computes."""
+"""The lean sampling forward (`b2b.decoding.LlamaDecoder`) computes what transformers' Llama computes."""
 import pytest
 import torch
 
-import b2b.rollout as rollout
-from b2b.decoder import LlamaDecoder
+import b2b.decoding as decoding
+from b2b.decoding import LlamaDecoder
 from b2b.rollout import encode_prompts, position_ids, sample_completions
 
 PROMPTS = ["What colour is a banana?", "Hi!", "List three fruits and say which one is the sweetest.",
@@ -79,7 +79,7 @@ def test_lean_sampling_draws_the_same_tokens_as_the_model_forward(policy, tokeni
     prompts = PROMPTS * 4
     runs = []
     for lean in (True, False):
-        monkeypatch.setattr(rollout, "LEAN_DECODE", lean)
+        monkeypatch.setattr(decoding, "LEAN_DECODE", lean)
         runs.append(sample_completions(policy, tokenizer, prompts, 24, 1.0, torch.Generator().manual_seed(0),
                                        repetition_penalty=penalty))
     lean, model = runs

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from b2b.cli import main
+from b2b.tools.cli import main
 from b2b.errors import ModelError
 from b2b.models import convert_gguf, gguf_source
 

@@ -139,7 +139,7 @@ def test_profiles_share_a_code_path():
 
 
 def test_another_policy_and_the_backbone_that_follows_it(monkeypatch, tmp_path):
-    from b2b.pipeline import course_reward_dir, shipped_reward_model
+    from b2b.reward_models import course_reward_dir, shipped_reward_model
 
     monkeypatch.delenv("B2B_POLICY", raising=False)
     monkeypatch.delenv("B2B_REWARD_BACKBONE", raising=False)

@@ -13,7 +13,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def test_top_level_layout():
     names = {p.name for p in ROOT.iterdir() if not p.name.startswith(".") or p.name == ".ci"}
     names -= {"__pycache__", "b2b.egg-info", "build", "venv", ".venv", "mutants"}  # mutants: tests/mutation.py's work folder
-    assert names == {"notebooks", "b2b", "data", "img", "tests", "environment.yml", "README.md",
+    assert names == {"notebooks", "b2b", "data", "docs", "img", "tests", "environment.yml", "README.md",
                      "pyproject.toml", ".ci"}
 
 
@@ -42,7 +42,7 @@ def test_environment_yml_defers_to_pyproject():
 
 
 def test_console_script():
-    assert PYPROJECT["project"]["scripts"]["b2b"] == "b2b.cli:main"
+    assert PYPROJECT["project"]["scripts"]["b2b"] == "b2b.tools.cli:main"
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -69,7 +69,7 @@ def test_package_loads_safely():
     import b2b
 
     pkg = Path(b2b.__file__).parent
-    sources = {p.name: p.read_text(encoding="utf-8") for p in pkg.glob("*.py")}
+    sources = {str(p.relative_to(pkg)): p.read_text(encoding="utf-8") for p in pkg.rglob("*.py")}
     assert sources
     for name, src in sources.items():
         for call in re.findall(r"torch\.load\((.*?)\)\n", src, flags=re.S):

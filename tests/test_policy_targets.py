@@ -1,4 +1,4 @@
-"""The shipped tiny SFT policy meets its targets (the README's figures use 512 prompts; 256 here)."""
+"""The shipped tiny SFT policy meets its targets (docs/tiny-world.md's figures use 512 prompts; 256 here)."""
 import pytest
 
 from b2b.data import heldout_prompts

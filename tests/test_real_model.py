@@ -81,8 +81,8 @@ def test_lean_decoder_equals_smollm2s_own_forward(smol):
     """30 layers, 9 query heads on 3 key/value heads, rope theta 100,000, tied embeddings: the
     lean decoder's logits match the model's forward at every step, and sampling through either
     draws the same tokens."""
-    import b2b.rollout as rollout
-    from b2b.decoder import LlamaDecoder
+    import b2b.decoding as decoding
+    from b2b.decoding import LlamaDecoder
     from b2b.models import load_policy, load_tokenizer
     from b2b.rollout import sample_completions
     from test_decoder import PROMPTS, _check_against_the_model
@@ -94,10 +94,10 @@ def test_lean_decoder_equals_smollm2s_own_forward(smol):
     _check_against_the_model(model, tok, atol=2e-4)
     runs = []
     for lean in (True, False):
-        rollout.LEAN_DECODE = lean
+        decoding.LEAN_DECODE = lean
         try:
             runs.append(sample_completions(model, tok, PROMPTS, 12, 1.0, torch.Generator().manual_seed(0)))
         finally:
-            rollout.LEAN_DECODE = True
+            decoding.LEAN_DECODE = True
     assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
     assert torch.allclose(runs[0].sampler_logprobs, runs[1].sampler_logprobs, atol=1e-4)

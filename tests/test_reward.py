@@ -241,7 +241,7 @@ def test_exercise_checks_catch_the_classic_mistakes(capsys):
 def test_bias_probe_measures_filler_and_padding(tokenizer, tiny_dir):
     from b2b.models import load_reward_model
     from b2b.reward_eval import bias_probe, filler_gain
-    from b2b.world import World
+    from b2b.tinyworld.world import World
 
     torch.manual_seed(0)
     rm = load_reward_model(tiny_dir, num_labels=1)
@@ -272,7 +272,7 @@ def test_trl_reward_trainer_bridge_trains_and_scores(tiny_dir, data_dir):
     from b2b.data import load_preferences
     from b2b.models import load_reward_model
     from b2b.reward import RewardConfig
-    from b2b.trl_bridge import trl_reward_model
+    from b2b.tools.trl_bridge import trl_reward_model
 
     pairs = load_preferences(data_dir, "train", limit=96)
     before = load_reward_model(tiny_dir, num_labels=1).model.embed_tokens.weight.detach().clone()
@@ -318,7 +318,7 @@ def test_reward_model_for_loads_the_shipped_model_of_the_same_recipe(tmp_path, m
     import json
     import shutil
 
-    from b2b import pipeline
+    from b2b import recipes, reward_models
     from b2b.config import get_profile
     from b2b.data import load_preferences
     from b2b.models import fingerprint, load_reward_model
@@ -327,21 +327,21 @@ def test_reward_model_for_loads_the_shipped_model_of_the_same_recipe(tmp_path, m
     profile = get_profile("ci")
     shipped = tmp_path / "rm-level1"
     shutil.copytree(data_dir / "rm-level1", shipped)
-    monkeypatch.setattr(pipeline, "shipped_reward_model", lambda p, level: shipped)
+    monkeypatch.setattr(reward_models, "shipped_reward_model", lambda p, level: shipped)
     pairs = load_preferences(data_dir, "test", limit=16)
     cfg = RewardConfig(level=1, epochs=1, batch_size=4, warmup=1, eval_every=0, limit=8)
     curve = [{"step": 1, "loss": 0.7, "accuracy": 0.5}]
-    record = pipeline.training_record(cfg, profile.reward_backbone, 8, curve)
+    record = reward_models.training_record(cfg, profile.reward_backbone, 8, curve)
     assert record["backbone"] == "tiny-sft"                               # not the clone's absolute path
-    (shipped / pipeline.TRAINING_RECORD).write_text(json.dumps(record))
+    (shipped / reward_models.TRAINING_RECORD).write_text(json.dumps(record))
 
-    rm, history, source = pipeline.reward_model_for(profile, cfg, tokenizer, pairs, progress=False)
+    rm, history, source = reward_models.reward_model_for(profile, cfg, tokenizer, pairs, progress=False)
     assert Path(source).resolve() == shipped.resolve() and history == curve
     assert fingerprint(rm) == fingerprint(load_reward_model(shipped))
     for kw in ({"cfg": dataclasses.replace(cfg, lr=1e-3)}, {"retrain": True},
                {"train_pairs": pairs[:6]}, {"cfg": dataclasses.replace(cfg, level=2)}):
         args = {"cfg": cfg, "train_pairs": pairs, "retrain": False, **kw}
-        rm2, history2, source2 = pipeline.reward_model_for(profile, args["cfg"], tokenizer, args["train_pairs"],
+        rm2, history2, source2 = reward_models.reward_model_for(profile, args["cfg"], tokenizer, args["train_pairs"],
                                                            retrain=args["retrain"], progress=False)
         assert source2 == "trained" and history2 != curve and len(history2) >= 1, kw
         assert rm2.config.num_labels == args["cfg"].num_labels and fingerprint(rm2) != fingerprint(rm)
@@ -350,17 +350,17 @@ def test_reward_model_for_loads_the_shipped_model_of_the_same_recipe(tmp_path, m
 def test_build_reward_models_writes_the_recipe_beside_each_model(tmp_path, monkeypatch):
     import json
 
-    from b2b import pipeline
-    from b2b.cli import main
+    from b2b import recipes, reward_models
+    from b2b.tools.cli import main
     from b2b.config import get_profile
 
     def fake_stage(profile, level, data, out, cfg=None, half=False):
         out.mkdir(parents=True)
         return None, None, {"level": level, "train_pairs": 100_000}, [{"step": 1, "loss": 0.6}], []
-    monkeypatch.setattr(pipeline, "reward_stage", fake_stage)
+    monkeypatch.setattr(reward_models, "reward_stage", fake_stage)
     assert main(["build-reward-models", "--data", str(tmp_path), "--level", "2"]) == 0
-    record = json.loads((tmp_path / "rm-level2" / pipeline.TRAINING_RECORD).read_text())
-    want = pipeline.training_record(pipeline.reward_config(get_profile("tiny"), 2), "tiny-sft", 100_000,
+    record = json.loads((tmp_path / "rm-level2" / reward_models.TRAINING_RECORD).read_text())
+    want = reward_models.training_record(recipes.reward_config(get_profile("tiny"), 2), "tiny-sft", 100_000,
                                     [{"step": 1, "loss": 0.6}])
     assert record == want and record["config"]["epochs"] == 2.0
     assert json.loads((tmp_path / "rm-level2" / "b2b_metrics.json").read_text())["level"] == 2

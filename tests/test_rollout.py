@@ -194,13 +194,13 @@ def test_length_sorted_chunks_give_the_one_pass_logprobs_gradients_and_scores(po
 
 
 def test_sampling_with_finished_rows_dropped_stays_on_policy(tiny_dir, tokenizer, monkeypatch):
-    import b2b.rollout as rollout
+    import b2b.decoding as decoding
     from b2b.models import load_policy
 
     policy = load_policy(tiny_dir)
     prompts = ["Hi!", "List three fruits.", "Describe a tiger.", "Is a whale a fish?"] * 4
     for share in (0.0, 1.0):  # never / as soon as any row finishes
-        monkeypatch.setattr(rollout, "COMPACT_AT", share)
+        monkeypatch.setattr(decoding, "COMPACT_AT", share)
         ro = sample_completions(policy, tokenizer, prompts, 32, 1.0, torch.Generator().manual_seed(0))
         lens = ro.completion_mask.sum(1)
         assert lens.min() < lens.max()  # rows finished at different times, so 1.0 did compact

@@ -6,9 +6,9 @@ import pytest
 def test_pooled_evaluation_pools_every_sample_of_fixed_seeds(policy, tokenizer):
     from b2b.errors import ConfigError
     from b2b.evaluate import evaluate_policy
-    from b2b.pipeline import rl_prompts
+    from b2b.data import rl_prompts
     from b2b.config import get_profile
-    from b2b.showdown import POOLED_SEED, pooled_evaluation
+    from b2b.tools.showdown import POOLED_SEED, pooled_evaluation
     from b2b.train import RLConfig
 
     prompts = rl_prompts(get_profile("ci"))[1][:6]
@@ -23,7 +23,7 @@ def test_pooled_evaluation_pools_every_sample_of_fixed_seeds(policy, tokenizer):
     assert res["gold_se"] == pytest.approx(statistics.stdev(gold) / 18 ** 0.5)
     assert res["distinct_2"] == pytest.approx(statistics.fmean(e["distinct_2"] for e in one))
     assert res["kl_ref"] == pytest.approx(0.0, abs=1e-6) and "proxy_mean" not in res
-    from b2b.gold import default_world
+    from b2b.tinyworld.gold import default_world
 
     fam = [default_world().spec(p).family for p in prompts] * 3
     for f, g in res["gold_by_family"].items():                              # each family's samples only
@@ -46,7 +46,7 @@ def _row(method, seed, gold, d2=0.5, kl=1.0, sft_gold=5.0, pooled=None):
 
 
 def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
-    from b2b.showdown import aggregate, claims, markdown_table
+    from b2b.tools.showdown import aggregate, claims, markdown_table
 
     rows = [_row("vanilla REINFORCE", 0, 1.0, pooled=(1.2, 4.8)),
             _row("RLOO k=4 + KL", 0, 6.6, d2=0.4, kl=2.0, pooled=(6.2, 4.8)),   # single: +1.6; pooled: +1.4
@@ -74,7 +74,7 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
 
 
 def test_pooled_caches_are_read_back_only_for_the_same_key(tmp_path):
-    from b2b.showdown import _cached_json
+    from b2b.tools.showdown import _cached_json
 
     calls = []
     compute = lambda: calls.append(1) or {"gold_mean": float(len(calls))}  # noqa: E731
@@ -110,8 +110,8 @@ def test_cached_runs_are_reused_only_under_the_same_reward_model(tmp_path, token
 
     from b2b.config import get_profile
     from b2b.models import fingerprint, load_reward_model
-    from b2b.pipeline import rl_prompts
-    from b2b.showdown import cached_run, run_reward_fingerprint
+    from b2b.data import rl_prompts
+    from b2b.tools.showdown import cached_run, run_reward_fingerprint
     from b2b.train import REWARD_FILE, RLConfig
 
     profile = get_profile("ci")
@@ -150,7 +150,7 @@ def test_sft_pooled_is_keyed_by_the_policy_weights_not_its_path(tmp_path, monkey
 
     import torch
 
-    import b2b.showdown as sd
+    import b2b.tools.showdown as sd
     from b2b.config import get_profile
     from b2b.models import fingerprint, load_policy, load_reward_model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from b2b.cli import main
+from b2b.tools.cli import main
 from b2b.data import epoch_batches, length_batches
 
 DATA = Path(__file__).parent / "data"

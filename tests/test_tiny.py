@@ -1,6 +1,6 @@
 import torch
 
-from b2b.tiny import CHAT_TEMPLATE, TinyConfig, build_model, build_tokenizer, sft_batch, sft_examples, train_sft
+from b2b.tinyworld.tiny import CHAT_TEMPLATE, TinyConfig, build_model, build_tokenizer, sft_batch, sft_examples, train_sft
 
 ROWS = [{"prompt": "What colour is a banana?", "completion": "A banana is yellow."},
         {"prompt": "Hello!", "completion": "Hello! How can I help you today?"}] * 8
@@ -48,7 +48,7 @@ def test_a_short_sft_run_lowers_the_loss_and_saves_a_loadable_model(tmp_path):
 def test_build_tiny_is_deterministic(tmp_path, data_dir):
     from safetensors.torch import load_file
 
-    from b2b.tiny import build_tiny
+    from b2b.tinyworld.tiny import build_tiny
 
     cfg = TinyConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, steps=5, batch_size=8)
     a = build_tiny(data_dir, tmp_path / "a", cfg, progress=None)

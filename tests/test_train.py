@@ -140,7 +140,7 @@ def test_a_short_run_raises_the_proxy_reward(tiny_dir, tokenizer, rm):
 
 def _train_prompts():
     from b2b.config import get_profile
-    from b2b.pipeline import rl_prompts
+    from b2b.data import rl_prompts
     return rl_prompts(get_profile("ci"))[0]
 
 
@@ -199,7 +199,7 @@ def test_sample_stats_and_replay_from_a_hand_made_history():
 
 def test_family_balanced_prompts():
     from collections import Counter
-    from b2b.pipeline import family_balanced
+    from b2b.data import family_balanced
     out = family_balanced(["a1", "a2", "a3", "b1", "c1"], ["a", "a", "a", "b", "c"])
     assert out == ["a1", "b1", "c1", "a2", "b1", "c1", "a3", "b1", "c1"]
     assert Counter(out) == {"a1": 1, "a2": 1, "a3": 1, "b1": 3, "c1": 3}
@@ -284,7 +284,7 @@ def test_lora_trains_only_adapters_and_keeps_the_base_weights(tiny_dir, tokenize
 def test_trl_reward_function_scores_the_sampled_ids_like_b2b(tiny_dir, tokenizer, rm):
     from b2b.rollout import decode_completions, sample_completions
     from b2b.train import policy_rewards
-    from b2b.trl_bridge import reward_function
+    from b2b.tools.trl_bridge import reward_function
 
     policy = _policy(tiny_dir)
     ro = sample_completions(policy, tokenizer, PROMPTS, 16, 1.0, torch.Generator().manual_seed(0))
@@ -297,7 +297,7 @@ def test_trl_reward_function_scores_the_sampled_ids_like_b2b(tiny_dir, tokenizer
 
 
 def test_trl_rloo_bridge_trains_on_b2b_settings(tiny_dir, rm):
-    from b2b.trl_bridge import trl_rloo
+    from b2b.tools.trl_bridge import trl_rloo
 
     cfg = RLConfig(algo="rloo", k=2, batch_size=8, steps=2, max_new_tokens=8, kl_coef=0.05)
     out = trl_rloo(str(tiny_dir), rm, PROMPTS, cfg)

@@ -3,8 +3,8 @@ import statistics
 
 import pytest
 
-from b2b.gold import annotator_rating, gold_rating, judge, sentences, words
-from b2b.world import FAMILIES, KB, World, sample_style
+from b2b.tinyworld.gold import annotator_rating, gold_rating, judge, sentences, words
+from b2b.tinyworld.world import FAMILIES, KB, World, sample_style
 
 W = World()
 
@@ -138,7 +138,7 @@ def test_gold_yesno_reason_must_be_about_the_thing_asked():
 def test_pool_answers_include_confused_ones_and_gold_catches_them():
     import random
 
-    from b2b.world import Style, sample_style
+    from b2b.tinyworld.world import Style, sample_style
 
     w = World()
     rng = random.Random(0)

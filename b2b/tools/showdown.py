@@ -4,7 +4,7 @@
     table = aggregate(rows)                             # mean and spread per method
 
 Each method runs with its notebook's settings and the same number of samples per step and steps
-(`b2b.pipeline.rl_config`). Runs are cached: a finished run's `result.json` is reused when its
+(`b2b.recipes.rl_config`). Runs are cached: a finished run's `result.json` is reused when its
 config matches, and a run killed half way resumes from its last checkpoint, so a long showdown
 can be built in several sittings.
 
@@ -21,6 +21,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from b2b.runs import same_config
 
 METHODS = {
     "vanilla REINFORCE": ("reinforce", {}),
@@ -57,7 +59,7 @@ and apart from the training runs' own evaluation seeds, `seed + 1`)."""
 def method_config(profile, method: str, seed: int, steps: int | None = None):
     """The RLConfig of one showdown cell: the algorithm's notebook settings, the method's overrides,
     the seed, and one common number of steps (the longest of the methods' defaults unless given)."""
-    from b2b.pipeline import rl_config
+    from b2b.recipes import rl_config
 
     algo, over = METHODS[method]
     if steps is None:
@@ -71,17 +73,6 @@ def _slug(method: str) -> str:
     while "--" in s:
         s = s.replace("--", "-")
     return s
-
-
-def same_config(stored: dict | None, want: dict) -> bool:
-    """Whether a saved run's config is `want`; a setting the saved run predates counts as its
-    default (so adding an RLConfig field does not invalidate finished runs)."""
-    from b2b.train import RLConfig
-
-    if not isinstance(stored, dict) or set(stored) - set(want):
-        return False
-    defaults = dataclasses.asdict(RLConfig())
-    return all(stored.get(k, defaults[k]) == v for k, v in want.items())
 
 
 def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, world: bool, repeats: int,
@@ -98,7 +89,7 @@ def pooled_evaluation(policy, tokenizer, reward_model, prompts: list[str], cfg, 
     of each prompt family: where a policy gained). `world` False: no gold keys."""
     from b2b.errors import ConfigError
     from b2b.evaluate import evaluate_policy
-    from b2b.gold import default_world
+    from b2b.tinyworld.gold import default_world
 
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ConfigError(f"pooled_evaluation: repeats: expected an integer >= 1, got {repeats!r}")
@@ -136,7 +127,8 @@ def _cached_json(path: Path, key: dict, compute) -> dict:
 def _pooled_inputs(profile, cfg, tokenizer, reward_model, heldout, sft):
     """(tokenizer, reward model, the runs' held-out prompts, SFT policy): those given, else loaded."""
     from b2b.models import load_policy, load_tokenizer
-    from b2b.pipeline import course_reward_model, rl_prompts
+    from b2b.reward_models import course_reward_model
+    from b2b.data import rl_prompts
 
     tok = tokenizer or load_tokenizer(profile.policy)
     rm = reward_model or course_reward_model(profile, level=1)
@@ -149,7 +141,7 @@ def sft_pooled(profile, out: str | Path, repeats: int = SFT_EVALS, tokenizer=Non
     """The SFT policy's `pooled_evaluation` (plain sampler, the showdown's temperature, new tokens
     and held-out prompts), cached in `out/sft_pooled.json`."""
     from b2b.models import fingerprint, load_policy
-    from b2b.pipeline import course_reward_model
+    from b2b.reward_models import course_reward_model
 
     cfg = method_config(profile, "vanilla REINFORCE", 0, steps)
     reward_model = reward_model or course_reward_model(profile, level=1)
@@ -194,7 +186,8 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     table, claims and plot then use the single final evaluations. `final_evals` / `sft_evals`
     default to `pooled_repeats(profile)`."""
     from b2b.models import fingerprint, load_tokenizer
-    from b2b.pipeline import course_reward_model, rl_prompts
+    from b2b.reward_models import course_reward_model
+    from b2b.data import rl_prompts
     from b2b.train import summary
 
     final_evals, sft_evals = pooled_repeats(profile, final_evals, sft_evals)
@@ -246,41 +239,26 @@ def method_run(profile, method: str, seed: int = 0, out: str | Path = "runs/show
 
 def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None, data=None,
                progress: bool = True):
-    """`b2b.train` of `cfg` into `out`, unless `out` already holds that run (same settings but
-    perhaps `steps`): a run that got to step cfg.steps or beyond is read back, not retrained (its
-    first cfg.steps steps are exactly the run asked for); a run killed half way, or a shorter one,
-    resumes from its last checkpoint and goes on to cfg.steps (the RNG state is checkpointed, so
-    this equals one uninterrupted run). A run trained against another reward model (or one that
-    predates the record of it, `b2b.train.REWARD_FILE`) is trained again. Returns the run's
-    History. `data` = `rl_prompts(profile)`."""
-    from b2b.models import fingerprint, load_policy, load_tokenizer
-    from b2b.pipeline import course_reward_model, rl_prompts
-    from b2b.train import History, latest_checkpoint, train
+    """`b2b.train(..., out=out, reuse=True)` of `cfg` on the profile's policy, prompts and reward
+    model (`data` = `rl_prompts(profile)`): a finished run of the same settings (perhaps longer) is
+    read back, a killed or shorter one continued, anything else trained afresh (`b2b.runs`).
+    Returns the run's History."""
+    from b2b.data import rl_prompts
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.reward_models import course_reward_model
+    from b2b.train import train
 
-    out = Path(out)
-    want = dataclasses.asdict(cfg)
     reward_model = reward_model or course_reward_model(profile, level=1)
-    ck = latest_checkpoint(out) if out.exists() else None
-    resume = None
-    if ck is not None and run_reward_fingerprint(out) == fingerprint(reward_model):
-        stored, at = json.loads((ck / "config.json").read_text()), int(ck.name.split("-")[1])
-        if same_config({**stored, "steps": cfg.steps}, want):  # the same run, perhaps of another length
-            history = History.from_dict(json.loads((ck / "history.json").read_text()))
-            if at >= cfg.steps:  # done (or longer): its first cfg.steps steps are this run
-                return History(steps=[r for r in history.steps if r["step"] <= cfg.steps],
-                               evals=[e for e in history.evals if e["step"] <= cfg.steps],
-                               samples=[r for r in history.samples if r["step"] <= cfg.steps])
-            resume = out  # killed half way, or shorter: continue it (the same draws as one long run)
     tokenizer = tokenizer or load_tokenizer(profile.policy)
     prompts, heldout, world = data or rl_prompts(profile)
     policy = load_policy(profile.policy, trainable=True)
     return train(policy, tokenizer, reward_model, prompts, cfg, eval_prompts=heldout, world=world, out=out,
-                 resume=resume, overwrite=True, progress=progress)
+                 reuse=True, progress=progress)
 
 
 def run_reward_fingerprint(out: str | Path) -> str | None:
     """The fingerprint of the reward model the run in `out` trained against (None if unrecorded)."""
-    from b2b.train import recorded_reward_fingerprint
+    from b2b.runs import recorded_reward_fingerprint
 
     return recorded_reward_fingerprint(out)
 
@@ -289,18 +267,9 @@ def run_policy(profile, out: str | Path, step: int):
     """The policy a run in `out` had after `step` steps, from its checkpoint of that step (a
     `cached_run` that was read back rather than trained returns only the History; this is its
     model). A one-line error names the steps that were kept when that one was not."""
-    from safetensors.torch import load_model
+    from b2b.runs import policy_at
 
-    from b2b.models import load_policy
-    from b2b.train import _checkpoints
-
-    ck = Path(out) / "checkpoints" / f"step-{step:06d}"
-    if not (ck / "policy.safetensors").exists():
-        kept = [int(c.name.split("-")[1]) for c in _checkpoints(Path(out))]
-        raise FileNotFoundError(f"{out}: no checkpoint of step {step} (kept: {kept or 'none'})")
-    policy = load_policy(profile.policy)
-    load_model(policy, str(ck / "policy.safetensors"), device=str(next(policy.parameters()).device))
-    return policy
+    return policy_at(profile.policy, out, step)
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -346,8 +315,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
-    """The README's showdown table: mean ± std over seeds (with pooled evaluations: the pooled final
-    gold and its gain over the SFT policy's pooled gold instead of the single evaluation's gain,
+    """The showdown table (README, docs/results.md): mean ± std over seeds (with pooled evaluations: the
+    pooled final gold and its gain over the SFT policy's pooled gold instead of the single evaluation's gain,
     and the pooled KL and distinct-2)."""
     def pm(r, k, fmt=".2f"):
         return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt.lstrip('+')}}"

@@ -25,9 +25,9 @@ import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from b2b.responses import SOUNDS, USES, describable_facts
-from b2b.world import (COLOURS, FILLER, HABITATS, NUMBER_WORDS, SIZES, SURFACE, TRAVEL_PHRASES,
-                       PromptSpec, World)
+from b2b.tinyworld.responses import SOUNDS, USES, describable_facts
+from b2b.tinyworld.knowledge import COLOURS, FILLER, HABITATS, NUMBER_WORDS, SIZES, SURFACE, PromptSpec
+from b2b.tinyworld.world import World
 
 WORD_RE = re.compile(r"[a-z]+(?:-[a-z]+)?|\d+")
 SENT_RE = re.compile(r"[.!?\n]+")

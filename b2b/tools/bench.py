@@ -37,7 +37,7 @@ SPLIT = ("generate_s", "score_s", "learn_s")
 def bench_config(profile, algo: str, batch_size: int = 64, k: int = 4, max_new_tokens: int = 48, steps: int = 10,
                  warmup: int = 2, seed: int = 0):
     """The RLConfig of one benchmark cell: the algorithm's notebook settings on the fixed workload."""
-    from b2b.pipeline import rl_config
+    from b2b.recipes import rl_config
 
     return rl_config(profile, algo, batch_size=batch_size, k=k, max_new_tokens=max_new_tokens, steps=warmup + steps,
                      eval_every=0, sample_every=0, checkpoint_every=0, seed=seed).validate()
@@ -80,11 +80,12 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     machine that speeds up or slows down over minutes weighs on every contestant alike: each figure
     is then the median over all rounds' measured steps; the per-round figures are kept in
     `step_s_rounds` and `trl_ratio_rounds` (each round's median pair ratio)."""
-    from b2b import rollout
+    from b2b import decoding
     from b2b.config import default_device
-    from b2b.decoder import LlamaDecoder
+    from b2b.decoding import LlamaDecoder
     from b2b.models import load_policy, load_tokenizer
-    from b2b.pipeline import course_reward_model, rl_prompts
+    from b2b.reward_models import course_reward_model
+    from b2b.data import rl_prompts
     from b2b.train import train, train_steps
 
     if vs_trl and "rloo" not in algos:  # checked before any run
@@ -105,14 +106,14 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
         for algo in algos:
             cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
             policy = load_policy(profile.policy, device, trainable=True)
-            # sampled through b2b.decoder.LlamaDecoder, or through the model's own forward
-            res["lean_decode"] = rollout.LEAN_DECODE and LlamaDecoder.supports(policy)
+            # sampled through b2b.decoding.LlamaDecoder, or through the model's own forward
+            res["lean_decode"] = decoding.LEAN_DECODE and LlamaDecoder.supports(policy)
             if torch.device(device).type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             if vs_trl and algo == "rloo":  # b2b's RLOO steps alternate with TRL's, one each in turn
-                from b2b.trl_bridge import trl_rloo
+                from b2b.tools.trl_bridge import trl_rloo
 
                 b2b_steps = train_steps(policy, tok, rm, prompts, cfg, world=world, progress=False)
                 rows = []

@@ -1,0 +1,61 @@
+"""Each profile's recipes: the reward-model and RL settings notebooks and `b2b run` share.
+
+    cfg = rl_config(get_profile("tiny"), "rloo")         # notebook 06's RLConfig
+    rcfg = reward_config(get_profile("colab"), level=2)  # notebook 02's RewardConfig on SmolLM2
+
+How the tiny profile's settings were chosen (the sweeps behind them): docs/tuning.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from b2b.config import Profile
+from b2b.reward import RewardConfig
+from b2b.rl_config import RLConfig
+
+
+def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
+    """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
+    if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
+    elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, lr=1e-5, max_length=320, warmup=1, limit=8,
+                           eval_every=1)
+    else:
+        cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
+        if profile.name == "ci":
+            # 62 steps: a short warm-up, or the cosine decay would end before the warm-up does
+            cfg = dataclasses.replace(cfg, epochs=1.0, limit=int(20_000 * profile.scale), warmup=6, eval_every=25)
+    return dataclasses.replace(cfg, **overrides)
+
+
+ALGO_SETTINGS = {
+    "reinforce": {},                                                                     # notebook 03
+    "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
+    "reinforce_pp": dict(k=1, kl_coef=1.2, ppo_epochs=1, minibatches=2, steps=600),      # notebook 07
+    "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
+}
+"""Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
+lr 2e-4, 64 new tokens).
+The sweeps that chose them: docs/tuning.md."""
+
+
+def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
+    """The RL settings of a profile: notebook 03's (vanilla REINFORCE) in `tiny`, a few short steps in
+    `ci`, SmolLM2-sized ones in `colab`. `b2b run` uses these, so the CLI and the notebooks agree."""
+    algo_cfg = ALGO_SETTINGS.get(algo, {})
+    if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
+        cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
+                       eval_prompts=128, **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
+    elif profile.name == "colab-smoke":  # colab's settings, a step or two of 4 short rollouts on a CPU
+        cfg = RLConfig(algo=algo, steps=2 if "steps" in algo_cfg else 1, batch_size=4, lr=1e-6,
+                       max_new_tokens=profile.max_new_tokens, eval_every=0, eval_prompts=profile.eval_prompts,
+                       sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # one checkpoint: the final step,
+                       checkpoint_optimizer=False,                              # its policy only (0.54 GB, not 1.6)
+                       **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
+    else:
+        cfg = RLConfig(algo=algo, **algo_cfg)
+        if profile.name == "ci":
+            cfg = dataclasses.replace(cfg, steps=max(4, int(RLConfig.steps * profile.scale)), batch_size=16,
+                                      eval_every=5, eval_prompts=32, checkpoint_every=5)
+    return dataclasses.replace(cfg, **overrides)
