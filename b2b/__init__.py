@@ -32,9 +32,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`, ...), keeping `import b2b` light."""
-    if name in ("plots", "widgets", "pipeline", "reward_eval", "exercises", "trl_bridge", "analysis",
-                "showdown", "bench", "recipes", "reward_models", "runs", "tinyworld", "tools"):
+    """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`, ...), keeping `import b2b` light;
+    so do the old module names (`b2b.world`, `b2b.showdown`, `b2b.pipeline`, ...)."""
+    if name in ("plots", "widgets", "reward_eval", "exercises", "analysis", "recipes", "reward_models", "runs",
+                "tinyworld", "tools", "decoding", "guards", "rl_config") or f"b2b.{name}" in _moved.OLD_NAMES:
         import importlib
         return importlib.import_module(f"b2b.{name}")
     raise AttributeError(f"module 'b2b' has no attribute {name!r}")

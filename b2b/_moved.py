@@ -29,6 +29,9 @@ DISSOLVED = {"b2b.pipeline": {
 }}
 
 
+OLD_NAMES = set(MOVED) | set(DISSOLVED)
+
+
 class _Forward(types.ModuleType):
     """A dissolved module: each old name is read from its new home when asked for."""
 

@@ -142,6 +142,27 @@ def test_every_public_name_resolves(name):
     assert _resolve(name) is not None
 
 
+def _notebook_attributes() -> set[str]:
+    """The `b2b.x.y` chains the notebooks read as attributes of the package."""
+    names = set()
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] == "code":
+                names |= set(re.findall(r"\bb2b(?:\.[A-Za-z_]\w*)+", "".join(cell["source"])))
+    return names
+
+
+def test_attributes_of_a_fresh_import_resolve():
+    """`import b2b` then `b2b.world.KB`, `b2b.showdown.run_showdown`, ...: in a fresh interpreter, where
+    no earlier import has bound the submodules to the package."""
+    chains = sorted(_notebook_attributes() | {n for n in OLD_NAMES if not n.startswith("b2b.train.")})
+    code = ("import b2b, functools, sys\nbad = []\nfor c in sys.argv[1:]:\n    try:\n"
+            "        functools.reduce(getattr, c.split('.')[1:], b2b)\n    except AttributeError as e:\n"
+            "        bad.append(f'{c}: {e}')\nprint('\\n'.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code, *chains], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
 def test_an_old_module_is_the_new_one():
     import b2b.showdown
     import b2b.tools.showdown
