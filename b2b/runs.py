@@ -128,7 +128,8 @@ def load_checkpoint(ckpt: Path, policy, opt, gen: torch.Generator) -> tuple[int,
     if state["optimizer"] is not None:
         opt.load_state_dict(state["optimizer"])
     else:
-        print(f"resume: {ckpt} holds no optimizer state (checkpoint_optimizer=False): AdamW's moments restart from zero")
+        print(f"resume: {ckpt} holds no optimizer state (checkpoint_optimizer=False): AdamW's moments restart "
+              "from zero")
     gen.set_state(state["generator"])
     return state["step"], state["baseline"], History.from_dict(json.loads((ckpt / "history.json").read_text()))
 
@@ -246,7 +247,8 @@ def open_run(out, cfg, reward_id: str | None, resume=None, overwrite: bool = Fal
     if resume is not None:
         ckpt = latest_checkpoint(resume)
         if ckpt is None:
-            raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run directory)")
+            raise ConfigError(f"resume: {resume}: no checkpoint found (expected checkpoints/step-N inside a run "
+                              "directory)")
         check_same_reward_model(ckpt.parent.parent, reward_id)
         out = out or ckpt.parent.parent
     elif out is not None and run_files(out) and not overwrite:

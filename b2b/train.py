@@ -7,10 +7,11 @@ Each step samples one completion per rollout (`b2b.rollout`), scores it with the
 (and the gold judge in the tiny world), shapes the reward, turns rewards into advantages
 (`b2b.advantages`) and takes an optimizer step. Algorithms differ only in the learn phase, the
 `# ALGO LOGIC` section: `reinforce_update` (REINFORCE, RLOO) and `clipped_update` (REINFORCE++).
-Metrics are namespaced (`reward/proxy_mean`, `completions/distinct_2`, `time/step_s`, ...; see
-docs/glossary.md) and kept in a `History`. The settings are `RLConfig` (`b2b.rl_config`). With `out`, the run is also logged and checkpointed
-there (`b2b.runs`): `resume=out` continues a killed run with the same results on a CPU, and
-`reuse=True` reads back a finished run of the same settings instead of training it again.
+The settings are an `RLConfig` (`b2b.rl_config`). Metrics are namespaced (`reward/proxy_mean`,
+`completions/distinct_2`, `time/step_s`, ...; see docs/glossary.md) and kept in a `History`. With
+`out`, the run is also logged and checkpointed there (`b2b.runs`): `resume=out` continues a killed
+run with the same results on a CPU, and `reuse=True` reads back a finished run of the same
+settings instead of training it again.
 """
 from __future__ import annotations
 
@@ -249,7 +250,9 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     policy = add_lora(policy, cfg) if cfg.lora_r else policy
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    start, baseline, history = runs.load_checkpoint(run.resume, policy, opt, gen) if run.resume else (0, None, History())
+    start, baseline, history = 0, None, History()
+    if run.resume is not None:
+        start, baseline, history = runs.load_checkpoint(run.resume, policy, opt, gen)
     runs.start_logs(run.out, cfg, reward_id, history)
     last_good = str(latest_checkpoint(run.out) or "none") if run.out is not None else "none"
 

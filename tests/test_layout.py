@@ -47,8 +47,9 @@ GRAPH = {name: _imports(p) - {"b2b", name} for name, p in MODULES.items() if nam
 def test_the_layout():
     flat = {p.stem for p in PKG.glob("*.py")}
     assert set(LESSON) <= flat
-    assert {"world", "knowledge", "responses", "gold", "build_data", "tiny"} <= {p.stem for p in (PKG / "tinyworld").glob("*.py")}
-    assert {"cli", "bench", "showdown", "troubleshooting", "trl_bridge"} <= {p.stem for p in (PKG / "tools").glob("*.py")}
+    tinyworld, tools = ({p.stem for p in (PKG / sub).glob("*.py")} for sub in ("tinyworld", "tools"))
+    assert {"world", "knowledge", "responses", "gold", "build_data", "tiny"} <= tinyworld
+    assert {"cli", "bench", "showdown", "troubleshooting", "trl_bridge"} <= tools
     assert not flat & {"world", "gold", "responses", "build_data", "tiny", "cli", "bench", "showdown",
                        "troubleshooting", "trl_bridge", "pipeline", "decoder"}, "moved modules stay moved"
     assert len((PKG / "train.py").read_text().splitlines()) <= 330
