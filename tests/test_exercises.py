@@ -1,0 +1,453 @@
+"""b2b.exercises: every check passes b2b's reference and names each classic mistake it was built for.
+
+The wrong versions below are written the way a learner would write them (not taken from
+exercises.py), so a check that matched only its own internal variants would fail here.
+"""
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from b2b import advantages as A
+from b2b import exercises as E
+from b2b.metrics import distinct_n
+from b2b.reward import bradley_terry_loss, ordinal_loss
+from b2b.rollout import last_token_index
+from b2b.tinyworld.gold import words
+
+REFERENCES = {
+    "bradley_terry": bradley_terry_loss,
+    "ordinal": ordinal_loss,
+    "moving_average_baseline": A.moving_average_baseline,
+    "reinforce_loss": A.reinforce_loss,
+    "last_token_index": last_token_index,
+    "distinct_2": distinct_n,
+    "kl_estimators": A.kl_per_token,
+    "kl_shaped_reward": A.kl_shaped_reward,
+    "rloo_advantages": A.rloo_advantages,
+    "returns_to_go": A.returns_to_go,
+    "masked_whiten": A.masked_whiten,
+    "clipped_loss": A.clipped_pg_loss,
+}
+
+
+def check(name):
+    return getattr(E, f"check_{name}")
+
+
+# ----------------------------------------------------------------------------- wrong versions, as learners write them
+
+# Bradley-Terry
+def bt_swapped(rw, rl):
+    return -F.logsigmoid(rl - rw).mean()
+
+
+def bt_naive(rw, rl):  # inf for huge margins
+    return -torch.log(torch.sigmoid(rw - rl)).mean()
+
+
+def bt_naive_eps(rw, rl):  # finite but capped near 18.4
+    return -torch.log(torch.sigmoid(rw - rl) + 1e-8).mean()
+
+
+# ordinal
+def ord_triu(lw, ll):  # the seed's mask: sums P(loser above winner)
+    joint = lw.log_softmax(-1)[:, :, None] + ll.log_softmax(-1)[:, None, :]
+    mask = torch.ones(10, 10, dtype=torch.bool).triu(diagonal=1)
+    return -joint.masked_fill(~mask, float("-inf")).logsumexp((1, 2)).mean()
+
+
+def ord_ties(lw, ll):  # i >= j: a tie counted as a win
+    joint = lw.log_softmax(-1)[:, :, None] + ll.log_softmax(-1)[:, None, :]
+    mask = torch.ones(10, 10, dtype=torch.bool).tril()
+    return -joint.masked_fill(~mask, float("-inf")).logsumexp((1, 2)).mean()
+
+
+def ord_products(lw, ll):  # the notebook's first attempt: probability space, + 1e-8
+    pw, pl = lw.softmax(-1), ll.softmax(-1)
+    joint = pw[:, :, None] * pl[:, None, :]
+    return -torch.log(joint.tril(diagonal=-1).sum((1, 2)) + 1e-8).mean()
+
+
+def ord_products_no_eps(lw, ll):
+    joint = lw.softmax(-1)[:, :, None] * ll.softmax(-1)[:, None, :]
+    return -torch.log(joint.tril(diagonal=-1).sum((1, 2))).mean()
+
+
+# moving-average baseline
+def ma_update_first(rewards, baseline, decay):
+    m = rewards.mean().item()
+    baseline = m if baseline is None else decay * baseline + (1 - decay) * m
+    return rewards - baseline, baseline
+
+
+def ma_swapped(rewards, baseline, decay):
+    m = rewards.mean().item()
+    b = m if baseline is None else baseline
+    return rewards - b, (1 - decay) * b + decay * m
+
+
+def ma_sign(rewards, baseline, decay):
+    m = rewards.mean().item()
+    b = m if baseline is None else baseline
+    return b - rewards, decay * b + (1 - decay) * m
+
+
+# REINFORCE loss
+def rf_sign(a, lp, m):
+    return (a.detach() * (lp * m).sum(1)).mean()
+
+
+def rf_no_mask(a, lp, m):
+    return -(a.detach() * lp.sum(-1)).mean()
+
+
+def rf_token_mean(a, lp, m):
+    return -(a.detach() * (lp * m).sum(1) / m.sum(1)).mean()
+
+
+def rf_batch_sum(a, lp, m):
+    return -(a.detach() * (lp * m).sum(1)).sum()
+
+
+def rf_no_detach(a, lp, m):
+    return -(a * (lp * m).sum(1)).mean()
+
+
+# last token index
+def lt_first_pad(m):  # one past the last real token
+    T = m.shape[1]
+    return T - m.flip(1).long().argmax(1)
+
+
+def lt_right_only(m):
+    return m.sum(1).long() - 1
+
+
+def lt_count(m):
+    return m.sum(dim=1)
+
+
+# distinct-2
+def _bigrams(ws):
+    return [(a, b) for a, b in zip(ws, ws[1:])]
+
+
+def d2_per_text(texts):
+    vals = []
+    for t in texts:
+        g = _bigrams(words(t))
+        vals.append(len(set(g)) / len(g) if g else 0.0)
+    return sum(vals) / len(vals)
+
+
+def d2_unigrams(texts):
+    ws = [w for t in texts for w in words(t)]
+    return len(set(ws)) / len(ws) if ws else 0.0
+
+
+def d2_split(texts):
+    g = [b for t in texts for b in _bigrams(t.split())]
+    return len(set(g)) / len(g) if g else 0.0
+
+
+def d2_no_lower(texts):
+    g = [b for t in texts for b in _bigrams(re.findall(r"[A-Za-z]+(?:-[A-Za-z]+)?|\d+", t))]
+    return len(set(g)) / len(g) if g else 0.0
+
+
+# KL estimators
+def _kl(l, est):
+    return {"k1": l, "k2": 0.5 * l ** 2, "k3": torch.exp(-l) - 1 + l}[est]
+
+
+def kl_reversed(lp, ref, m, est):
+    return _kl(ref - lp, est) * m
+
+
+def kl_k3_wrong(lp, ref, m, est):
+    l = lp - ref
+    return (torch.exp(l) - 1 - l if est == "k3" else _kl(l, est)) * m
+
+
+def kl_no_mask(lp, ref, m, est):
+    return _kl(lp - ref, est)
+
+
+def kl_k2_no_half(lp, ref, m, est):
+    l = lp - ref
+    return (l ** 2 if est == "k2" else _kl(l, est)) * m
+
+
+# KL-shaped reward
+def ks_plus(r, lp, ref, m, beta):
+    return r + beta * ((lp.detach() - ref) * m).sum(1)
+
+
+def ks_token_mean(r, lp, ref, m, beta):
+    return r - beta * ((lp.detach() - ref) * m).sum(1) / m.sum(1)
+
+
+def ks_no_mask(r, lp, ref, m, beta):
+    return r - beta * (lp.detach() - ref.detach()).sum(1)
+
+
+def ks_no_detach(r, lp, ref, m, beta):
+    return r - beta * ((lp - ref) * m).sum(1)
+
+
+# RLOO
+def rloo_self(r, k):
+    g = r.reshape(-1, k)
+    return (g - g.mean(1, keepdim=True)).flatten()
+
+
+def rloo_strided(r, k):
+    g = r.reshape(k, -1)  # column j = samples j, j + B/k, ...
+    return (g - (g.sum(0, keepdim=True) - g) / (k - 1)).flatten()
+
+
+def rloo_over_k(r, k):
+    g = r.reshape(-1, k)
+    return (g - (g.sum(1, keepdim=True) - g) / k).flatten()
+
+
+# returns to go
+def rtg_from_start(r, m):
+    return torch.cumsum(r * m, dim=1) * m
+
+
+def rtg_exclusive(r, m):
+    r = r * m
+    return (r.flip(1).cumsum(1).flip(1) - r) * m
+
+
+def rtg_no_mask(r, m):
+    return r.flip(1).cumsum(1).flip(1)
+
+
+# masked whiten
+def wh_padded_stats(x, m):
+    return (x - x.mean()) / (x.std(unbiased=False) + 1e-8) * m
+
+
+def wh_per_row(x, m):
+    n = m.sum(1, keepdim=True)
+    mu = (x * m).sum(1, keepdim=True) / n
+    var = (((x - mu) * m) ** 2).sum(1, keepdim=True) / n
+    return (x - mu) / (var.sqrt() + 1e-8) * m
+
+
+def wh_not_zeroed(x, m):
+    mu = x[m.bool()].mean()
+    sd = x[m.bool()].std(unbiased=False)
+    return (x - mu) / (sd + 1e-8)
+
+
+def wh_no_eps(x, m):  # 0 / 0 when all values are equal
+    mu = x[m.bool()].mean()
+    return (x - mu) / x[m.bool()].std(unbiased=False) * m
+
+
+# clipped loss
+def _ratio_terms(lp, old, a, clip):
+    ratio = (lp - old.detach()).exp()
+    a = a.detach()
+    return ratio * a, torch.clamp(ratio, 1 - clip, 1 + clip) * a
+
+
+def pg_max(lp, old, a, m, clip):
+    u, c = _ratio_terms(lp, old, a, clip)
+    return -(torch.max(u, c) * m).sum() / m.sum()
+
+
+def pg_clip_adv(lp, old, a, m, clip):
+    ratio = (lp - old.detach()).exp()
+    a = a.detach()
+    return -(torch.min(ratio * a, ratio * a.clamp(1 - clip, 1 + clip)) * m).sum() / m.sum()
+
+
+def pg_sign(lp, old, a, m, clip):
+    u, c = _ratio_terms(lp, old, a, clip)
+    return (torch.min(u, c) * m).sum() / m.sum()
+
+
+def pg_padded_mean(lp, old, a, m, clip):
+    u, c = _ratio_terms(lp, old, a, clip)
+    return -torch.min(u, c).mean()
+
+
+def pg_old_not_detached(lp, old, a, m, clip):
+    ratio = (lp - old).exp()
+    a = a.detach()
+    return -(torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * m).sum() / m.sum()
+
+
+def pg_adv_not_detached(lp, old, a, m, clip):
+    ratio = (lp - old.detach()).exp()
+    return -(torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * m).sum() / m.sum()
+
+
+WRONG = [
+    ("bradley_terry", bt_swapped, "chosen and rejected are swapped"),
+    ("bradley_terry", bt_naive, "numerically unstable: use logsigmoid"),
+    ("bradley_terry", bt_naive_eps, "numerically unstable: use logsigmoid"),
+    ("ordinal", ord_triu, "triu bug"),
+    ("ordinal", ord_ties, "ties as wins"),
+    ("ordinal", ord_products, "stay in log space"),
+    ("ordinal", ord_products_no_eps, "stay in log space"),
+    ("moving_average_baseline", ma_update_first, "before subtracting it"),
+    ("moving_average_baseline", ma_swapped, "decay and 1 - decay are swapped"),
+    ("moving_average_baseline", ma_sign, "R - baseline, not baseline - R"),
+    ("reinforce_loss", rf_sign, "the sign is flipped"),
+    ("reinforce_loss", rf_no_mask, "padding counts in your loss"),
+    ("reinforce_loss", rf_token_mean, "you averaged over tokens"),
+    ("reinforce_loss", rf_batch_sum, "you summed over the batch"),
+    ("reinforce_loss", rf_no_detach, "advantages.detach()"),
+    ("last_token_index", lt_first_pad, "off by one"),
+    ("last_token_index", lt_right_only, "you assume right padding only"),
+    ("last_token_index", lt_count, "mask.sum(1) counts the real tokens"),
+    ("distinct_2", d2_per_text, "per text and averaged"),
+    ("distinct_2", d2_unigrams, "you counted unigrams"),
+    ("distinct_2", d2_split, "b2b.tinyworld.gold.words"),
+    ("distinct_2", d2_no_lower, "b2b.tinyworld.gold.words"),
+    ("kl_estimators", kl_reversed, "log-ratio is the wrong way round"),
+    ("kl_estimators", kl_k3_wrong, "your k3 is exp(l) - 1 - l"),
+    ("kl_estimators", kl_no_mask, "the mask is not applied"),
+    ("kl_estimators", kl_k2_no_half, "missing the 1/2"),
+    ("kl_shaped_reward", ks_plus, "the penalty has the wrong sign"),
+    ("kl_shaped_reward", ks_token_mean, "averaged the KL over tokens"),
+    ("kl_shaped_reward", ks_no_mask, "the mask is not applied"),
+    ("kl_shaped_reward", ks_no_detach, "your R carries gradient to the log-probs"),
+    ("rloo_advantages", rloo_self, "includes the sample itself"),
+    ("rloo_advantages", rloo_strided, "your groups are strided"),
+    ("rloo_advantages", rloo_over_k, "you divide by k"),
+    ("returns_to_go", rtg_from_start, "you summed from the start"),
+    ("returns_to_go", rtg_exclusive, "includes the reward at t itself"),
+    ("returns_to_go", rtg_no_mask, "the mask is not applied"),
+    ("masked_whiten", wh_padded_stats, "include the padded entries"),
+    ("masked_whiten", wh_per_row, "each row on its own"),
+    ("masked_whiten", wh_not_zeroed, "not zero outside the mask"),
+    ("masked_whiten", wh_no_eps, "add eps"),
+    ("clipped_loss", pg_max, "max instead of min"),
+    ("clipped_loss", pg_clip_adv, "you clipped the advantage"),
+    ("clipped_loss", pg_sign, "the sign is flipped"),
+    ("clipped_loss", pg_padded_mean, "padding counts in your loss"),
+    ("clipped_loss", pg_old_not_detached, "gradient reaches old_logprobs"),
+    ("clipped_loss", pg_adv_not_detached, "advantages.detach()"),
+]
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_every_check_has_references_and_wrong_versions():
+    assert set(REFERENCES) == set(E.NAMES)
+    assert {name for name, _, _ in WRONG} == set(E.NAMES)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_reference_passes(name, capsys):
+    assert check(name)(REFERENCES[name]) is True
+    out = capsys.readouterr().out
+    assert out.strip().endswith("All cases pass.") and "x  " not in out
+
+
+@pytest.mark.parametrize("name", ["distinct_2", "kl_shaped_reward"])
+def test_private_solutions_pass(name, capsys):  # the printed solution is exercises.py's own code
+    assert check(name)(getattr(E, f"_{name}"))
+
+
+@pytest.mark.parametrize("name, wrong, fragment", WRONG, ids=[f"{n}-{w.__name__}" for n, w, _ in WRONG])
+def test_wrong_version_is_rejected_and_named(name, wrong, fragment, capsys):
+    assert check(name)(wrong) is False
+    out = capsys.readouterr().out
+    assert fragment in out, out
+    assert "Not yet" in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_stub_is_not_written_yet(name, capsys):
+    def stub(*args):
+        raise NotImplementedError
+
+    assert check(name)(stub) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 4 and lines[-1].startswith("Not yet")
+    assert "x  " in lines[0] and "not written yet: replace the `raise NotImplementedError`" in lines[0]
+    assert all(line.startswith("  x  ") and line.endswith("the same as above") for line in lines[1:-1])
+
+
+def test_other_exceptions_are_reported_per_case(capsys):
+    def broken(rewards, k):
+        return rewards.view(k, k)  # wrong shape for most cases: raises
+
+    assert not E.check_rloo_advantages(broken)
+    assert "raised RuntimeError" in capsys.readouterr().out
+
+
+def test_unmatched_mistake_shows_got_and_expected(capsys):
+    assert not E.check_returns_to_go(lambda r, m: 2 * A.returns_to_go(r, m))
+    out = capsys.readouterr().out
+    assert "got " in out and "expected " in out
+
+
+def test_a_loss_with_no_gradient_to_the_logprobs_is_rejected(capsys):
+    def detached(a, lp, m):
+        return -(a.detach() * (lp.detach() * m).sum(1)).mean()
+
+    assert not E.check_reinforce_loss(detached)
+    assert "no gradient to logprobs" in capsys.readouterr().out
+
+
+def test_a_missing_return_is_named(capsys):
+    def forgot(texts):
+        distinct_n(texts)
+
+    assert not E.check_distinct_2(forgot)
+    assert "forget the `return`" in capsys.readouterr().out
+
+
+def test_float_indices_are_rejected(capsys):
+    assert not E.check_last_token_index(lambda m: last_token_index(m).float())
+    assert "integer indices" in capsys.readouterr().out
+
+
+def test_a_partly_right_function_fails_only_some_cases(capsys):
+    # mask.sum(1) - 1 is right on right-padded rows: that case passes, the left-padded ones do not
+    assert not E.check_last_token_index(lt_right_only)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  ok right padding") and lines[1].startswith("  x ")
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_solution_prints_and_returns_source(name, capsys):
+    src = E.solution(name)
+    assert "def " in src and "return" in src
+    assert src.strip() in capsys.readouterr().out
+
+
+def test_solution_unknown_name():
+    with pytest.raises(ValueError, match="rloo_advantages") as e:
+        E.solution("rloo")
+    assert "\n" not in str(e.value)
+
+
+def test_module_docstring_lists_every_check():
+    for name in E.NAMES:
+        assert f"check_{name}(fn)" in E.__doc__
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_every_known_mistake_runs_and_differs_somewhere(name):
+    # a wrong version that raised on every case, or never differed from the reference, would name nothing
+    ex = E._EXERCISES[name]
+    for m in ex.mistakes:
+        if m.fn is None:  # a predicate, tested through the learner-style wrong versions above
+            continue
+        differs = False
+        for _, make in ex.cases():
+            want = E._values(E._outputs(ex.reference(*make()), ex.n_outputs))
+            wrong = E._values(E._outputs(m.fn(*make()), ex.n_outputs))
+            differs |= not E._all_close(wrong, want, m.outputs)
+        assert differs, m.sentence
