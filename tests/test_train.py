@@ -331,3 +331,30 @@ def test_a_checkpoint_without_optimizer_state_resumes_and_says_so(tmp_path, tiny
     train(load_policy(tiny_dir, trainable=True), tokenizer, reward, prompts, full, world=False, out=tmp_path / "b",
           progress=False)
     assert torch.load(tmp_path / "b/checkpoints/step-000001/trainer.pt", weights_only=True)["optimizer"]["state"]
+
+
+def test_reuse_reads_back_a_finished_run_with_its_weights(tiny_dir, tokenizer, rm, tmp_path, capsys):
+    """`train(reuse=True)`: the same run, finished, is read back (no step trained, the policy takes its
+    final weights); a longer request continues it; other settings start over."""
+    T = sys.modules["b2b.train"]  # (the package exports the function `b2b.train`)
+    cfg = RLConfig(steps=2, **SMALL)
+    trained = _policy(tiny_dir)
+    h = train(trained, tokenizer, rm, PROMPTS, cfg, eval_prompts=PROMPTS[:4], out=tmp_path, progress=False)
+    fresh = _policy(tiny_dir)
+    again = train(fresh, tokenizer, rm, PROMPTS, cfg, eval_prompts=PROMPTS[:4], out=tmp_path, reuse=True)
+    assert "read back" in capsys.readouterr().out
+    assert again.steps == h.steps and again.evals == h.evals and again.samples == h.samples
+    for (name, a), b in zip(trained.named_parameters(), fresh.parameters()):
+        assert torch.equal(a, b), name  # the final weights, not the SFT ones
+    calls = []
+    real = T.rl_step
+    T.rl_step = lambda *a, **k: calls.append(a[9]) or real(*a, **k)
+    try:
+        longer = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, dataclasses.replace(cfg, steps=4),
+                       eval_prompts=PROMPTS[:4], out=tmp_path, reuse=True, progress=False)
+        assert calls == [3, 4] and _no_time(longer.steps[:2]) == _no_time(h.steps)  # continued from step 2
+        other = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, dataclasses.replace(cfg, lr=1e-4),
+                      eval_prompts=PROMPTS[:4], out=tmp_path, reuse=True, progress=False)
+        assert calls[2:] == [1, 2] and len(other.steps) == 2  # other settings: trained afresh
+    finally:
+        T.rl_step = real
