@@ -5,7 +5,9 @@
 
 Each notebook runs in a fresh kernel from `notebooks/` (where its `runs/` live), with
 `B2B_PROFILE` set, and is written back in place with its widget state; the time each took is
-printed, for the notebook's runtime line.
+printed, for the notebook's runtime line. A static viewer (GitHub) cannot draw a widget and shows
+its plain-text fallback instead, which for a progress bar is the text it had when it was first
+drawn (`0%|          | 0/150`): `final_bar_text` replaces it with the bar's last state.
 """
 from __future__ import annotations
 
@@ -15,6 +17,29 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def final_bar_text(nb) -> int:
+    """Give every progress-bar widget output the text of its final state as its plain-text
+    fallback (`reinforce: 100% | 150/150 [05:10<00:00, ...]`); returns how many were replaced."""
+    import html
+
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).get(WIDGET_VIEW)
+            box = state.get(view["model_id"]) if view else None
+            if not box or box.get("model_name") != "HBoxModel":
+                continue
+            parts = [state.get(c.removeprefix("IPY_MODEL_"), {}) for c in box["state"].get("children", [])]
+            if [p.get("model_name") for p in parts] != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+                continue
+            left, right = (html.unescape(p["state"].get("value", "")).replace("\u2007", " ") for p in (parts[0], parts[2]))
+            out["data"]["text/plain"] = f"{left.strip()}|{right.rstrip()}"
+            n += 1
+    return n
 
 
 def execute(path: Path, profile: str = "tiny") -> float:
@@ -27,6 +52,7 @@ def execute(path: Path, profile: str = "tiny") -> float:
     t0 = time.time()
     NotebookClient(nb, timeout=None, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    final_bar_text(nb)
     nbformat.write(nb, path)
     return time.time() - t0
 
