@@ -48,6 +48,9 @@ class _Forward(types.ModuleType):
 class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds the old names: a moved module is imported under its new name and bound to the old one."""
 
+    def __init__(self):
+        self._specs = {}  # old name -> the moved module's own spec, between create_module and exec_module
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname in MOVED or fullname in DISSOLVED:
             return importlib.util.spec_from_loader(fullname, self)
@@ -58,12 +61,12 @@ class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             homes = ", ".join(sorted(set(DISSOLVED[spec.name].values())))
             return _Forward(spec.name, f"Old name of a module split into {homes}.")
         module = importlib.import_module(MOVED[spec.name])
-        self._spec = module.__spec__  # the import system sets __spec__ to the old name's: put it back
+        self._specs[spec.name] = module.__spec__  # the import system sets __spec__ to the old name's: put it back
         return module
 
     def exec_module(self, module) -> None:
         if not isinstance(module, _Forward):
-            module.__spec__ = self._spec
+            module.__spec__ = self._specs.pop(module.__spec__.name)
 
     def get_code(self, fullname):  # `python -m b2b.troubleshooting` runs the moved module's code
         new = MOVED[fullname]

@@ -125,32 +125,28 @@ def _resolve(dotted: str):
     raise ModuleNotFoundError(dotted)
 
 
+def _notebook_code() -> list[str]:
+    return ["".join(cell["source"]) for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))
+            for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"] if cell["cell_type"] == "code"]
+
+
+def _notebook_attributes() -> set[str]:
+    """The `b2b.x.y` chains the notebooks read as attributes of the package."""
+    return {name for src in _notebook_code() for name in re.findall(r"\bb2b(?:\.[A-Za-z_]\w*)+", src)}
+
+
 def _notebook_names() -> set[str]:
-    names = set()
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
-            if cell["cell_type"] != "code":
-                continue
-            src = "".join(cell["source"])
-            names |= set(re.findall(r"\bb2b(?:\.[A-Za-z_]\w*)+", src))
-            for module, imported in re.findall(r"from (b2b[\w.]*) import ([\w, ()]+)", src):
-                names |= {f"{module}.{n}" for n in re.split(r"[,\s()]+", imported) if n}
+    """Those chains and every `from b2b.x import y` of the notebooks, as dotted names."""
+    names = _notebook_attributes()
+    for src in _notebook_code():
+        for module, imported in re.findall(r"from (b2b[\w.]*) import ([\w, ()]+)", src):
+            names |= {f"{module}.{n}" for n in re.split(r"[,\s()]+", imported) if n}
     return names
 
 
 @pytest.mark.parametrize("name", sorted(set(OLD_NAMES) | _notebook_names()))
 def test_every_public_name_resolves(name):
     assert _resolve(name) is not None
-
-
-def _notebook_attributes() -> set[str]:
-    """The `b2b.x.y` chains the notebooks read as attributes of the package."""
-    names = set()
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
-            if cell["cell_type"] == "code":
-                names |= set(re.findall(r"\bb2b(?:\.[A-Za-z_]\w*)+", "".join(cell["source"])))
-    return names
 
 
 def test_attributes_of_a_fresh_import_resolve():

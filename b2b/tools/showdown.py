@@ -22,6 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
+from b2b.runs import recorded_reward_fingerprint as run_reward_fingerprint  # the reward model a run trained against
 from b2b.runs import same_config
 
 METHODS = {
@@ -254,13 +255,6 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
     policy = load_policy(profile.policy, trainable=True)
     return train(policy, tokenizer, reward_model, prompts, cfg, eval_prompts=heldout, world=world, out=out,
                  reuse=True, progress=progress)
-
-
-def run_reward_fingerprint(out: str | Path) -> str | None:
-    """The fingerprint of the reward model the run in `out` trained against (None if unrecorded)."""
-    from b2b.runs import recorded_reward_fingerprint
-
-    return recorded_reward_fingerprint(out)
 
 
 def run_policy(profile, out: str | Path, step: int):
