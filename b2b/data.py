@@ -252,15 +252,16 @@ def prompt_too_long(where: str, prompt, n_tokens: int, max_new_tokens: int, cont
 
 
 def check_prompt_lengths(tokenizer, prompts: list, max_new_tokens: int, context: int | None,
-                         label: str = "prompt", locate=None) -> None:
+                         label: str = "prompt", locate=None) -> int:
     """Raise a one-line error for the first prompt whose chat-formatted tokens plus `max_new_tokens`
-    exceed `context` (None: nothing to check). Each distinct prompt is tokenised once.
+    exceed `context` (None: no limit to check); return the longest prompt's length in tokens (0 for
+    no prompts). Each distinct prompt is tokenised once.
     `locate(prompt)` may name where the prompt came from (e.g. 'prefs.csv: line 7'); otherwise
     the error names `label` and the prompt's index."""
 
-    if context is None or not prompts:
-        return
-    if max_new_tokens >= context:
+    if not prompts:
+        return 0
+    if context is not None and max_new_tokens >= context:
         raise ConfigError(f"config: field 'max_new_tokens': expected fewer than the policy's context of {context} "
                           f"tokens (room for a prompt), got {max_new_tokens}")
     first: dict[str, int] = {}  # each distinct prompt once, at its first index
@@ -270,9 +271,10 @@ def check_prompt_lengths(tokenizer, prompts: list, max_new_tokens: int, context:
     enc = tokenizer(chat_prompts(tokenizer, [prompts[i] for i in idx]), add_special_tokens=False,
                     verbose=False)["input_ids"]
     for i, ids in zip(idx, enc):
-        if len(ids) + max_new_tokens > context:
+        if context is not None and len(ids) + max_new_tokens > context:
             where = (locate(prompts[i]) if locate is not None else None) or f"{label} {i}"
             raise prompt_too_long(where, prompts[i], len(ids), max_new_tokens, context)
+    return max(len(ids) for ids in enc)
 
 
 def locate_prompt(source: str | Path, prompt: str) -> str | None:

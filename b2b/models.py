@@ -108,8 +108,10 @@ def load_tokenizer(name_or_path: str | Path):
 
 
 def pick_dtype(device: str, capability: tuple[int, int] | None = None):
-    """Weights dtype for inference models: bf16 on Ampere+ GPUs (compute capability >= 8),
-    fp16 on older GPUs such as Colab's T4 (7.5), fp32 on the CPU."""
+    """Weights dtype of the frozen models (the reference policy, a trained reward model): bf16 on
+    Ampere+ GPUs (compute capability >= 8), fp16 on older GPUs such as Colab's T4 (7.5), fp32 on
+    the CPU. The trained policy and a reward model in training stay fp32 (`train_dtype`): AdamW's
+    small updates vanish in half precision."""
     if not str(device).startswith("cuda"):
         return torch.float32
     if capability is None:
@@ -117,13 +119,16 @@ def pick_dtype(device: str, capability: tuple[int, int] | None = None):
     return torch.bfloat16 if capability[0] >= 8 else torch.float16
 
 
+def train_dtype(device: str | None = None):
+    """Weights dtype of a model being trained: fp32 on every device (see `pick_dtype`)."""
+    return torch.float32
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _from_pretrained(cls, src: str, device, dtype, **kwargs):
-    if device is None:
-        device = default_device()
     from safetensors import SafetensorError
 
     try:
@@ -135,11 +140,14 @@ def _from_pretrained(cls, src: str, device, dtype, **kwargs):
     return model.to(device)
 
 
-def load_policy(name_or_path: str | Path, device: str | None = None, dtype=torch.float32, trainable: bool = False):
-    """A causal LM policy (or the frozen reference policy when `trainable` is False), on
-    `device` (default: the GPU if there is one)."""
+def load_policy(name_or_path: str | Path, device: str | None = None, dtype=None, trainable: bool = False):
+    """A causal LM policy to train (`trainable`: fp32) or a frozen one (the SFT reference, a policy
+    to evaluate: `pick_dtype(device)`, half precision on a GPU), on `device` (default: the GPU if
+    there is one); `dtype` overrides."""
     from transformers import AutoModelForCausalLM
 
+    device = device or default_device()
+    dtype = dtype or (train_dtype(device) if trainable else pick_dtype(device))
     model = _from_pretrained(AutoModelForCausalLM, resolve_model_source(name_or_path), device, dtype)
     model.train(trainable)
     model.requires_grad_(trainable)
@@ -147,14 +155,17 @@ def load_policy(name_or_path: str | Path, device: str | None = None, dtype=torch
 
 
 def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, device: str | None = None,
-                      dtype=torch.float32, pad_token_id: int | None = None):
-    """A sequence-classification model: a trained reward model (`num_labels=None`: as saved), or
-    a backbone with a new `num_labels`-way score head (1: Bradley-Terry scalar, 10: ordinal classes)."""
+                      dtype=None, pad_token_id: int | None = None):
+    """A sequence-classification model: a trained reward model (`num_labels=None`: as saved, frozen,
+    in `pick_dtype(device)`), or a backbone with a new `num_labels`-way score head to train
+    (1: Bradley-Terry scalar, 10: ordinal classes; fp32). `dtype` overrides."""
     from transformers import AutoModelForSequenceClassification
 
     from transformers.utils import logging as hf_logging
 
     src = resolve_model_source(name_or_path)
+    device = device or default_device()
+    dtype = dtype or (pick_dtype(device) if num_labels is None else train_dtype(device))
     if num_labels is None:
         config = load_config(src)
         trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
@@ -168,6 +179,17 @@ def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, d
     if model.config.pad_token_id is None:  # transformers' own pooling needs one; ours uses masks
         model.config.pad_token_id = pad_token_id if pad_token_id is not None else model.config.eos_token_id
     return model
+
+
+def frozen_copy(model, device: str | None = None):
+    """A frozen copy of `model` (eval mode, no gradients) in the frozen models' dtype,
+    `pick_dtype(device)` (`device`: where the model's weights are): the reference policy that
+    `b2b.train` takes of the policy before training, half the memory of an fp32 copy on a GPU."""
+    import copy
+
+    device = device or str(next(model.parameters()).device)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    return ref.to(pick_dtype(device))
 
 
 def fingerprint(model) -> str | None:

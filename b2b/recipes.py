@@ -16,11 +16,13 @@ from b2b.rl_config import RLConfig
 
 def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
-    if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts
-        cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, lr=1e-5, max_length=1024, eval_every=50)
+    if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts; sized for a
+        # T4 by the measured memory table (docs/performance.md#memory): 2 passes of 8 pairs, checkpointed
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, micro_batch_size=8, gradient_checkpointing=True,
+                           lr=1e-5, max_length=1024, eval_every=50)
     elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
-        cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, lr=1e-5, max_length=320, warmup=1, limit=8,
-                           eval_every=1)
+        cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, micro_batch_size=2, gradient_checkpointing=True,
+                           lr=1e-5, max_length=320, warmup=1, limit=8, eval_every=1)
     else:
         cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
         if profile.name == "ci":
@@ -46,10 +48,12 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     algo_cfg = ALGO_SETTINGS.get(algo, {})
     if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
         cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
-                       eval_prompts=128, **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
+                       eval_prompts=128, gradient_checkpointing=True,  # a T4 by the memory table
+                       **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     elif profile.name == "colab-smoke":  # colab's settings, a step or two of 4 short rollouts on a CPU
         cfg = RLConfig(algo=algo, steps=2 if "steps" in algo_cfg else 1, batch_size=4, lr=1e-6,
-                       max_new_tokens=profile.max_new_tokens, eval_every=0, eval_prompts=profile.eval_prompts,
+                       gradient_checkpointing=True, max_new_tokens=profile.max_new_tokens, eval_every=0,
+                       eval_prompts=profile.eval_prompts,
                        sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # one checkpoint: the final step,
                        checkpoint_optimizer=False,                              # its policy only (0.54 GB, not 1.6)
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})

@@ -133,16 +133,28 @@ def pad_left(seqs: list[list[int]], pad_id: int, device=None) -> tuple[Tensor, T
     return ids.to(device), mask.to(device)
 
 
+SCORE_TOKENS = 16384
+"""Most tokens (rows x padded width) `score_sequences` puts through the model at once: 128 tiny-world
+answers of about 100 tokens, but only 16 HelpSteer2 pairs' sequences of 1,024 (the MLP of one layer
+alone holds 3 x 1536 numbers a token)."""
+
+
 @torch.no_grad()
-def score_sequences(rm, seqs: list[list[int]], pad_id: int, batch_size: int = 128) -> Tensor:
-    """(N, K) raw reward-model outputs for token id lists, in batches sorted by length."""
+def score_sequences(rm, seqs: list[list[int]], pad_id: int, batch_size: int = 128,
+                    max_tokens: int = SCORE_TOKENS) -> Tensor:
+    """(N, K) raw reward-model outputs for token id lists, in batches sorted by length, each of at
+    most `batch_size` rows and `max_tokens` tokens (one row at least)."""
     device = next(rm.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     out = torch.empty(len(seqs), rm.config.num_labels)
-    for s in range(0, len(seqs), batch_size):
+    s = 0
+    while s < len(seqs):
         idx = order[s:s + batch_size]
+        n = max(1, min(len(idx), max_tokens // max(1, len(seqs[idx[-1]]))))  # idx[-1]: the longest
+        idx = idx[:n]
         ids, mask = pad_left([seqs[i] for i in idx], pad_id, device)
         out[idx] = reward_scores(rm, ids, mask).cpu()
+        s += n
     return out
 
 
@@ -172,6 +184,12 @@ class RewardConfig:
     """Passes over the training pairs (fractions allowed)."""
     batch_size: int = 32
     """Pairs per optimizer step (2x sequences)."""
+    micro_batch_size: int | None = None
+    """Pairs per forward/backward pass, their gradients accumulated over the step's batch_size pairs
+    (the same gradient, less activation memory; None: the whole batch at once)."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them (transformers'
+    gradient checkpointing): about a third more compute, activation memory of one layer, not all."""
     lr: float = 5e-4
     """AdamW learning rate, after a linear warm-up, with cosine decay to zero."""
     warmup: int = 50
@@ -199,9 +217,13 @@ class RewardConfig:
         check_fields(self, where, positive=("epochs", "batch_size", "lr", "max_length"),
                      non_negative=("warmup", "weight_decay", "eval_every"),
                      whole=("batch_size", "max_length", "warmup", "eval_every"))
-        limit = self.limit
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise ConfigError(f"{where}limit': expected a positive whole number or null, got {limit!r}")
+        for name in ("limit", "micro_batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{where}{name}': expected a positive whole number or null, got {v!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(f"{where}gradient_checkpointing': expected true or false, "
+                              f"got {self.gradient_checkpointing!r}")
         return self
 
 
@@ -234,15 +256,18 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     sched = warmup_cosine(opt, cfg.warmup, steps)
     history, t0 = [], time.time()
     rm.train()
+    from b2b.memory import check_fits, estimate_reward_training, reward_hints
+
+    check_fits(estimate_reward_training(rm, cfg), device, f"reward model ({cfg.micro_batch_size or batch_size} pairs "
+               f"of up to max_length {cfg.max_length} tokens per pass)", reward_hints(cfg))
+    if cfg.gradient_checkpointing:
+        rm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     bar = tqdm(range(steps), desc=f"reward model (level {cfg.level})", disable=not progress)
     for step in bar:
         idx = next(batches)
-        ids, mask = pad_left([chosen[i] for i in idx] + [rejected[i] for i in idx], tokenizer.pad_token_id, device)
-        scores = reward_scores(rm, ids, mask)                     # (2B, K)
-        sc, sr = scores[: len(idx)], scores[len(idx):]
-        loss = pair_loss(sc, sr)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, sc, sr = accumulated_pair_loss(rm, [chosen[i] for i in idx], [rejected[i] for i in idx],
+                                             tokenizer.pad_token_id, device, cfg.micro_batch_size)
         torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -255,8 +280,34 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
             rm.train()
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{acc:.2f}")
+    if cfg.gradient_checkpointing:
+        rm.gradient_checkpointing_disable()
     rm.eval()
     return history
+
+
+def accumulated_pair_loss(rm, chosen: list[list[int]], rejected: list[list[int]], pad_id: int, device,
+                          micro_batch_size: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of the pair loss of one batch, `micro_batch_size` pairs per forward pass; returns
+    (loss, chosen scores, rejected scores), detached. Each micro-batch's mean loss is weighted by
+    its share of the pairs, so the accumulated gradient is the whole batch's:
+
+        grad (1/B) sum_i l_i  =  sum_m (B_m / B) grad (1/B_m) sum_{i in m} l_i
+    """
+    B = len(chosen)
+    step = micro_batch_size or B
+    total, scores_c, scores_r = 0.0, [], []
+    for s in range(0, B, step):
+        c, r = chosen[s:s + step], rejected[s:s + step]
+        ids, mask = pad_left(c + r, pad_id, device)
+        scores = reward_scores(rm, ids, mask)                     # (2 B_m, K)
+        sc, sr = scores[: len(c)], scores[len(c):]
+        loss = pair_loss(sc, sr) * (len(c) / B)
+        loss.backward()
+        total += loss.detach()
+        scores_c.append(sc.detach())
+        scores_r.append(sr.detach())
+    return total, torch.cat(scores_c), torch.cat(scores_r)
 
 
 def save_reward_model(rm, tokenizer, out: str | Path, half: bool = False) -> Path:

@@ -62,6 +62,8 @@ def reward_model_for(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs
     record = home / TRAINING_RECORD
     if not retrain and record.exists() and (home / "config.json").exists():
         saved = json.loads(record.read_text())
+        if isinstance(saved.get("config"), dict):  # a setting the record predates counts as its default
+            saved["config"] = {**dataclasses.asdict(RewardConfig()), **saved["config"]}
         if {**saved, "history": []} == want:
             return load_reward_model(home), saved["history"], os.path.relpath(home)
     rm, history = train_from_backbone(profile, cfg, tokenizer, train_pairs, eval_pairs, progress)

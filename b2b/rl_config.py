@@ -64,6 +64,9 @@ class RLConfig:
     """LoRA rank: > 0 trains low-rank adapters on the attention and MLP projections (`peft`). 0: all weights."""
     lora_alpha: float = 16.0
     """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_r."""
+    gradient_checkpointing: bool = False
+    """Recompute the policy's layer activations in the backward pass instead of keeping them (about a
+    third more learn-phase compute, a fraction of its memory; the same gradient). The colab recipe sets it."""
     whiten: bool = True
     """REINFORCE++: normalise token advantages over the batch (False: raw returns, for ablations)."""
     track_kl: bool = True
@@ -101,7 +104,9 @@ class RLConfig:
                           "reward_clip", "baseline_decay"),
             whole=("k", "steps", "batch_size", "ngram", "ppo_epochs", "minibatches", "max_new_tokens", "lora_r"),
             choices={"algo": tuple(ALGOS), "kl_estimator": KL_ESTIMATORS, "readout": READOUTS},
-            rules=[(lambda: self.baseline_decay < 1, "baseline_decay",
+            rules=[(lambda: isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing",
+                    f"expected true or false, got {self.gradient_checkpointing!r}"),
+                   (lambda: self.baseline_decay < 1, "baseline_decay",
                     f"expected 0 <= decay < 1, got {self.baseline_decay!r}"),
                    (lambda: k >= 2 or self.algo not in ("rloo", "reinforce_pp_baseline"), "k",
                     f"{self.algo} needs k >= 2 samples per prompt, got {k}"),

@@ -147,14 +147,15 @@ def _check_fits(model, prompts, ids: Tensor, mask: Tensor, max_new_tokens: int) 
 
 
 def check_prompts_fit(policy, tokenizer, reward_model, prompts: list, eval_prompts: list, max_new_tokens: int,
-                      locate=None) -> None:
+                      locate=None) -> int:
     """Every prompt, chat-formatted, plus `max_new_tokens` must fit the context of the policy (and of
     a reward model, which reads the same ids; either may be given as its config, or None): a
     one-line error naming the first one that does not, checked once before anything is sampled or
-    written. `locate(prompt)` may name the file and line it came from."""
+    written. `locate(prompt)` may name the file and line it came from. Returns the longest prompt's
+    length in tokens (the memory estimate of `b2b.memory` needs it)."""
     ctx = min((n for n in (context_length(m) for m in (policy, reward_model) if m is not None) if n), default=None)
-    check_prompt_lengths(tokenizer, prompts, max_new_tokens, ctx, "prompt", locate)
-    check_prompt_lengths(tokenizer, eval_prompts, max_new_tokens, ctx, "held-out prompt", locate)
+    return max(check_prompt_lengths(tokenizer, prompts, max_new_tokens, ctx, "prompt", locate),
+               check_prompt_lengths(tokenizer, eval_prompts, max_new_tokens, ctx, "held-out prompt", locate))
 
 
 @torch.no_grad()  # not inference_mode: the ids feed the training forward pass

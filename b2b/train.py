@@ -15,7 +15,6 @@ settings instead of training it again.
 """
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from b2b.advantages import (clipped_pg_loss, group_mean_baseline, kl_per_token, 
 from b2b.errors import ConfigError, TrainingError
 from b2b.evaluate import comparison_table, evaluator, logged_samples, summary  # noqa: F401 (re-exported)
 from b2b.guards import check_finite, not_finite, oom_guard, smaller_batch
+from b2b.memory import check_fits, estimate_rl_step, rl_hints
 from b2b.metrics import step_metrics, sync_time
-from b2b.models import add_lora, fingerprint
+from b2b.models import add_lora, fingerprint, frozen_copy
 from b2b.reward import policy_rewards  # noqa: F401 (re-exported)
 from b2b.rl_config import ALGOS, RLConfig  # noqa: F401 (re-exported)
 from b2b.rollout import check_prompts_fit, decode_completions, rollout_logprobs, sample_completions
@@ -236,7 +236,7 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
     if not prompts:
         raise ConfigError("train: expected at least one training prompt")
     eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
-    check_prompts_fit(policy, tokenizer, reward_model, prompts, eval_prompts, cfg.max_new_tokens)
+    prompt_tokens = check_prompts_fit(policy, tokenizer, reward_model, prompts, eval_prompts, cfg.max_new_tokens)
     reward_id = fingerprint(reward_model) if out is not None or resume is not None else None
     run = runs.open_run(out, cfg, reward_id, resume, overwrite, reuse)
     if run.done is not None:  # this very run, finished before: read back
@@ -247,8 +247,13 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
     gen = torch.Generator(device).manual_seed(cfg.seed)
     ref = None  # the starting policy, frozen (taken before any resume)
     if cfg.kl_coef > 0 or cfg.track_kl:
-        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+        ref = frozen_copy(policy)  # pick_dtype: fp32 on the CPU, bf16 / fp16 on a GPU
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = add_lora(policy, cfg) if cfg.lora_r else policy
+    check_fits(estimate_rl_step(policy, reward_model, ref, cfg, prompt_tokens), device,
+               f"the RL step ({cfg.batch_size} rollouts of up to {prompt_tokens} + {cfg.max_new_tokens} tokens)",
+               rl_hints(cfg))
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     start, baseline, history = 0, None, History()
     if run.resume is not None:
@@ -283,6 +288,8 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
         bar.set_postfix({"proxy": f"{m['reward/proxy_mean']:.2f}",
                          **({"gold": f"{m['reward/gold_mean']:.2f}"} if world else {})})
         yield history.steps[-1]
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_disable()
     policy.eval()
     return history
 

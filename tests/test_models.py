@@ -213,3 +213,56 @@ def test_a_saved_reward_model_loads_with_its_own_head(tiny_dir, tmp_path):
     rm = load_reward_model(tmp_path / "rm2")
     assert rm.config.num_labels == 10 and rm.score.weight.dtype == torch.float32  # fp16 on disk, fp32 in memory
     assert load_reward_model(tiny_dir).config.num_labels == 1  # a plain backbone: a fresh scalar head
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A pretend CUDA device of a given compute capability: `default_device()` says "cuda",
+    `torch.cuda.get_device_capability` answers `fake_gpu.capability`, and moving a module to
+    "cuda" keeps it on the CPU (only its dtype changes), so the loaders' dtype choice is what is tested."""
+    import types
+
+    import b2b.models as models
+
+    state = types.SimpleNamespace(capability=(7, 5))
+    monkeypatch.setattr(models, "default_device", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: state.capability)
+    to = torch.nn.Module.to
+
+    def cpu_to(self, *args, **kwargs):
+        args = [a for a in args if not (isinstance(a, (str, torch.device)) and str(a).startswith("cuda"))]
+        if str(kwargs.get("device", "")).startswith("cuda"):
+            kwargs.pop("device")
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", cpu_to)
+    return state
+
+
+@pytest.mark.parametrize("capability,frozen", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_each_model_gets_its_dtype_on_a_gpu(fake_gpu, capability, frozen, tiny_dir, data_dir):
+    """T4 (7.5): the frozen reference and reward models in fp16; Ampere+ (8.0): bf16; the policy
+    being trained and a reward model being trained (a fresh head) stay fp32."""
+    from b2b.models import frozen_copy
+
+    fake_gpu.capability = capability
+    dtype = lambda m: next(m.parameters()).dtype  # noqa: E731
+    trained = load_policy(tiny_dir, trainable=True)
+    assert dtype(trained) == torch.float32
+    assert dtype(load_policy(tiny_dir)) == frozen                              # an SFT policy to evaluate
+    assert dtype(frozen_copy(trained, device="cuda")) == frozen                # train()'s reference
+    assert dtype(trained) == torch.float32                                     # the copy, not the policy
+    assert dtype(load_reward_model(data_dir / "rm-level1")) == frozen          # a trained reward model
+    assert dtype(load_reward_model(tiny_dir, num_labels=1)) == torch.float32   # a fresh head to train
+    assert dtype(load_policy(tiny_dir, dtype=torch.float32)) == torch.float32  # asked for explicitly
+
+
+def test_on_the_cpu_every_model_is_fp32(tiny_dir, data_dir):
+    from b2b.models import frozen_copy
+
+    policy = load_policy(tiny_dir, trainable=True)
+    for m in (policy, load_policy(tiny_dir), frozen_copy(policy), load_reward_model(data_dir / "rm-level1")):
+        assert next(m.parameters()).dtype == torch.float32
+    ref = frozen_copy(policy)
+    assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
+    assert all(p.requires_grad for p in policy.parameters())

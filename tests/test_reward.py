@@ -365,3 +365,44 @@ def test_build_reward_models_writes_the_recipe_beside_each_model(tmp_path, monke
     assert record == want and record["config"]["epochs"] == 2.0
     assert json.loads((tmp_path / "rm-level2" / "b2b_metrics.json").read_text())["level"] == 2
     assert not (tmp_path / "rm-level1").exists()
+
+
+@pytest.mark.parametrize("num_labels", [1, 10])
+def test_micro_batches_and_checkpointing_give_the_whole_batch_gradient(num_labels, tokenizer, tiny_dir, data_dir):
+    """6 pairs as one batch, as micro-batches of 4 + 2 (each weighted by its share of the pairs, not
+    by 1/2), and with gradient checkpointing: the same loss and the same gradient."""
+    from b2b.data import load_preferences
+    from b2b.models import load_reward_model
+    from b2b.reward import accumulated_pair_loss, encode_pairs
+
+    pairs = load_preferences(str(data_dir), "train")[:6]
+    chosen, rejected = encode_pairs(tokenizer, pairs, 512)
+    torch.manual_seed(0)
+    rm = load_reward_model(tiny_dir, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
+    rm.train()
+
+    def grads(micro, checkpointing=False):
+        if checkpointing:
+            rm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        rm.zero_grad(set_to_none=True)
+        loss, sc, sr = accumulated_pair_loss(rm, chosen, rejected, tokenizer.pad_token_id, "cpu", micro)
+        if checkpointing:
+            rm.gradient_checkpointing_disable()
+        assert sc.shape == sr.shape == (6, num_labels) and not sc.requires_grad
+        return loss, torch.cat([p.grad.flatten() for p in rm.parameters() if p.grad is not None])
+
+    loss, g = grads(None)
+    for micro, ckpt in ((4, False), (1, False), (4, True)):
+        loss_m, g_m = grads(micro, ckpt)
+        assert loss_m.item() == pytest.approx(loss.item(), rel=1e-5)
+        assert torch.allclose(g_m, g, rtol=1e-4, atol=1e-7), (micro, ckpt)
+
+
+@pytest.mark.parametrize("field,value", [("micro_batch_size", 0), ("micro_batch_size", 2.5),
+                                         ("gradient_checkpointing", "yes")])
+def test_reward_config_checks_the_memory_settings(field, value):
+    from b2b.errors import ConfigError
+    from b2b.reward import RewardConfig
+
+    with pytest.raises(ConfigError, match=f"field 'reward.{field}'"):
+        RewardConfig(**{field: value}).validate()

@@ -117,7 +117,7 @@ def test_nan_reward_stops_with_a_clear_message(tiny_dir, tokenizer, data_dir, tm
 
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("lr", -1.0), ("steps", "ten"), ("baseline_decay", 1.0),
-                                         ("algo", "ppo"), ("ngram_penalty", -0.5)])
+                                         ("algo", "ppo"), ("ngram_penalty", -0.5), ("gradient_checkpointing", 1)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         RLConfig(**{field: value}).validate()
@@ -358,3 +358,22 @@ def test_reuse_reads_back_a_finished_run_with_its_weights(tiny_dir, tokenizer, r
         assert calls[2:] == [1, 2] and len(other.steps) == 2  # other settings: trained afresh
     finally:
         T.rl_step = real
+
+
+@pytest.mark.parametrize("algo,extra", [("rloo", dict(k=2, kl_coef=0.1)), ("reinforce_pp", dict(kl_coef=0.1, minibatches=2))])
+def test_gradient_checkpointing_trains_the_same_run(algo, extra, tiny_dir, tokenizer, rm):
+    """Recomputing activations in the backward pass changes memory, not the run: the same losses,
+    gradient norms and rewards step by step, the same weights after, and the flag is off again."""
+    cfg = RLConfig(algo=algo, steps=2, **{**SMALL, "eval_every": 0}, **extra)
+    runs = []
+    for checkpointing in (False, True):
+        policy = _policy(tiny_dir)
+        h = train(policy, tokenizer, rm, PROMPTS, dataclasses.replace(cfg, gradient_checkpointing=checkpointing),
+                  progress=False)
+        assert not policy.is_gradient_checkpointing
+        runs.append((h, [p.detach().clone() for p in policy.parameters()]))
+    (plain, w_plain), (ckpt, w_ckpt) = runs
+    for a, b in zip(plain.steps, ckpt.steps):
+        for key in ("loss", "grad_norm", "reward/proxy_mean", "kl/ref"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w_plain, w_ckpt))

@@ -84,7 +84,6 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     from b2b.config import default_device
     from b2b.decoding import LlamaDecoder
     from b2b.models import load_policy, load_tokenizer
-    from b2b.reward_models import course_reward_model
     from b2b.data import rl_prompts
     from b2b.train import train, train_steps
 
@@ -94,7 +93,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
         raise ValueError(f"bench: expected repeat >= 1, got {repeat}")
     device = default_device()
     tok = load_tokenizer(profile.policy)
-    rm = course_reward_model(profile, level=1).to(device)
+    rm = bench_reward_model(profile, device)
     prompts, _, world = rl_prompts(profile)
     res = {"profile": profile.name, "device": _device_name(device), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "batch_size": batch_size, "k": k, "max_new_tokens": max_new_tokens,
@@ -146,6 +145,29 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     return res
 
 
+def bench_reward_model(profile, device, say=print):
+    """The reward model the benchmark scores with: the course's level-1 model when the profile has
+    one (shipped in data/, or trained earlier into `runs/rm-<profile>-level1`), else a fresh
+    Bradley-Terry head on the reward backbone, said in one line: a step's time depends on the
+    model's size and the sampled lengths, not on what its score head has learnt, so the benchmark
+    of a new policy does not train a reward model first."""
+    import json
+    from pathlib import Path
+
+    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.reward_models import TRAINING_RECORD, course_reward_dir, shipped_reward_model
+
+    home = course_reward_dir(profile, 1)
+    record = home / TRAINING_RECORD
+    if shipped_reward_model(profile, 1) is not None or (
+            record.exists() and json.loads(record.read_text()).get("backbone") == Path(profile.reward_backbone).name):
+        return load_reward_model(home, device=device)
+    say(f"bench: no level-1 reward model for profile {profile.name} in {home}: scoring with a fresh score head on "
+        f"{profile.reward_backbone} (the same size and time; its scores are untrained)")
+    tok = load_tokenizer(profile.reward_backbone)
+    return load_reward_model(profile.reward_backbone, num_labels=1, device=device, pad_token_id=tok.pad_token_id)
+
+
 def _device_name(device) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -189,3 +211,55 @@ def plot_bench(res: dict, path=None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def sampling_bench(profile, batch_size: int = 16, max_new_tokens: int = 32, rounds: int = 4, seed: int = 0) -> dict:
+    """Sampling alone (the REINFORCE++ seed's `compare_performance` mode): b2b's sampler
+    (`b2b.rollout.sample_completions`: the lean decoder where the model is a Llama, compaction of
+    finished rows) against transformers' `model.generate` (do_sample, the same temperature 1, top-k
+    and top-p off, its own KV cache), on the same `batch_size` prompts and `max_new_tokens`, the
+    same policy, taking turns. tokens_per_s counts each batch's sampled completion tokens (up to and
+    with the end-of-turn token) over its wall-clock time; each figure is the median over `rounds`
+    turns after one warm-up turn each. Returns {'b2b_tokens_per_s', 'hf_tokens_per_s', 'ratio' (b2b
+    over transformers), mean lengths, the workload}."""
+    from b2b.config import default_device
+    from b2b.data import rl_prompts
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.rollout import completion_mask, encode_prompts, sample_completions
+
+    device = default_device()
+    tok = load_tokenizer(profile.policy)
+    policy = load_policy(profile.policy, device, dtype=torch.float32)
+    prompts = rl_prompts(profile)[0][:batch_size]
+    ids, mask = encode_prompts(tok, prompts, device)
+    gen = torch.Generator(device).manual_seed(seed)
+    torch.manual_seed(seed)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def ours():
+        ro = sample_completions(policy, tok, prompts, max_new_tokens, 1.0, gen)
+        return int(ro.completion_mask.sum())
+
+    @torch.no_grad()
+    def theirs():
+        out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                              repetition_penalty=1.0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+        return int(completion_mask(out[:, ids.shape[1]:], tok.eos_token_id).sum())
+
+    rates, lengths = {"b2b": [], "hf": []}, {"b2b": [], "hf": []}
+    for turn in range(rounds + 1):
+        for name, fn in (("b2b", ours), ("hf", theirs)):
+            sync()
+            t0 = time.perf_counter()
+            n = fn()
+            sync()
+            if turn:  # turn 0 warms both up
+                rates[name].append(n / (time.perf_counter() - t0))
+                lengths[name].append(n / batch_size)
+    res = {"profile": profile.name, "policy": str(profile.policy), "device": _device_name(device),
+           "batch_size": batch_size, "max_new_tokens": max_new_tokens, "rounds": rounds,
+           "b2b_tokens_per_s": statistics.median(rates["b2b"]), "hf_tokens_per_s": statistics.median(rates["hf"]),
+           "b2b_mean_length": statistics.fmean(lengths["b2b"]), "hf_mean_length": statistics.fmean(lengths["hf"])}
+    res["ratio"] = res["b2b_tokens_per_s"] / res["hf_tokens_per_s"]
+    return res

