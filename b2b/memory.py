@@ -114,5 +114,10 @@ def check_fits(need: dict, device, what: str, hints: str, available: int | None 
     available = device_memory(device) if available is None else available
     if available is None or need["total"] <= MARGIN * available:
         return
-    raise ConfigError(f"{what}: needs about {need['total'] / 1e9:.1f} GB of GPU memory by b2b's estimate, the GPU "
-                      f"has {available / 1e9:.1f} GB; try {hints} (docs/performance.md#memory)")
+    raise ConfigError(f"{what}: needs about {size_text(need['total'])} of GPU memory by b2b's estimate, the GPU has "
+                      f"{size_text(available)}; try {hints} (docs/performance.md#memory)")
+
+
+def size_text(n_bytes: float) -> str:
+    """'12.3 GB', or '45 MB' under a gigabyte."""
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"

@@ -181,15 +181,20 @@ def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, d
     return model
 
 
-def frozen_copy(model, device: str | None = None):
+def frozen_copy(model, device: str | None = None, dtype="auto"):
     """A frozen copy of `model` (eval mode, no gradients) in the frozen models' dtype,
-    `pick_dtype(device)` (`device`: where the model's weights are): the reference policy that
-    `b2b.train` takes of the policy before training, half the memory of an fp32 copy on a GPU."""
+    `pick_dtype(device)` (`device`: where the model's weights are), or `dtype` ("float32", a torch
+    dtype): the reference policy that `b2b.train` takes of the policy before training, half the
+    memory of an fp32 copy on a GPU."""
     import copy
 
     device = device or str(next(model.parameters()).device)
+    if dtype in (None, "auto"):
+        dtype = pick_dtype(device)
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    return ref.to(pick_dtype(device))
+    return ref.to(dtype)
 
 
 def fingerprint(model) -> str | None:

@@ -118,7 +118,10 @@ def train_from_backbone(profile: Profile, cfg: RewardConfig, tokenizer, train_pa
 
 def _reward_oom(cfg: RewardConfig) -> str:
     """The one-line message for CUDA running out of memory while training a reward model."""
-    fix = f"batch_size: {cfg.batch_size // 2}" if cfg.batch_size > 1 else f"max_length: {cfg.max_length // 2}"
+    pairs = cfg.micro_batch_size or cfg.batch_size
+    fix = f"micro_batch_size: {pairs // 2}" if pairs > 1 else f"max_length: {cfg.max_length // 2}"
+    if not cfg.gradient_checkpointing:
+        fix = f"gradient_checkpointing: true or {fix}"
     return (f"reward model: out of GPU memory with batch_size {cfg.batch_size} pairs of up to max_length "
             f"{cfg.max_length} tokens; nothing was saved; try {fix} under reward: in a --config file "
             "(RewardConfig in a notebook)")

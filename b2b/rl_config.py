@@ -64,6 +64,10 @@ class RLConfig:
     """LoRA rank: > 0 trains low-rank adapters on the attention and MLP projections (`peft`). 0: all weights."""
     lora_alpha: float = 16.0
     """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_r."""
+    ref_dtype: str = "auto"
+    """Weights dtype of the frozen reference policy: auto = `b2b.models.pick_dtype` (fp32 on a CPU, fp16 on a
+    T4, bf16 on Ampere+: half the memory, and a KL floor at step 0 of about 0.04 nats per answer in
+    fp16, -0.24 in bf16 on SmolLM2, docs/performance.md#dtypes), or float32, bfloat16, float16."""
     gradient_checkpointing: bool = False
     """Recompute the policy's layer activations in the backward pass instead of keeping them (about a
     third more learn-phase compute, a fraction of its memory; the same gradient). The colab recipe sets it."""
@@ -103,7 +107,8 @@ class RLConfig:
             non_negative=("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef", "lora_r",
                           "reward_clip", "baseline_decay"),
             whole=("k", "steps", "batch_size", "ngram", "ppo_epochs", "minibatches", "max_new_tokens", "lora_r"),
-            choices={"algo": tuple(ALGOS), "kl_estimator": KL_ESTIMATORS, "readout": READOUTS},
+            choices={"algo": tuple(ALGOS), "kl_estimator": KL_ESTIMATORS, "readout": READOUTS,
+                     "ref_dtype": ("auto", "float32", "bfloat16", "float16")},
             rules=[(lambda: isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing",
                     f"expected true or false, got {self.gradient_checkpointing!r}"),
                    (lambda: self.baseline_decay < 1, "baseline_decay",

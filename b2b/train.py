@@ -210,6 +210,7 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     out: run directory for `metrics.jsonl`, `samples.jsonl` and `checkpoints/` (`b2b.runs`).
     resume: a run directory (or checkpoint) to continue from; the policy passed in is overwritten
         with the checkpoint's weights and training continues at the next step.
+    eval_batch_size: held-out prompts sampled together (on a GPU at most cfg.batch_size).
     reuse: `out` holding this run (same settings, same reward model) is read back when finished
         (the policy takes its final weights where they were kept) or continued when not; holding
         another run, it is started over.
@@ -247,7 +248,7 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
     gen = torch.Generator(device).manual_seed(cfg.seed)
     ref = None  # the starting policy, frozen (taken before any resume)
     if cfg.kl_coef > 0 or cfg.track_kl:
-        ref = frozen_copy(policy)  # pick_dtype: fp32 on the CPU, bf16 / fp16 on a GPU
+        ref = frozen_copy(policy, dtype=cfg.ref_dtype)  # auto: pick_dtype, fp32 on the CPU, fp16 / bf16 on a GPU
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = add_lora(policy, cfg) if cfg.lora_r else policy
@@ -265,6 +266,8 @@ def train_steps(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConf
         getattr(history, source).append(row)
         runs.append(run.out, source, row)
 
+    if device.type == "cuda":  # on a GPU no evaluation batch outgrows the training step the memory estimate checked
+        eval_batch_size = min(eval_batch_size, cfg.batch_size)
     evaluate = evaluator(policy, tokenizer, reward_model, eval_prompts, cfg, world, eval_batch_size, ref)
     if start == 0 and eval_prompts:
         log("evals", evaluate(0, last_good))

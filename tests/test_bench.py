@@ -58,3 +58,34 @@ def test_bench_bad_flags_are_one_line_errors(args, msg, capsys):
     assert main(["bench", "--profile", "ci", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and msg in err and "\n" not in err
+
+
+def test_sampling_bench_json_contract(capsys):
+    """`b2b bench --sampling`: b2b's sampler and transformers' generate on the same prompts, in turns."""
+    assert main(["bench", "--sampling", "--profile", "ci", "--batch-size", "8", "--max-new-tokens", "8",
+                 "--repeat", "2", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(out[-1])
+    assert res["batch_size"] == 8 and res["max_new_tokens"] == 8 and res["rounds"] == 2
+    assert res["b2b_tokens_per_s"] > 0 and res["hf_tokens_per_s"] > 0
+    assert res["ratio"] == pytest.approx(res["b2b_tokens_per_s"] / res["hf_tokens_per_s"])
+    assert 1 <= res["b2b_mean_length"] <= 8 and 1 <= res["hf_mean_length"] <= 8
+    assert "b2b / transformers" in out[-2]
+
+
+def test_bench_of_a_new_policy_scores_with_a_fresh_head_and_says_so(tmp_path, monkeypatch, tiny_dir, capsys):
+    """A policy without a course reward model (here the tiny policy under another name) is not
+    made to train one first: the bench scores with an untrained head of the same size."""
+    import shutil
+
+    from b2b.config import get_profile
+    from b2b.tools.bench import bench_reward_model
+
+    other = tmp_path / "other-policy"
+    shutil.copytree(tiny_dir, other)
+    monkeypatch.chdir(tmp_path)
+    rm = bench_reward_model(get_profile("tiny", policy=str(other)), "cpu")
+    assert rm.config.num_labels == 1
+    assert "fresh score head" in capsys.readouterr().out
+    shipped = bench_reward_model(get_profile("tiny"), "cpu")
+    assert shipped.config.num_labels == 1 and "fresh" not in capsys.readouterr().out

@@ -255,6 +255,7 @@ def test_each_model_gets_its_dtype_on_a_gpu(fake_gpu, capability, frozen, tiny_d
     assert dtype(load_reward_model(data_dir / "rm-level1")) == frozen          # a trained reward model
     assert dtype(load_reward_model(tiny_dir, num_labels=1)) == torch.float32   # a fresh head to train
     assert dtype(load_policy(tiny_dir, dtype=torch.float32)) == torch.float32  # asked for explicitly
+    assert dtype(frozen_copy(trained, device="cuda", dtype="float32")) == torch.float32  # RLConfig.ref_dtype
 
 
 def test_on_the_cpu_every_model_is_fp32(tiny_dir, data_dir):

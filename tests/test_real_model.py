@@ -77,6 +77,20 @@ def test_bench_takes_the_real_policy(smol, tmp_path):
     assert res["profile"] == "colab-smoke" and res["batch_size"] == 8
 
 
+def test_memory_is_measured_on_the_real_model(smol):
+    """`b2b memory`'s harness on SmolLM2 at the colab-smoke settings: each stage in its own process,
+    completions forced to the cap, prompts at the longest a run samples, a peak above the weights."""
+    from b2b.tools.memory import measure_all, memory_table
+
+    rows = measure_all(["reward1", "rl:rloo"], "colab-smoke", say=lambda _: None)
+    n_bytes = 4 * 134_515_008
+    assert [r["stage"] for r in rows] == ["reward level 1", "rl rloo"]
+    assert all(r["peak_bytes"] > 2 * n_bytes for r in rows)  # at least weights + gradients (and a reference)
+    assert rows[1]["mean_length"] == rows[1]["settings"]["max_new_tokens"] and rows[1]["prompt_tokens"] > 400
+    assert rows[0]["settings"]["gradient_checkpointing"] and rows[1]["settings"]["gradient_checkpointing"]
+    assert "| rl rloo |" in memory_table(rows)
+
+
 def test_lean_decoder_equals_smollm2s_own_forward(smol):
     """30 layers, 9 query heads on 3 key/value heads, rope theta 100,000, tied embeddings: the
     lean decoder's logits match the model's forward at every step, and sampling through either

@@ -377,3 +377,17 @@ def test_gradient_checkpointing_trains_the_same_run(algo, extra, tiny_dir, token
         for key in ("loss", "grad_norm", "reward/proxy_mean", "kl/ref"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w_plain, w_ckpt))
+
+
+def test_the_reference_dtype_is_a_setting(tiny_dir, tokenizer, rm):
+    """ref_dtype="auto" on a CPU: an fp32 reference, a KL of 0 at step 1 (the policy is the
+    reference); a bf16 reference reports a KL floor there (docs/performance.md#dtypes)."""
+    cfg = RLConfig(steps=1, **{**SMALL, "eval_every": 0})
+    kl = {}
+    for ref_dtype in ("auto", "bfloat16"):
+        h = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, dataclasses.replace(cfg, ref_dtype=ref_dtype),
+                  progress=False)
+        kl[ref_dtype] = h.steps[0]["kl/ref"]
+    assert kl["auto"] == 0.0 and abs(kl["bfloat16"]) > 1e-5
+    with pytest.raises(ConfigError, match="ref_dtype"):
+        RLConfig(ref_dtype="fp8").validate()

@@ -25,6 +25,7 @@ medians over all rounds' steps.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -262,4 +263,35 @@ def sampling_bench(profile, batch_size: int = 16, max_new_tokens: int = 32, roun
            "b2b_tokens_per_s": statistics.median(rates["b2b"]), "hf_tokens_per_s": statistics.median(rates["hf"]),
            "b2b_mean_length": statistics.fmean(lengths["b2b"]), "hf_mean_length": statistics.fmean(lengths["hf"])}
     res["ratio"] = res["b2b_tokens_per_s"] / res["hf_tokens_per_s"]
+    return res
+
+
+def reference_kl_floor(profile, n_prompts: int = 8, max_new_tokens: int = 48, seed: int = 0) -> dict:
+    """What a half-precision reference costs the KL: completions sampled from the fp32 policy, their
+    log-probs under the policy and under the same weights in bf16 and fp16 (`pick_dtype`'s choices on
+    a GPU), and the k1 KL per answer, sum_t (log pi - log pi_ref), that they give at step 0, where
+    the true KL is exactly 0. Returns per dtype the mean |k1| per answer, the mean k1 (its bias) and
+    the mean |log-prob difference| per token. Prompts: the profile's held-out prompts, then training ones."""
+    from b2b.data import rl_prompts
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.rollout import rollout_logprobs, sample_completions
+
+    tok = load_tokenizer(profile.policy)
+    policy = load_policy(profile.policy, "cpu", dtype=torch.float32)
+    train, heldout, _ = rl_prompts(profile)
+    prompts = (list(heldout) + [p for p in train if p not in heldout])[:n_prompts]
+    ro = sample_completions(policy, tok, prompts, max_new_tokens, 1.0, torch.Generator().manual_seed(seed))
+    mask = ro.completion_mask
+    res = {"profile": profile.name, "policy": str(profile.policy), "prompts": len(prompts),
+           "max_new_tokens": max_new_tokens, "mean_length": mask.sum().item() / len(prompts), "dtypes": {}}
+    with torch.no_grad():
+        logp = rollout_logprobs(policy, ro)
+        for dtype in (torch.bfloat16, torch.float16):
+            half = copy.deepcopy(policy).to(dtype)  # a copy: a round trip through bf16 would change the policy
+            diff = (logp - rollout_logprobs(half, ro).float()) * mask
+            del half
+            k1 = diff.sum(1)
+            res["dtypes"][str(dtype).removeprefix("torch.")] = {
+                "mean_abs_k1_per_answer": k1.abs().mean().item(), "mean_k1_per_answer": k1.mean().item(),
+                "mean_abs_logp_diff_per_token": (diff.abs().sum() / mask.sum()).item()}
     return res

@@ -444,7 +444,7 @@ def _cmd_memory(args) -> int:
     from b2b.errors import ConfigError
     from b2b.tools.memory import RL_ALGOS, measure_all, memory_table
 
-    bad = [a for a in args.algos if a not in ALGOS]
+    bad = [a for a in args.algos or [] if a not in ALGOS]
     if bad:
         raise ConfigError(f"memory: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
     get_profile(args.profile, policy=args.policy)  # a bad profile or policy is named before any process starts
@@ -479,6 +479,19 @@ def _cmd_bench(args) -> int:
     from b2b.errors import ConfigError
 
     profile = get_profile(args.profile, policy=args.policy)
+    if args.kl_floor:
+        from b2b.tools.bench import reference_kl_floor
+
+        res = reference_kl_floor(profile, args.batch_size, args.max_new_tokens, args.seed)
+        print(f"b2b bench --kl-floor: {res['prompts']} answers of {res['mean_length']:.1f} tokens on average from the "
+              f"fp32 policy {_shown(profile.policy)}, scored by the same weights in half precision (true KL: 0)")
+        for name, d in res["dtypes"].items():
+            print(f"{name} reference: k1 per answer {d['mean_k1_per_answer']:+.3f} on average, "
+                  f"{d['mean_abs_k1_per_answer']:.3f} in absolute value; |log-prob difference| "
+                  f"{d['mean_abs_logp_diff_per_token']:.4f} per token")
+        if args.json:
+            print(json.dumps(res))
+        return 0
     if args.sampling:
         if args.repeat < 1:
             raise ConfigError(f"bench: expected --repeat >= 1, got {args.repeat}")
@@ -635,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--repeat", type=int, default=3,
                     help="rounds, each contestant once per round, in turn; medians over rounds (default 3)")
     bn.add_argument("--vs-trl", action="store_true", help="also time trl.RLOOTrainer on the same workload")
+    bn.add_argument("--kl-floor", action="store_true",
+                    help="the KL a bf16 / fp16 reference reports at step 0 (--batch-size answers of --max-new-tokens)")
     bn.add_argument("--sampling", action="store_true",
                     help="sampling alone: b2b's sampler against transformers' generate (--batch-size prompts, "
                          "--max-new-tokens, --repeat turns each)")

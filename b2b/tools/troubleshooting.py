@@ -215,6 +215,19 @@ def out_of_memory(module: str, name: str):
         setattr(mod, name, real)
 
 
+@contextlib.contextmanager
+def _small_gpu():
+    """A 1 MB "GPU": what `b2b.memory.check_fits` compares a run's estimate with."""
+    import b2b.memory as memory
+
+    real = memory.device_memory
+    memory.device_memory = lambda device: 1_000_000
+    try:
+        yield
+    finally:
+        memory.device_memory = real
+
+
 def _evaluate_long_prompt(d: Path):
     from b2b import evaluate_policy, load_policy, load_tokenizer
 
@@ -404,6 +417,11 @@ def _training_cases() -> list[Case]:
              "step 1: out of GPU memory in the RL step with batch_size 8",
              "the batch size suggested (--batch-size, RLConfig.batch_size), then --resume / resume= from the "
              "checkpoint named", api=tiny_train, patch=lambda: out_of_memory("b2b.train", "rl_step"), output="run"),
+        Case("too-big-for-the-gpu", "a run that clearly cannot fit the GPU (its memory estimate is over 1.25x the GPU's)",
+             ConfigError, "the RL step (8 rollouts of up to",
+             "the setting it names (RLConfig.gradient_checkpointing, a smaller batch_size or max_new_tokens); "
+             "the colab recipes are sized by the measured T4 table (docs/performance.md#memory)",
+             api=tiny_train, patch=lambda: _small_gpu()),
         Case("oom-evaluation", "CUDA out of memory in a held-out evaluation", TrainingError,
              "step 0: out of GPU memory in the held-out evaluation with eval_batch_size 8",
              "a smaller eval_batch_size (train's argument) or fewer eval_prompts",
@@ -411,7 +429,7 @@ def _training_cases() -> list[Case]:
              patch=lambda: out_of_memory("b2b.evaluate", "evaluate_step"), output="run"),
         Case("oom-reward-model", "CUDA out of memory training a reward model", TrainingError,
              "reward model: out of GPU memory with batch_size 32",
-             "halve reward.batch_size (or max_length) in --config",
+             "the setting suggested under reward: in --config (gradient_checkpointing, micro_batch_size: the same gradient in smaller passes)",
              setup=_jsonl("prefs.jsonl", _row(prompt="Hey", chosen="Yes.", rejected="No.")),
              cli=lambda d: _run(d, "--only-reward-model", "--data", d / "prefs.jsonl"),
              patch=lambda: out_of_memory("b2b.reward", "train_reward_model")),
