@@ -66,8 +66,9 @@ class RLConfig:
     """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_r."""
     ref_dtype: str = "auto"
     """Weights dtype of the frozen reference policy: auto = `b2b.models.pick_dtype` (fp32 on a CPU, fp16 on a
-    T4, bf16 on Ampere+: half the memory, and a KL floor at step 0 of about 0.04 nats per answer in
-    fp16, -0.24 in bf16 on SmolLM2, docs/performance.md#dtypes), or float32, bfloat16, float16."""
+    T4, bf16 on Ampere+: half the memory, and a KL that is not 0 at step 0: on SmolLM2, 0.04 nats per
+    answer in absolute value in fp16, 0.29 in bf16 with a bias of -0.24; docs/performance.md#dtypes),
+    or float32, bfloat16, float16."""
     gradient_checkpointing: bool = False
     """Recompute the policy's layer activations in the backward pass instead of keeping them (about a
     third more learn-phase compute, a fraction of its memory; the same gradient). The colab recipe sets it."""
