@@ -23,8 +23,17 @@ def smollm2_shaped():
     cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                       num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192)
     with torch.device("meta"):
-        policy, ref, rm = LlamaForCausalLM(cfg), LlamaForCausalLM(cfg), LlamaForSequenceClassification(cfg)
+        policy, ref = LlamaForCausalLM(cfg), LlamaForCausalLM(cfg)
+        rm = LlamaForSequenceClassification(LlamaConfig(**{**cfg.to_dict(), "num_labels": 1}))
     return policy, ref.requires_grad_(False), rm.requires_grad_(False)
+
+
+def LlamaForSequenceClassification_like(rm, num_labels: int):
+    """`rm`'s shape with a `num_labels` score head, trainable (a reward model being trained)."""
+    from transformers import LlamaForSequenceClassification
+
+    with torch.device("meta"):
+        return LlamaForSequenceClassification(type(rm.config)(**{**rm.config.to_dict(), "num_labels": num_labels}))
 
 
 def test_estimate_counts_states_activations_and_checkpointing():
@@ -107,6 +116,7 @@ def test_colab_settings_keep_a_quarter_of_a_t4_free_by_the_measured_table():
 
     rows = json.loads(MEASURED.read_text())
     colab = get_profile("colab")
+    policy, ref, rm = smollm2_shaped()
     assert {r["stage"] for r in rows} == {"reward level 1", "reward level 2"} | {f"rl {a}" for a in RL_ALGOS}
     for r in rows:
         assert r["profile"] == "colab" and r["peak_bytes"] <= (1 - HEADROOM) * T4_BYTES, r["stage"]
@@ -115,8 +125,22 @@ def test_colab_settings_keep_a_quarter_of_a_t4_free_by_the_measured_table():
             cfg = reward_config(colab, int(r["stage"][-1]))
             assert st == {"batch_size": cfg.batch_size, "micro_batch_size": cfg.micro_batch_size,
                           "max_length": cfg.max_length, "gradient_checkpointing": cfg.gradient_checkpointing}
+            head = LlamaForSequenceClassification_like(rm, cfg.num_labels)
+            want = memory.estimate_reward_training(head, cfg)["total"]
         else:
             cfg = rl_config(colab, r["stage"][3:])
             assert (st["batch_size"], st["k"], st["max_new_tokens"], st["gradient_checkpointing"]) == \
                 (cfg.batch_size, cfg.k, cfg.max_new_tokens, cfg.gradient_checkpointing)
             assert st["prompt_chars"] == MAX_PROMPT_CHARS and r["mean_length"] == cfg.max_new_tokens
+            want = memory.estimate_rl_step(policy, rm, ref, cfg, r["prompt_tokens"])["total"]
+        assert r["estimate"]["total"] == pytest.approx(want, rel=1e-4), r["stage"]  # the table is today's estimate
+
+
+def test_the_readme_and_docs_show_the_measured_table():
+    """The memory table in the README and docs/performance.md is `b2b memory`'s own rendering of
+    docs/memory_colab.json."""
+    from b2b.tools.memory import memory_table
+
+    table = memory_table(json.loads(MEASURED.read_text()))
+    for doc in ("README.md", "docs/performance.md"):
+        assert table in (ROOT / doc).read_text(), doc
