@@ -6,7 +6,7 @@
 `b2b scale-out` runs `accelerate launch --multi_gpu --num_processes N -m b2b.tools.scale_out ...`
 (add `--config-file` for an accelerate config with DeepSpeed ZeRO or FSDP). Every process loads the
 profile's policy, b2b's reward model (`b2b.reward_models.course_reward_dir`: the shipped one, or the
-one notebook 01 or `b2b run` trained) and prompts, and hands them to TRL's trainer with b2b's
+one notebook 01 trained) and prompts, and hands them to TRL's trainer with b2b's
 settings (`b2b.tools.trl_bridge.trl_args`); TRL and accelerate split each batch of rollouts over the
 processes, all-reduce the gradients and keep the replicas in step. b2b adds no distribution code.
 
@@ -29,10 +29,22 @@ import sys
 from b2b.errors import ConfigError
 
 
-def launch_command(args: list[str], num_processes: int, cpu: bool, config_file: str | None = None) -> list[str]:
+def free_port() -> int:
+    """A TCP port nobody listens on now: the processes' rendezvous (accelerate's default, 29500, may be taken)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(args: list[str], num_processes: int, cpu: bool, config_file: str | None = None,
+                   port: int | None = None) -> list[str]:
     """The `accelerate launch` command line that runs this module in `num_processes` processes."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no"]
+    if port is not None:
+        cmd += ["--main_process_port", str(port)]
     if config_file:
         cmd += ["--config_file", config_file]
     if num_processes > 1 and not config_file:
@@ -52,7 +64,7 @@ def reward_model_for_scale_out(profile, level: int = 1):
     home = course_reward_dir(profile, level)
     if not (home / "config.json").exists():
         raise ConfigError(f"scale-out: no level-{level} reward model for profile {profile.name} in {home}: train it "
-                          f"first (notebook 0{level}, or b2b run --profile {profile.name} --only reward-model)")
+                          f"there first (notebook 0{level} does, as does b2b.reward_models.course_reward_model(profile))")
     return load_reward_model(home, device="cpu")
 
 
@@ -114,12 +126,14 @@ def launch(algo: str, num_processes: int, cpu: bool, profile: str | None = None,
     env = {**os.environ, "TQDM_DISABLE": "1"}
     if cpu:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // num_processes)))
-    p = subprocess.run(launch_command(args, num_processes, cpu, config_file), capture_output=True, text=True,
+    port = free_port() if num_processes > 1 else None
+    p = subprocess.run(launch_command(args, num_processes, cpu, config_file, port), capture_output=True, text=True,
                        env=env, timeout=timeout)
     lines = [ln for ln in p.stdout.strip().splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"scale-out: accelerate launch exited with {p.returncode}: {tail}")
+        errors = [ln for ln in p.stderr.strip().splitlines() if "Error" in ln] or p.stderr.strip().splitlines()
+        raise RuntimeError(f"scale-out: accelerate launch exited with {p.returncode}: "
+                           f"{(errors or ['(no output)'])[-1]}\n" + "\n".join(p.stderr.strip().splitlines()[-15:]))
     return json.loads(lines[-1])
 
 
