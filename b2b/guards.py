@@ -17,10 +17,11 @@ def _number(v) -> bool:
 
 
 def check_fields(cfg, where: str = "config: field '", positive=(), non_negative=(), whole=(), choices=None,
-                 rules=()):
+                 rules=(), flags=()):
     """`cfg` itself, or a `ConfigError` naming its first bad field, checked in this order: the
     `positive` fields (> 0), the `non_negative` ones (>= 0), the `whole` ones (ints), `choices`
-    ({field: allowed values}), then `rules`: (ok(), field, message) for what ties fields together.
+    ({field: allowed values}), the `flags` (True or False), then `rules`: (ok(), field, message)
+    for what ties fields together.
     `where` prefixes the field's name in the message."""
     def bad(name, expected):
         return ConfigError(f"{where}{name}': expected {expected}, got {getattr(cfg, name)!r}")
@@ -36,6 +37,9 @@ def check_fields(cfg, where: str = "config: field '", positive=(), non_negative=
     for name, allowed in (choices or {}).items():
         if getattr(cfg, name) not in allowed:
             raise bad(name, "one of " + ", ".join(map(str, allowed)))
+    for name in flags:
+        if not isinstance(getattr(cfg, name), bool):
+            raise bad(name, "true or false")
     for ok, name, message in rules:
         if not ok():
             raise ConfigError(f"{where}{name}': {message}")

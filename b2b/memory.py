@@ -60,10 +60,7 @@ def estimate_rl_step(policy, reward_model, ref, cfg, prompt_tokens: int) -> dict
     """Bytes one RL step of `cfg` (an RLConfig) needs at its peak, by part (see the module doc)."""
     d = _dims(policy)
     B, C, T = cfg.batch_size, cfg.max_new_tokens, prompt_tokens + cfg.max_new_tokens
-    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad) or \
-        sum(p.numel() for p in policy.parameters())
-    if cfg.lora_r:  # adapters only: about 2 r (h + i) numbers per projection, a few per layer
-        trainable = 2 * cfg.lora_r * (d["h"] + d["i"]) * 7 * d["L"]
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)  # LoRA: the adapters only
     states = _bytes(policy) + 12 * trainable
     frozen = _bytes(ref) + (_bytes(reward_model) if isinstance(reward_model, torch.nn.Module) else 0)
     rows = B // cfg.minibatches

@@ -110,18 +110,13 @@ def load_tokenizer(name_or_path: str | Path):
 def pick_dtype(device: str, capability: tuple[int, int] | None = None):
     """Weights dtype of the frozen models (the reference policy, a trained reward model): bf16 on
     Ampere+ GPUs (compute capability >= 8), fp16 on older GPUs such as Colab's T4 (7.5), fp32 on
-    the CPU. The trained policy and a reward model in training stay fp32 (`train_dtype`): AdamW's
-    small updates vanish in half precision."""
+    the CPU. The trained policy and a reward model in training stay fp32: AdamW's small updates
+    vanish in half precision."""
     if not str(device).startswith("cuda"):
         return torch.float32
     if capability is None:
         capability = torch.cuda.get_device_capability(torch.device(device))
     return torch.bfloat16 if capability[0] >= 8 else torch.float16
-
-
-def train_dtype(device: str | None = None):
-    """Weights dtype of a model being trained: fp32 on every device (see `pick_dtype`)."""
-    return torch.float32
 
 
 def default_device() -> str:
@@ -147,7 +142,7 @@ def load_policy(name_or_path: str | Path, device: str | None = None, dtype=None,
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    dtype = dtype or (train_dtype(device) if trainable else pick_dtype(device))
+    dtype = dtype or (torch.float32 if trainable else pick_dtype(device))
     model = _from_pretrained(AutoModelForCausalLM, resolve_model_source(name_or_path), device, dtype)
     model.train(trainable)
     model.requires_grad_(trainable)
@@ -165,7 +160,7 @@ def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, d
 
     src = resolve_model_source(name_or_path)
     device = device or default_device()
-    dtype = dtype or (pick_dtype(device) if num_labels is None else train_dtype(device))
+    dtype = dtype or (pick_dtype(device) if num_labels is None else torch.float32)
     if num_labels is None:
         config = load_config(src)
         trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))

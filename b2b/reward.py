@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from b2b.memory import check_fits, estimate_reward_training, reward_hints
 from b2b.rollout import chat_prompts, reward_scores, rollout_reward_scores
 
 NUM_CLASSES = 10
@@ -216,14 +217,11 @@ class RewardConfig:
             raise ConfigError(f"{where}level': expected 1 or 2, got {self.level!r}")
         check_fields(self, where, positive=("epochs", "batch_size", "lr", "max_length"),
                      non_negative=("warmup", "weight_decay", "eval_every"),
-                     whole=("batch_size", "max_length", "warmup", "eval_every"))
+                     whole=("batch_size", "max_length", "warmup", "eval_every"), flags=("gradient_checkpointing",))
         for name in ("limit", "micro_batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ConfigError(f"{where}{name}': expected a positive whole number or null, got {v!r}")
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ConfigError(f"{where}gradient_checkpointing': expected true or false, "
-                              f"got {self.gradient_checkpointing!r}")
         return self
 
 
@@ -256,8 +254,6 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     sched = warmup_cosine(opt, cfg.warmup, steps)
     history, t0 = [], time.time()
     rm.train()
-    from b2b.memory import check_fits, estimate_reward_training, reward_hints
-
     check_fits(estimate_reward_training(rm, cfg), device, f"reward model ({cfg.micro_batch_size or batch_size} pairs "
                f"of up to max_length {cfg.max_length} tokens per pass)", reward_hints(cfg))
     if cfg.gradient_checkpointing:
