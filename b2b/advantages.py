@@ -208,3 +208,60 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of x over the masked entries of the whole batch."""
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------- GRPO (Shao et al. 2024) and Dr. GRPO (Liu et al. 2025)
+#
+# GRPO is REINFORCE++-baseline with three changes: each group's advantages are divided by the
+# group's standard deviation (not whitened over the batch), the KL is a k3 loss, and the loss is
+# each answer's token mean (then a mean over answers) instead of one mean over all the batch's
+# tokens. Dr. GRPO takes two of those back: no standard deviation (a group whose rewards barely
+# differ would get unit-size advantages out of noise; easy and hard prompts get equal weight), and
+# no 1/|y_i| (which lets a long wrong answer pay less per token than a short one).
+
+def grpo_advantages(rewards: Tensor, k: int, scale: bool = True, eps: float = 1e-4) -> Tensor:
+    """Group-relative advantages for `rewards` laid out as groups of k consecutive samples of one prompt:
+
+        GRPO      (scale):    A_i = (R_i - mean_g R) / (std_g R + eps)
+        Dr. GRPO  (no scale): A_i =  R_i - mean_g R
+
+    std_g is the group's sample standard deviation (divided by k - 1, as TRL's GRPOTrainer takes
+    it); eps keeps a group of equal rewards at A = 0. Returns (B,)."""
+    if k < 2:
+        raise ValueError(f"grpo: k (samples per prompt) must be >= 2 for a group baseline, got {k}")
+    if rewards.numel() % k:
+        raise ValueError(f"grpo: {rewards.numel()} rewards do not split into groups of k={k}")
+    g = rewards.view(-1, k)
+    centred = g - g.mean(1, keepdim=True)
+    return (centred / (g.std(1, keepdim=True) + eps) if scale else centred).view(-1)
+
+
+def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor, mask: Tensor,
+              clip: float = 0.2, beta: float = 0.0, max_tokens: int | None = None) -> tuple[Tensor, Tensor]:
+    """GRPO's objective as a loss (DeepSeekMath, eq. 3), per completion token t of sample i:
+
+        rho_it = exp(log pi(y_it) - log pi_old(y_it))
+        l_it   = -min(rho_it A_i, clip(rho_it, 1 - eps, 1 + eps) A_i) + beta * k3_it
+        k3_it  = exp(log pi_ref(y_it) - log pi(y_it)) - (log pi_ref(y_it) - log pi(y_it)) - 1
+
+        GRPO     (max_tokens None): L = (1/B) sum_i (1/|y_i|) sum_t m_it l_it     (each answer's token mean)
+        Dr. GRPO (max_tokens = L):  L = 1/(B L) sum_i sum_t m_it l_it              (one constant for all)
+
+    `advantages` (B,) per sample or (B, C) per token, `logprobs`, `old_logprobs`, `ref_logprobs`
+    and `mask` (B, C); `ref_logprobs` None or beta 0: no KL term. The k3 term is differentiated
+    through log pi (a loss, not a reward). Returns (L, clip fraction = share of masked tokens
+    where the clipped term is the smaller)."""
+    mask = mask.to(logprobs.dtype)
+    adv = (advantages[:, None] if advantages.dim() == 1 else advantages).detach()
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    unclipped, clipped = ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    if beta and ref_logprobs is not None:
+        per_token = per_token + beta * kl_per_token(logprobs, ref_logprobs.detach(), mask, "k3")
+    per_token = per_token * mask
+    if max_tokens is None:
+        loss = (per_token.sum(1) / mask.sum(1).clamp(min=1)).mean()
+    else:
+        loss = per_token.sum() / (mask.shape[0] * max_tokens)
+    frac = ((clipped < unclipped) * mask).sum() / mask.sum().clamp(min=1)
+    return loss, frac.detach()

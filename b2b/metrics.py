@@ -62,7 +62,8 @@ def calibration(probs: list[float], outcomes: list[bool], n_bins: int = 10) -> t
 
 def step_metrics(cfg, ro, texts, finished, proxy, rewards, rep, clipped, ref_logp, upd, clock) -> dict:
     """The metrics row of one `b2b.train` step (the names: docs/glossary.md): rewards before and
-    after shaping, advantages, loss, entropy, the sampler's off-policy gap, completion statistics,
+    after shaping, advantages, loss, the gradient norm before clipping (mean over the step's
+    updates) and the share of them that were clipped, entropy, the sampler's off-policy gap, completion statistics,
     the KL to the reference (when tracked) and the time of each phase (`clock`: four timestamps)."""
     fmask = ro.completion_mask.float()
     n_tok = fmask.sum()
@@ -71,6 +72,8 @@ def step_metrics(cfg, ro, texts, finished, proxy, rewards, rep, clipped, ref_log
          "reward/rep_frac": rep.mean().item(), "reward/clipped_frac": clipped.mean().item(),
          "adv/mean": adv.mean().item(), "adv/std": adv.std().item() if adv.numel() > 1 else 0.0,
          "loss": statistics.fmean(upd.losses), "grad_norm": statistics.fmean(upd.grad_norms),
+         # share of this step's optimizer updates whose gradient norm was above max_grad_norm, so clipped
+         "grad/clipped_frac": statistics.fmean(float(g > cfg.max_grad_norm) for g in upd.grad_norms),
          "policy/entropy": (upd.entropy.sum() / n_tok).item(),
          "sampler/offpolicy_gap": ((ro.sampler_logprobs - upd.logprobs).abs() * fmask).sum().item() / n_tok.item(),
          "completions/mean_length": ro.lengths.float().mean().item(),

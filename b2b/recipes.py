@@ -36,6 +36,9 @@ ALGO_SETTINGS = {
     "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
     "reinforce_pp": dict(k=1, kl_coef=1.2, ppo_epochs=1, minibatches=2, steps=600),      # notebook 07
     "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
+    # GRPO and Dr. GRPO: REINFORCE++-baseline's settings, so each is one line away from it (notebook 07)
+    "grpo": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
+    "dr_grpo": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
 }
 """Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
 lr 2e-4, 64 new tokens).

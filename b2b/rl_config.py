@@ -15,11 +15,17 @@ from b2b.guards import check_fields
 from b2b.reward import READOUTS
 
 ALGOS = {"reinforce": "REINFORCE", "rloo": "RLOO", "reinforce_pp": "REINFORCE++",
-         "reinforce_pp_baseline": "REINFORCE++-baseline"}
+         "reinforce_pp_baseline": "REINFORCE++-baseline", "grpo": "GRPO", "dr_grpo": "Dr. GRPO"}
 """algo -> its name in tables. reinforce: moving-average baseline (notebook 03); rloo: leave-one-out
 baseline over k samples per prompt (06); reinforce_pp: REINFORCE++, token-level k1 KL in the reward,
 global advantage normalisation, PPO clipping (07); reinforce_pp_baseline: its group-mean variant
-with a k2 KL loss."""
+with a k2 KL loss; grpo: group mean and standard deviation, k3 KL loss, each answer's token mean
+(DeepSeekMath); dr_grpo: GRPO without the standard deviation and the 1/|y| (Liu et al. 2025)."""
+CLIPPED_ALGOS = ("reinforce_pp", "reinforce_pp_baseline", "grpo", "dr_grpo")
+"""The algorithms that learn by `clipped_update` (PPO's clipped ratio, `ppo_epochs` x `minibatches`
+optimizer steps per rollout batch); the others take one `reinforce_update` step."""
+GROUP_ALGOS = ("rloo", "reinforce_pp_baseline", "grpo", "dr_grpo")
+"""The algorithms whose baseline is the other samples of the same prompt: they need k >= 2."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class RLConfig:
     one before it is such a line."""
 
     algo: str = "reinforce"
-    """One of ALGOS: reinforce and rloo learn by `reinforce_update`, the others by `clipped_update`."""
+    """One of ALGOS: reinforce and rloo learn by `reinforce_update`, the CLIPPED_ALGOS by `clipped_update`."""
     steps: int = 150
     """Rollout batches to train on (each one optimizer step, or several in REINFORCE++)."""
     batch_size: int = 64
@@ -49,17 +55,19 @@ class RLConfig:
     ngram: int = 3
     """n of the repeated n-grams that `ngram_penalty` counts."""
     k: int = 1
-    """Samples per prompt: batch_size / k prompts, k completions each (rloo, reinforce_pp_baseline: k >= 2)."""
+    """Samples per prompt: batch_size / k prompts, k completions each (GROUP_ALGOS: k >= 2)."""
     kl_coef: float = 0.0
-    """beta of the KL to the reference (SFT) policy: in the reward, or as a loss (reinforce_pp_baseline). 0: off."""
+    """beta of the KL to the reference (SFT) policy: in the reward, or as a loss (reinforce_pp_baseline, grpo,
+    dr_grpo). 0: off."""
     kl_estimator: str = "k1"
-    """Per-token KL estimator in the reward: k1, k2 or k3 (reinforce_pp_baseline's loss always uses k2)."""
+    """Per-token KL estimator in the reward: k1, k2 or k3 (as a loss: k2 in reinforce_pp_baseline, k3 in grpo
+    and dr_grpo, always)."""
     clip: float = 0.2
-    """PPO clip range epsilon of the REINFORCE++ ratio."""
+    """PPO clip range epsilon of the ratio (CLIPPED_ALGOS)."""
     ppo_epochs: int = 1
-    """Passes over each rollout batch (REINFORCE++)."""
+    """Passes over each rollout batch (CLIPPED_ALGOS)."""
     minibatches: int = 1
-    """Optimizer steps per pass: the rollout batch split into this many minibatches (REINFORCE++)."""
+    """Optimizer steps per pass: the rollout batch split into this many minibatches (CLIPPED_ALGOS)."""
     lora_r: int = 0
     """LoRA rank: > 0 trains low-rank adapters on the attention and MLP projections (`peft`). 0: all weights."""
     lora_alpha: float = 16.0
@@ -113,7 +121,7 @@ class RLConfig:
             flags=("gradient_checkpointing",),
             rules=[(lambda: self.baseline_decay < 1, "baseline_decay",
                     f"expected 0 <= decay < 1, got {self.baseline_decay!r}"),
-                   (lambda: k >= 2 or self.algo not in ("rloo", "reinforce_pp_baseline"), "k",
+                   (lambda: k >= 2 or self.algo not in GROUP_ALGOS, "k",
                     f"{self.algo} needs k >= 2 samples per prompt, got {k}"),
                    (lambda: bs % k == 0, "batch_size",
                     f"{bs} rollouts do not split into groups of k={k} samples per prompt (expected a multiple of k)"),

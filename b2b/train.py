@@ -6,7 +6,8 @@
 Each step samples one completion per rollout (`b2b.rollout`), scores it with the reward model
 (and the gold judge in the tiny world), shapes the reward, turns rewards into advantages
 (`b2b.advantages`) and takes an optimizer step. Algorithms differ only in the learn phase, the
-`# ALGO LOGIC` section: `reinforce_update` (REINFORCE, RLOO) and `clipped_update` (REINFORCE++).
+`# ALGO LOGIC` section: `reinforce_update` (REINFORCE, RLOO) and `clipped_update` (REINFORCE++,
+GRPO, Dr. GRPO).
 The settings are an `RLConfig` (`b2b.rl_config`). Metrics are namespaced (`reward/proxy_mean`,
 `completions/distinct_2`, `time/step_s`, ...; see docs/glossary.md) and kept in a `History`. With
 `out`, the run is also logged and checkpointed there (`b2b.runs`): `resume=out` continues a killed
@@ -22,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 
 from b2b import runs
-from b2b.advantages import (clipped_pg_loss, group_mean_baseline, kl_per_token, kl_shaped_reward,  # noqa: F401
-                            masked_mean, masked_whiten, moving_average_baseline, reinforce_loss,
-                            returns_to_go, rloo_advantages, shaped_reward, token_level_rewards)
+from b2b.advantages import (clipped_pg_loss, group_mean_baseline, grpo_advantages, grpo_loss,  # noqa: F401
+                            kl_per_token, kl_shaped_reward, masked_mean, masked_whiten, moving_average_baseline,
+                            reinforce_loss, returns_to_go, rloo_advantages, shaped_reward, token_level_rewards)
 from b2b.errors import ConfigError, TrainingError
 from b2b.evaluate import comparison_table, evaluator, logged_samples, summary  # noqa: F401 (re-exported)
 from b2b.guards import check_finite, not_finite, oom_guard, smaller_batch
@@ -32,7 +33,7 @@ from b2b.memory import check_fits, estimate_rl_step, rl_hints
 from b2b.metrics import step_metrics, sync_time
 from b2b.models import add_lora, fingerprint, frozen_copy
 from b2b.reward import policy_rewards  # noqa: F401 (re-exported)
-from b2b.rl_config import ALGOS, RLConfig  # noqa: F401 (re-exported)
+from b2b.rl_config import ALGOS, CLIPPED_ALGOS, RLConfig  # noqa: F401 (re-exported)
 from b2b.rollout import check_prompts_fit, decode_completions, rollout_logprobs, sample_completions
 from b2b.runs import REWARD_FILE, RUN_FILES, History, latest_checkpoint, recorded_reward_fingerprint  # noqa: F401
 
@@ -81,8 +82,11 @@ def reinforce_update(policy, opt, ro, rewards, ref_logp, baseline, cfg: RLConfig
 
 
 def pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
-    """(B, C) REINFORCE++ advantages: token rewards (k1 KL at every token, the reward at the last;
-    reinforce_pp_baseline: group-centred reward, no KL), returns to go, global whitening."""
+    """(B, C) token advantages of the clipped algorithms. REINFORCE++: token rewards (k1 KL at every
+    token, the reward at the last; reinforce_pp_baseline: group-centred reward, no KL), returns to
+    go, global whitening. GRPO / Dr. GRPO: each answer's group-relative advantage at all its tokens."""
+    if cfg.algo in ("grpo", "dr_grpo"):
+        return grpo_advantages(rewards, cfg.k, scale=cfg.algo == "grpo")[:, None].to(old_logp.dtype) * mask
     if cfg.algo == "reinforce_pp_baseline":
         kl, beta, r = torch.zeros_like(old_logp), 0.0, group_mean_baseline(rewards, cfg.k)
     else:
@@ -93,8 +97,12 @@ def pp_advantages(cfg: RLConfig, rewards, old_logp, ref_logp, mask):
 
 
 def clipped_loss(cfg: RLConfig, logp, old_logp, adv, ref_logp, mask):
-    """(loss, clip fraction) of a REINFORCE++ minibatch: PPO's clipped surrogate (a mean over the
-    batch's tokens), plus for reinforce_pp_baseline beta times the token-mean k2 KL to the reference."""
+    """(loss, clip fraction) of a minibatch: PPO's clipped surrogate (REINFORCE++: a mean over the
+    batch's tokens, plus for reinforce_pp_baseline beta times the token-mean k2 KL to the reference;
+    GRPO: each answer's token mean with a k3 KL loss; Dr. GRPO: a sum over tokens / max_new_tokens)."""
+    if cfg.algo in ("grpo", "dr_grpo"):
+        return grpo_loss(logp, old_logp, ref_logp, adv, mask, cfg.clip, cfg.kl_coef,
+                         cfg.max_new_tokens if cfg.algo == "dr_grpo" else None)
     loss, frac = clipped_pg_loss(logp, old_logp, adv, mask, cfg.clip)
     if cfg.algo == "reinforce_pp_baseline" and cfg.kl_coef > 0:
         loss = loss + cfg.kl_coef * masked_mean(kl_per_token(logp, ref_logp, mask, "k2"), mask)
@@ -102,7 +110,7 @@ def clipped_loss(cfg: RLConfig, logp, old_logp, adv, ref_logp, mask):
 
 
 def clipped_update(policy, opt, ro, rewards, ref_logp, cfg: RLConfig, step: int, ckpt: str) -> Update:
-    """REINFORCE++: `ppo_epochs` passes of `minibatches` optimizer steps over the rollout batch.
+    """REINFORCE++, GRPO: `ppo_epochs` passes of `minibatches` optimizer steps over the rollout batch.
     The ratio's denominator and the advantages come once, from the log-probs of the policy that
     sampled the batch (`old_logp`): a forward pass before any update, or, with a single update,
     that update's own first forward pass (the same policy, one pass fewer)."""
@@ -178,8 +186,8 @@ def rl_step(policy, tokenizer, reward_model, prompts: list[str], opt, gen: torch
             ref_logp = rollout_logprobs(ref, ro, cfg.temperature)
         check_finite("reference log-probs", ref_logp, step, ckpt)
     clock.append(sync_time(policy))
-    # 3. learn: advantages and one (REINFORCE, RLOO) or several (REINFORCE++) optimizer steps
-    if cfg.algo in ("reinforce_pp", "reinforce_pp_baseline"):
+    # 3. learn: advantages and one (REINFORCE, RLOO) or several (REINFORCE++, GRPO) optimizer steps
+    if cfg.algo in CLIPPED_ALGOS:
         upd = clipped_update(policy, opt, ro, rewards, ref_logp, cfg, step, ckpt)
     else:
         upd = reinforce_update(policy, opt, ro, rewards, ref_logp, baseline, cfg, step, ckpt)

@@ -323,3 +323,70 @@ def test_outputs_keep_the_dtype_of_their_inputs():
     lp64 = torch.zeros(1, 3, dtype=torch.float64)
     R, _ = kl_shaped_reward(torch.tensor([1.0]), lp64, lp64 - 1, torch.ones(1, 3), 0.1)
     assert R.dtype == torch.float32 and R.item() == pytest.approx(0.7)
+
+
+# ----------------------------------------------------------------------------- GRPO and Dr. GRPO
+
+def test_grpo_advantages_centre_and_scale_each_group_by_its_own_spread():
+    from b2b.advantages import grpo_advantages
+
+    r = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 40.0])                   # two groups of k = 3
+    a = grpo_advantages(r, 3, eps=0.0)
+    # group 1: mean 2, sample std 1; group 2: mean 20, sample std sqrt(300) (divided by k - 1, not k)
+    want = torch.tensor([-1.0, 0.0, 1.0, -10 / 300 ** 0.5, -10 / 300 ** 0.5, 20 / 300 ** 0.5])
+    assert torch.allclose(a, want, atol=1e-6)
+    assert torch.allclose(grpo_advantages(r, 3, scale=False), torch.tensor([-1.0, 0, 1, -10, -10, 20]))
+    same = grpo_advantages(torch.tensor([5.0, 5.0, 1.0, 3.0]), 2)
+    assert same[0] == 0 and same[1] == 0                                   # equal rewards: no signal, not 0/0
+    with pytest.raises(ValueError, match="k=3"):
+        grpo_advantages(torch.ones(4), 3)
+    with pytest.raises(ValueError, match=">= 2"):
+        grpo_advantages(torch.ones(4), 1)
+
+
+def test_grpo_loss_means_each_answer_and_dr_grpo_divides_by_a_constant():
+    from b2b.advantages import grpo_loss
+
+    # two answers: 3 tokens (advantage +1) and 1 token (advantage -2); rho = 1 at every token
+    lp = torch.tensor([[-1.0, -2.0, -0.5, 0.0], [-1.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    A = torch.tensor([1.0, -2.0])
+    loss, frac = grpo_loss(lp, lp.detach(), None, A, mask)
+    assert torch.allclose(loss, torch.tensor(((-1 - 1 - 1) / 3 + 2 / 1) / 2))  # mean over answers of token means
+    assert frac == 0
+    loss.backward()
+    assert torch.allclose(lp.grad, torch.tensor([[-1 / 6, -1 / 6, -1 / 6, 0], [1.0, 0, 0, 0]]))  # 1/|y_i| per answer
+    lp.grad = None
+    dr, _ = grpo_loss(lp, lp.detach(), None, A, mask, max_tokens=4)
+    assert torch.allclose(dr, torch.tensor((-3 + 2) / (2 * 4)))            # sum over tokens / (B * max_tokens)
+    dr.backward()
+    assert torch.allclose(lp.grad, torch.tensor([[-1 / 8, -1 / 8, -1 / 8, 0], [2 / 8, 0, 0, 0]]))  # same per token
+    per_token = A[:, None].expand(2, 4)
+    assert torch.allclose(grpo_loss(lp, lp.detach(), None, per_token, mask)[0], loss)  # (B, C) advantages too
+
+
+def test_grpo_loss_clips_the_ratio_and_adds_a_differentiated_k3_kl():
+    from b2b.advantages import grpo_loss
+
+    old = torch.zeros(2, 2)
+    lp = torch.tensor([[0.5, 0.0], [-0.5, 0.0]], requires_grad=True)      # rho = e^0.5 (1.65), e^-0.5 (0.61)
+    mask = torch.tensor([[1, 0], [1, 0]])
+    A = torch.tensor([1.0, -1.0])
+    loss, frac = grpo_loss(lp, old, None, A, mask, clip=0.2)
+    # min(rho A, clip(rho) A): 1.2 (clipped, A > 0), -0.8 (clipped, A < 0): both tokens clipped
+    assert torch.allclose(loss, -torch.tensor((1.2 - 0.8) / 2)) and torch.allclose(frac, torch.tensor(1.0))
+    loss.backward()
+    assert (lp.grad == 0).all()                                            # clipped tokens pass no gradient
+    ref = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    lp2 = torch.tensor([[0.1, 0.0], [-0.1, 0.0]], requires_grad=True)     # inside the clip range
+    beta = 0.5
+    with_kl, _ = grpo_loss(lp2, old, ref, A, mask, clip=0.2, beta=beta)
+    without, _ = grpo_loss(lp2, old, ref, A, mask, clip=0.2, beta=0.0)
+    l = torch.tensor([0.1, -0.1])                                          # log pi - log pi_ref
+    k3 = torch.exp(-l) - 1 + l
+    assert torch.allclose(with_kl - without, beta * k3.mean())
+    with_kl.backward()
+    rho = torch.exp(l)
+    # d/dl of -rho A + beta k3 = -rho A + beta (1 - e^-l), divided by B = 2 (one token per answer)
+    assert torch.allclose(lp2.grad[:, 0], (-rho * A + beta * (1 - torch.exp(-l))) / 2)
+    assert torch.allclose(grpo_loss(lp2, old, None, A, mask, beta=beta)[0], without)  # no reference: no KL

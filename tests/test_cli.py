@@ -217,20 +217,37 @@ def test_showdown_claims_per_seed_on_hand_made_rows():
         return {"method": method, "seed": seed, "sft": {"gold_mean": sft_gold, "distinct_2": 0.5},
                 "final": {"gold_mean": gold, "distinct_2": d2, "kl_ref": kl}}
 
-    rows = [row("vanilla REINFORCE", 0, 1.0), row("RLOO k=4 + KL", 0, 6.6, d2=0.4, kl=2.0),
+    rows = [row("vanilla REINFORCE", 0, 1.0, kl=20.0), row("RLOO k=4 + KL", 0, 6.6, d2=0.4, kl=2.0),
             row("REINFORCE++", 0, 6.5, kl=1.5),
-            # seed 1: RLOO gains only 1.4 (sft 5.1), keeps 0.3 / 0.5 of distinct-2; REINFORCE++ drifts further
-            row("vanilla REINFORCE", 1, 6.0, sft_gold=5.1), row("RLOO k=4 + KL", 1, 6.5, d2=0.3, kl=1.0, sft_gold=5.1),
+            # seed 1: RLOO gains only 1.4 (sft 5.1), keeps 0.3 / 0.5 of distinct-2, ends 0.1 below vanilla with
+            # vanilla's KL; REINFORCE++ drifts further
+            row("vanilla REINFORCE", 1, 6.6, sft_gold=5.1), row("RLOO k=4 + KL", 1, 6.5, d2=0.3, kl=1.0, sft_gold=5.1),
             row("REINFORCE++", 1, 7.0, kl=1.5, sft_gold=5.1),
             row("RLOO k=4 + KL", 2, 9.0)]  # seed 2 lacks the other runs: no row
     c = claims(rows)
     assert [x["seed"] for x in c] == [0, 1]
     assert c[0]["RLOO: gold - SFT"] == pytest.approx(1.6) and c[0]["RLOO: distinct-2 / SFT"] == pytest.approx(0.8)
     assert c[0]["RLOO - vanilla: gold"] == pytest.approx(5.6) and c[0]["REINFORCE++: gold - SFT"] == pytest.approx(1.5)
+    assert c[0]["RLOO KL / vanilla KL"] == pytest.approx(0.1)
     assert c[0]["REINFORCE++ KL / RLOO KL"] == pytest.approx(0.75) and c[0]["holds"]
-    assert c[1]["RLOO: gold - SFT"] == pytest.approx(1.4) and c[1]["RLOO - vanilla: gold"] == pytest.approx(0.5)
+    assert c[1]["RLOO: gold - SFT"] == pytest.approx(1.4) and c[1]["RLOO - vanilla: gold"] == pytest.approx(-0.1)
+    assert c[1]["RLOO KL / vanilla KL"] == pytest.approx(1.0)
     assert c[1]["REINFORCE++ KL / RLOO KL"] == pytest.approx(1.5) and not c[1]["holds"]
     table = claims_table(c)
-    # seed 1 misses the gain, distinct-2 (0.6), vs vanilla and the KL ratio; the mean, the KL ratio (1.125)
-    assert table.count("(missed)") == 5 and table.splitlines()[-1].endswith("| 1.12 (missed) |")
+    # seed 1 misses the gain, distinct-2 (0.6), vs vanilla's gold and KL, and the KL ratio; the mean, the
+    # RLOO / vanilla KL ratio (0.55) and the REINFORCE++ / RLOO one (1.125)
+    assert table.count("(missed)") == 7 and table.splitlines()[-1].endswith("| 0.55 (missed) | 1.70 | 1.12 (missed) |")
     assert table.splitlines()[-1].startswith("| mean | 1.50")
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dr_grpo"])
+def test_run_grpo_and_dr_grpo_with_json(algo, tmp_path, capsys):
+    out = tmp_path / algo
+    assert main(["run", "--skip-reward-training", "--algo", algo, "--k", "2", "--steps", "2", "--batch-size", "8",
+                 "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["steps"] == 2 and set(res["final"]) >= {"gold_mean", "kl_ref"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["algo"], cfg["k"], cfg["ppo_epochs"], cfg["minibatches"]) == (algo, 2, 1, 2)  # REINFORCE++-baseline's
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= s["ppo/clip_frac"] <= 1 and 0 <= s["grad/clipped_frac"] <= 1 for s in steps)

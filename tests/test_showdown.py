@@ -48,7 +48,7 @@ def _row(method, seed, gold, d2=0.5, kl=1.0, sft_gold=5.0, pooled=None):
 def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     from b2b.tools.showdown import aggregate, claims, markdown_table
 
-    rows = [_row("vanilla REINFORCE", 0, 1.0, pooled=(1.2, 4.8)),
+    rows = [_row("vanilla REINFORCE", 0, 1.0, kl=20.0, pooled=(1.2, 4.8)),
             _row("RLOO k=4 + KL", 0, 6.6, d2=0.4, kl=2.0, pooled=(6.2, 4.8)),   # single: +1.6; pooled: +1.4
             _row("REINFORCE++", 0, 6.5, kl=1.5, pooled=(6.4, 4.8))]
     single, pooled = claims(rows, pooled=False), claims(rows)
@@ -57,6 +57,11 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     assert pooled[0]["RLOO: gold - SFT"] == pytest.approx(1.4) and not pooled[0]["holds"]
     assert pooled[0]["RLOO: distinct-2 / SFT"] == pytest.approx(0.5 / 0.75)
     assert pooled[0]["RLOO - vanilla: gold"] == pytest.approx(5.0)
+    assert pooled[0]["RLOO KL / vanilla KL"] == pytest.approx(1.0 / 10.0)       # pooled KLs: halved in _row
+    assert single[0]["RLOO KL / vanilla KL"] == pytest.approx(2.0 / 20.0)
+    rows[0]["final_pooled"]["kl_ref"] = 4.0                                    # 1.0 / 4.0 > a fifth: missed
+    assert not claims(rows)[0]["holds"] and claims(rows, pooled=False)[0]["holds"]
+    rows[0]["final_pooled"]["kl_ref"] = 10.0
     assert pooled[0]["REINFORCE++: gold - SFT"] == pytest.approx(1.6)
     assert pooled[0]["REINFORCE++ KL / RLOO KL"] == pytest.approx(0.75)
     del rows[2]["final_pooled"]                                                # one run lacks it: all single
@@ -68,7 +73,7 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     assert agg["gold_gain"] == pytest.approx(1.3) and agg["kl_pooled"] == pytest.approx(0.5)
     table = markdown_table([agg])
     assert "gold gain vs SFT, pooled" in table and "| 6.30 ± 0.42 | 6.30 ± 0.14 | +1.50 ± 0.14 |" in table
-    assert "| 1.00 ± 0.00 | 0.5 ± 0.0 | 0.80 ± 0.00 |" in table                  # proxy, pooled KL, distinct-2
+    assert "| 1.00 ± 0.00 | 0.5 ± 0.0 | 0.80 ± 0.00 | n/a | n/a |" in table      # proxy, pooled KL, distinct-2
     del rows[1]["final_pooled"]
     assert "pooled" not in markdown_table(aggregate(rows))                    # not every run: the single column
 
@@ -171,3 +176,25 @@ def test_sft_pooled_is_keyed_by_the_policy_weights_not_its_path(tmp_path, monkey
     changed.save_pretrained(moved)
     assert fingerprint(load_policy(str(moved))) != fingerprint(load_policy(str(tiny_dir)))
     assert sd.sft_pooled(copy, out, repeats=1, reward_model=rm) == {"gold_mean": 2.0}    # computed again
+
+
+def test_update_stats_count_updates_and_clipped_gradients(tmp_path):
+    import json
+
+    from b2b.rl_config import RLConfig
+    from b2b.tools.showdown import aggregate, markdown_table, update_stats
+
+    d = tmp_path / "run"
+    d.mkdir()
+    assert update_stats(RLConfig(), d) == {}                                   # no log: nothing to say
+    rows = [{"step": 1, "grad_norm": 30.0, "grad/clipped_frac": 1.0}, {"step": 2, "grad_norm": 0.4, "grad/clipped_frac": 0.5},
+            {"step": 3, "grad_norm": 2.0},                                     # an older log: grad_norm > max_grad_norm
+            {"step": 4, "grad_norm": 0.5}, {"step": 5, "grad_norm": 99.0}]     # step 5 is past cfg.steps
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = update_stats(RLConfig(steps=4), d)
+    assert s == {"updates": 1, "clipped_share": pytest.approx((1 + 0.5 + 1 + 0) / 4), "grad_norm_median": 1.25}
+    pp = update_stats(RLConfig(algo="reinforce_pp", steps=4, ppo_epochs=2, minibatches=2, max_grad_norm=10.0), d)
+    assert pp["updates"] == 4 and pp["clipped_share"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    row = {**_row("GRPO", 0, 6.0), **s}
+    table = markdown_table(aggregate([row]))
+    assert "| updates / batch | clipped updates |" in table and "| 1 | 62% |" in table

@@ -210,6 +210,8 @@ def test_family_balanced_prompts():
     ("reinforce_pp", dict(kl_coef=0.1, ppo_epochs=2, minibatches=2)),
     ("reinforce_pp", dict(kl_coef=0.1, kl_estimator="k3")),          # one update: old log-probs from the same pass
     ("reinforce_pp_baseline", dict(k=2, kl_coef=0.1, ppo_epochs=1, minibatches=2)),
+    ("grpo", dict(k=2, kl_coef=0.1, ppo_epochs=1, minibatches=2)),
+    ("dr_grpo", dict(k=2, kl_coef=0.1, ppo_epochs=2, minibatches=1)),
 ])
 def test_every_algorithm_runs_in_the_one_loop(algo, extra, tiny_dir, tokenizer, rm):
     cfg = RLConfig(algo=algo, steps=2, **{**SMALL, "eval_every": 0}, **extra)
@@ -221,8 +223,9 @@ def test_every_algorithm_runs_in_the_one_loop(algo, extra, tiny_dir, tokenizer, 
     assert h.steps[1]["kl/ref"] != 0.0                                # ... and the update moved the policy
     assert first["sampler/offpolicy_gap"] < 1e-4
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
-    if algo.startswith("reinforce_pp"):
+    if algo != "rloo":
         assert 0.0 <= first["ppo/clip_frac"] <= 1.0
+    if algo.startswith("reinforce_pp"):
         assert abs(first["adv/mean"]) < 1e-4                          # globally whitened token advantages
 
 
@@ -236,6 +239,8 @@ def test_rloo_draws_k_samples_of_each_prompt(tiny_dir, tokenizer, rm):
 @pytest.mark.parametrize("fields,match", [
     (dict(algo="rloo", k=1), "'k'.*k >= 2"),
     (dict(algo="reinforce_pp_baseline", k=1), "'k'"),
+    (dict(algo="grpo", k=1), "'k'"),
+    (dict(algo="dr_grpo", k=1), "'k'"),
     (dict(algo="rloo", k=3, batch_size=8), "'batch_size'.*multiple of k"),
     (dict(algo="reinforce_pp", minibatches=3, batch_size=8), "'minibatches'"),
     (dict(kl_estimator="k5"), "'kl_estimator'"),

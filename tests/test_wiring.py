@@ -99,13 +99,37 @@ def test_clipped_loss_adds_the_k2_loss_only_for_the_baseline_variant():
         assert torch.allclose(logp.grad, want, atol=1e-6)
 
 
+def test_grpo_advantages_put_each_answers_group_advantage_at_all_its_tokens():
+    from b2b.advantages import grpo_advantages
+
+    for algo, scale in (("grpo", True), ("dr_grpo", False)):
+        cfg = RLConfig(algo=algo, k=2, batch_size=4, kl_coef=0.5)
+        adv = pp_advantages(cfg, REWARD, LOGP, REF, MASK)
+        want = grpo_advantages(REWARD, 2, scale=scale)
+        assert torch.allclose(adv, want[:, None] * MASK)          # no KL in the advantages: it is a loss
+    assert not torch.allclose(pp_advantages(RLConfig(algo="grpo", k=2, batch_size=4), REWARD, LOGP, REF, MASK),
+                              pp_advantages(RLConfig(algo="dr_grpo", k=2, batch_size=4), REWARD, LOGP, REF, MASK))
+
+
+def test_clipped_loss_of_grpo_and_dr_grpo_is_grpo_loss_with_their_normaliser():
+    from b2b.advantages import grpo_loss
+
+    old = LOGP - 0.1
+    adv = torch.tensor([1.0, -1.0, 2.0, 0.5])[:, None] * MASK
+    for algo, max_tokens in (("grpo", None), ("dr_grpo", 7)):
+        cfg = RLConfig(algo=algo, k=2, batch_size=4, kl_coef=0.4, clip=0.05, max_new_tokens=7)
+        loss, frac = clipped_loss(cfg, LOGP, old, adv, REF, MASK)
+        want, want_frac = grpo_loss(LOGP, old, REF, adv, MASK, 0.05, 0.4, max_tokens)
+        assert torch.allclose(loss, want) and torch.allclose(frac, want_frac) and frac > 0
+
+
 def test_without_a_kl_coefficient_no_reference_is_needed():
     """kl_coef 0 and track_kl off: there are no reference log-probs, and nothing asks for them."""
     for algo, k in (("reinforce", 1), ("rloo", 2)):
         cfg = RLConfig(algo=algo, k=k, batch_size=4, kl_coef=0.0)
         adv, _ = reinforce_advantages(cfg, REWARD, LOGP, None, MASK, baseline=0.0)
         assert torch.allclose(adv, rloo_advantages(REWARD, 2) if algo == "rloo" else REWARD)
-    for algo in ("reinforce_pp", "reinforce_pp_baseline"):
+    for algo in ("reinforce_pp", "reinforce_pp_baseline", "grpo"):
         cfg = RLConfig(algo=algo, k=2, batch_size=4, kl_coef=0.0)
         loss, _ = clipped_loss(cfg, LOGP, LOGP, torch.ones_like(LOGP), None, MASK)
         assert torch.allclose(loss, torch.tensor(-1.0))
@@ -224,7 +248,8 @@ def test_non_finite_logprobs_stop_with_the_step_and_checkpoint(tiny_dir, monkeyp
 
 @pytest.mark.parametrize("algo,extra", [("reinforce", {}), ("rloo", {"k": 2}), ("reinforce_pp", {}),
                                         ("reinforce_pp", {"ppo_epochs": 2, "minibatches": 2}),
-                                        ("reinforce_pp_baseline", {"k": 2})])
+                                        ("reinforce_pp_baseline", {"k": 2}), ("grpo", {"k": 2}),
+                                        ("dr_grpo", {"k": 2})])
 def test_the_kl_penalty_pulls_every_algorithm_back_to_the_reference(tiny_dir, algo, extra):
     """With a reward of zero the KL is the only signal. The policy is the reference with its final
     norm's weights halved (a flatter distribution), and only those weights train: with kl_coef > 0

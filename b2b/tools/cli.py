@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sampling-time repetition penalty (1.0: off; the seed used 1.2)")
     rn.add_argument("--ngram-penalty", type=float, default=None,
                     help="reward-side penalty per share of repeated 3-grams (0: off)")
-    rn.add_argument("--k", type=int, default=None, help="samples per prompt (rloo, reinforce_pp_baseline: >= 2)")
+    rn.add_argument("--k", type=int, default=None, help="samples per prompt (rloo, reinforce_pp_baseline, grpo, dr_grpo: >= 2)")
     rn.add_argument("--kl-coef", type=float, default=None, help="beta of the KL penalty to the SFT policy")
     rn.add_argument("--kl-estimator", default=None, choices=KL_ESTIMATORS, help="per-token KL estimator")
     rn.add_argument("--clip", type=float, default=None, help="REINFORCE++ clip range epsilon")

@@ -41,6 +41,8 @@ MMAP_THRESHOLD = 131072
 """glibc's mmap threshold in the measured processes: allocations from 128 KiB on are their own mappings,
 returned to the system when freed (see the module doc)."""
 RL_ALGOS = ("reinforce", "rloo", "reinforce_pp", "reinforce_pp_baseline")
+"""The algorithms the measured table holds (GRPO and Dr. GRPO take REINFORCE++-baseline's step: the
+same passes, one more exp per token)."""
 T4_BYTES = 15 * 10**9
 """A Colab T4's memory as the memory table counts it: 15 GB (torch sees 14.7 GiB)."""
 HEADROOM = 0.25
@@ -136,6 +138,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
     gen = torch.Generator(device).manual_seed(0)
     from b2b.data import check_prompt_lengths
     from b2b.memory import estimate_rl_step
+    from b2b.rl_config import CLIPPED_ALGOS
 
     prompt_tokens = check_prompt_lengths(tok, batch, cfg.max_new_tokens, None)
     estimate = estimate_rl_step(policy, rm, ref, cfg, prompt_tokens)
@@ -145,7 +148,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
             "prompt_tokens": prompt_tokens,
             "settings": {"batch_size": cfg.batch_size, "k": cfg.k, "max_new_tokens": cfg.max_new_tokens,
                          "prompt_chars": MAX_PROMPT_CHARS, "gradient_checkpointing": cfg.gradient_checkpointing,
-                         "updates": cfg.ppo_epochs * cfg.minibatches if algo.startswith("reinforce_pp") else 1},
+                         "updates": cfg.ppo_epochs * cfg.minibatches if algo in CLIPPED_ALGOS else 1},
             "mean_length": m["completions/mean_length"], "tokens": cfg.batch_size * cfg.max_new_tokens}
 
 
