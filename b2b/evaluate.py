@@ -160,3 +160,18 @@ def logged_samples(prompts: list[str], texts: list[str], step: int, n: int, worl
         for r in rows:
             r["gold"] = judge(r["prompt"], r["response"]).rating
     return rows
+
+
+def collapse_flags(proxy: Tensor, distinct_2: Tensor, keep: float = 0.5) -> Tensor:
+    """(T,) bool: which of a run's held-out evaluations (index 0: the SFT policy, before training)
+    look like reward hacking to a detector that needs no gold judge. The proxy reward is above the
+    SFT policy's while the answers' diversity has fallen below `keep` of the SFT policy's:
+
+        flag_t = (proxy_t > proxy_0) and (distinct2_t < keep * distinct2_0)
+
+    Both conditions are needed: diversity alone also falls when a policy learns one good answer
+    per prompt, and a rising proxy alone is what training is for. Notebook 04 compares the first
+    flag with the step where gold peaked."""
+    proxy, distinct_2 = torch.as_tensor(proxy, dtype=torch.float64), torch.as_tensor(distinct_2, dtype=torch.float64)
+    return (proxy > proxy[0]) & (distinct_2 < keep * distinct_2[0])
+

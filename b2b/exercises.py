@@ -27,6 +27,14 @@ The checks (name: your function's signature -> what it returns):
     check_masked_whiten(fn)            fn(x (B, C), mask (B, C)) -> (B, C)
     check_clipped_loss(fn)             fn(logprobs (B, C), old_logprobs (B, C), advantages (B, C), mask (B, C), clip)
                                        -> scalar loss
+    check_expected_class(fn)           fn(logits (B, 10)) -> (B,) expected class, classes 1..10
+    check_collapse_flags(fn)           fn(proxy (T,), distinct_2 (T,), keep) -> (T,) bool
+    check_repetition_penalty(fn)       fn(logits (B, V), seen (B, V) bool, penalty) -> (B, V)
+    check_repeated_ngrams(fn)          fn(token_ids (B, C), mask (B, C), n) -> (B,) share of repeated n-grams
+    check_grpo_advantages(fn)          fn(rewards (B,), k) -> (B,), groups of k consecutive samples
+
+In a notebook, each exercise is a stub that raises NotImplementedError followed by its check;
+`solved(name)` is the hidden solution (CI runs every notebook with it, see `solve_cell`).
 
 A function that returns a tuple where one value is expected (b2b's `clipped_pg_loss` returns
 (loss, clip fraction)) is checked on its first element.
@@ -43,8 +51,9 @@ import torch.nn.functional as F
 
 from b2b import advantages as adv_ref
 from b2b.metrics import distinct_n, ngrams
-from b2b.reward import NUM_CLASSES, bradley_terry_loss, ordinal_loss
-from b2b.rollout import last_token_index
+from b2b.evaluate import collapse_flags
+from b2b.reward import NUM_CLASSES, bradley_terry_loss, expected_class, ordinal_loss
+from b2b.rollout import last_token_index, repetition_penalized
 from b2b.tinyworld.gold import WORD_RE, words
 
 ATOL = RTOL = 1e-4
@@ -725,6 +734,165 @@ _CLIPPED_MISTAKES = (
 )
 
 
+# ----------------------------------------------------------------------------- the ordinal model's readout (notebook 02)
+
+def _cases_expected_class():
+    def random(seed, B):
+        def make():
+            return (torch.randn(B, NUM_CLASSES, generator=torch.Generator().manual_seed(seed)) * 2,)
+        return make
+    return [
+        ("sure of classes 3 and 9", lambda: (_one_hot_logits([3, 9]),)),
+        ("4 random answers", random(0, 4)),
+        ("2 random answers, flatter", random(1, 2)),
+    ]
+
+
+_EXPECTED_MISTAKES = (
+    _Mistake("off by one: the classes are 1..10, not 0..9 (torch.arange(1, K + 1))",
+             lambda z: (z.softmax(-1) * torch.arange(z.shape[-1])).sum(-1)),
+    _Mistake("your softmax runs over the batch: each answer's ten probabilities sum to one, softmax(dim=-1)",
+             lambda z: (z.softmax(0) * torch.arange(1, z.shape[-1] + 1)).sum(-1)),
+    _Mistake("you weighted the classes by their logits: turn the logits into probabilities first (softmax)",
+             lambda z: (z * torch.arange(1, z.shape[-1] + 1)).sum(-1)),
+    _Mistake("you took the most likely class (argmax): the readout is the expectation, sum_k k * p_k, "
+             "which moves smoothly as the probabilities move", lambda z: (z.argmax(-1) + 1).float()),
+)
+
+
+# ----------------------------------------------------------------------------- a collapse detector (notebook 04)
+
+def _cases_collapse():
+    t = lambda proxy, d2, keep=0.5: (lambda: (torch.tensor(proxy), torch.tensor(d2), keep))  # noqa: E731
+    return [
+        ("a slow collapse", t([0.0, 1.0, 2.0, 3.0, 4.0], [0.8, 0.7, 0.5, 0.35, 0.2])),
+        ("diversity falls while the proxy falls too (no flag there)",
+         t([1.0, 2.0, 0.5, 3.0], [0.6, 0.5, 0.2, 0.25])),
+        ("keep = 0.7, a collapse that recovers", t([0.0, 0.5, 1.0, 1.5, 2.0], [0.5, 0.3, 0.4, 0.3, 0.45], 0.7)),
+    ]
+
+
+_COLLAPSE_MISTAKES = (
+    _Mistake("you compared each evaluation with the one before it: compare with the SFT policy's, index 0",
+             lambda p, d, keep: torch.cat([torch.zeros(1, dtype=torch.bool), (p[1:] > p[:-1]) & (d[1:] < keep * d[:-1])])),
+    _Mistake("you flag on diversity alone: a policy that learned one good answer per prompt also loses "
+             "diversity; flag only where the proxy is above the SFT policy's too",
+             lambda p, d, keep: d < keep * d[0]),
+    _Mistake("either condition raises your flag (or): both must hold (and, &)",
+             lambda p, d, keep: (p > p[0]) | (d < keep * d[0])),
+    _Mistake("your flag stays up once raised: flag each evaluation on its own values",
+             lambda p, d, keep: ((p > p[0]) & (d < keep * d[0])).cummax(0).values),
+)
+
+
+# ----------------------------------------------------------------------------- the sampling-time penalty (notebook 05)
+
+def _cases_repetition():
+    def make_case(seed, B, V, penalty):
+        def make():
+            g = torch.Generator().manual_seed(seed)
+            return torch.randn(B, V, generator=g) * 3, torch.rand(B, V, generator=g) < 0.4, penalty
+        return make
+    return [
+        ("hand-made: seen tokens with logits 3 and -1",
+         lambda: (torch.tensor([[3.0, 1.0, -1.0, 0.5]]), torch.tensor([[True, False, True, False]]), 1.2)),
+        ("3 rows of 8 tokens, penalty 1.2", make_case(0, 3, 8, 1.2)),
+        ("2 rows of 6 tokens, penalty 2.0", make_case(1, 2, 6, 2.0)),
+    ]
+
+
+def _rep_divide_all(z, seen, p):
+    return torch.where(seen, z / p, z)
+
+
+_REPETITION_MISTAKES = (
+    _Mistake("you divided every seen logit by the penalty: a negative logit divided by 1.2 moves toward 0, so that "
+             "token becomes MORE likely; multiply negative logits by the penalty", _rep_divide_all),
+    _Mistake("your cases are swapped: divide positive logits by the penalty, multiply negative ones (both lower "
+             "the token)", lambda z, seen, p: torch.where(seen, torch.where(z > 0, z * p, z / p), z)),
+    _Mistake("you penalised the unseen tokens: the penalty applies where `seen` is True",
+             lambda z, seen, p: torch.where(~seen, torch.where(z > 0, z / p, z * p), z)),
+    _Mistake("you subtracted the penalty: CTRL's penalty divides (positive) or multiplies (negative) the logit",
+             lambda z, seen, p: torch.where(seen, z - p, z)),
+)
+
+
+def _cases_repeated_ngrams():
+    t = lambda rows, lengths, n: (lambda: (torch.tensor(rows), _mask(lengths, len(rows[0])), n))  # noqa: E731
+    return [
+        ("one trigram said twice", t([[5, 6, 7, 5, 6, 7, 9, 0]], [7], 3)),
+        ("padding that repeats (it must not count)", t([[1, 2, 3, 4, 0, 0, 0, 0], [8, 8, 8, 8, 8, 0, 0, 0]],
+                                                        [4, 5], 3)),
+        ("bigrams, 3 rows, one too short for any", t([[1, 2, 1, 2, 1, 2], [4, 0, 0, 0, 0, 0], [3, 4, 5, 3, 4, 6]],
+                                                     [6, 1, 6], 2)),
+    ]
+
+
+def _rep_ngrams_with(count_padding=False, denominator="all", first_counts=False):
+    def fn(ids, mask, n):
+        out = []
+        for row, m in zip(ids.tolist(), mask.tolist()):
+            L = len(row) if count_padding else int(sum(m))
+            grams = [tuple(row[i:i + n]) for i in range(L - n + 1)]
+            if not grams:
+                out.append(0.0)
+                continue
+            from collections import Counter
+            c = Counter(grams)
+            dup = sum(v for v in c.values() if v > 1) if first_counts else len(grams) - len(c)
+            out.append(dup / (len(c) if denominator == "distinct" else len(grams)))
+        return torch.tensor(out)
+    return fn
+
+
+_REPEATED_MISTAKES = (
+    _Mistake("padding counts: only n-grams that lie wholly inside the mask are the answer's",
+             _rep_ngrams_with(count_padding=True)),
+    _Mistake("you counted the first occurrence as a repeat too: an n-gram said twice is one repeat, "
+             "(number of n-grams - number of distinct n-grams)", _rep_ngrams_with(first_counts=True)),
+    _Mistake("you divided by the distinct n-grams: the share is over all the answer's n-grams",
+             _rep_ngrams_with(denominator="distinct")),
+)
+
+
+# ----------------------------------------------------------------------------- GRPO (notebook 08's challenge)
+
+def _cases_grpo():
+    def make_case(seed, B, k):
+        def make():
+            return torch.randn(B, generator=torch.Generator().manual_seed(seed)) * 2 + 5, k
+        return make
+    return [
+        ("6 samples, k = 3 (2 prompts)", make_case(0, 6, 3)),
+        ("8 samples, k = 4 (2 prompts)", make_case(1, 8, 4)),
+        ("a group whose 4 rewards are equal (advantages 0)",
+         lambda: (torch.tensor([1.0, 2.0, 4.0, 9.0, 3.0, 3.0, 3.0, 3.0]), 4)),
+    ]
+
+
+def _grpo_with(std, center=None, eps=1e-4):
+    def fn(r, k):
+        g = r.view(-1, k)
+        c = g - (g.mean(1, keepdim=True) if center is None else center(g, k))
+        return (c / (std(r, g) + eps)).view(-1)
+    return fn
+
+
+_GRPO_MISTAKES = (
+    _Mistake("you divided by the batch's standard deviation: GRPO divides each group by its own, g.std(1)",
+             _grpo_with(lambda r, g: r.std())),
+    _Mistake("you divided by the population standard deviation (over k): GRPO, as TRL takes it, uses the "
+             "sample one, over k - 1 (torch's std default)", _grpo_with(lambda r, g: g.std(1, unbiased=False, keepdim=True))),
+    _Mistake("your groups are strided (samples i, i + B/k, ...): a prompt's k samples are consecutive, "
+             "rewards.view(-1, k)",
+             lambda r, k: adv_ref.grpo_advantages(r.view(k, -1).T.reshape(-1), k).view(-1, k).T.reshape(-1)),
+    _Mistake("you left the standard deviation out: that is Dr. GRPO; GRPO divides by the group's std + eps",
+             lambda r, k: adv_ref.grpo_advantages(r, k, scale=False)),
+    _Mistake("your baseline leaves the sample out (RLOO's): GRPO subtracts the whole group's mean",
+             _grpo_with(lambda r, g: g.std(1, keepdim=True), center=lambda g, k: (g.sum(1, keepdim=True) - g) / (k - 1))),
+)
+
+
 # ----------------------------------------------------------------------------- the table
 
 _EXERCISES: dict[str, _Exercise] = {
@@ -753,6 +921,14 @@ _EXERCISES: dict[str, _Exercise] = {
         adv_ref.masked_whiten, adv_ref.masked_whiten, _cases_whiten, _WHITEN_MISTAKES,
         nonfinite="your result is inf or nan when all values are equal: add eps to the standard deviation "
                   "(b2b also floors the variance at 1e-8)"),
+    "expected_class": _Exercise(expected_class, expected_class, _cases_expected_class, _EXPECTED_MISTAKES),
+    "collapse_flags": _Exercise(collapse_flags, collapse_flags, _cases_collapse, _COLLAPSE_MISTAKES),
+    "repetition_penalty": _Exercise(repetition_penalized, repetition_penalized, _cases_repetition, _REPETITION_MISTAKES),
+    "repeated_ngrams": _Exercise(
+        adv_ref.repeated_ngram_fraction, adv_ref.repeated_ngram_fraction, _cases_repeated_ngrams, _REPEATED_MISTAKES),
+    "grpo_advantages": _Exercise(
+        adv_ref.grpo_advantages, adv_ref.grpo_advantages, _cases_grpo, _GRPO_MISTAKES,
+        nonfinite="your result is inf or nan for a group of equal rewards: add eps (1e-4) to the standard deviation"),
     "clipped_loss": _Exercise(
         adv_ref.clipped_pg_loss, adv_ref.clipped_pg_loss, _cases_clipped, _CLIPPED_MISTAKES,
         arg_names=("logprobs", "old_logprobs", "advantages", "mask", "clip"), grad=(0,),
@@ -840,3 +1016,61 @@ def check_clipped_loss(fn) -> bool:
     """Check `fn(logprobs, old_logprobs, advantages, mask, clip) -> scalar loss` against the loss of
     `b2b.advantages.clipped_pg_loss` (values, and gradients: none into old_logprobs or advantages)."""
     return _run("clipped_loss", fn)
+
+
+def check_expected_class(fn) -> bool:
+    """Check `fn(logits (B, 10)) -> (B,)` against `b2b.reward.expected_class` (classes 1..10)."""
+    return _run("expected_class", fn)
+
+
+def check_collapse_flags(fn) -> bool:
+    """Check `fn(proxy (T,), distinct_2 (T,), keep) -> (T,) bool` against `b2b.evaluate.collapse_flags`."""
+    return _run("collapse_flags", fn)
+
+
+def check_repetition_penalty(fn) -> bool:
+    """Check `fn(logits (B, V), seen (B, V) bool, penalty) -> (B, V)` against
+    `b2b.rollout.repetition_penalized`."""
+    return _run("repetition_penalty", fn)
+
+
+def check_repeated_ngrams(fn) -> bool:
+    """Check `fn(token_ids (B, C), mask (B, C), n) -> (B,)` (each answer's share of repeated n-grams)
+    against `b2b.advantages.repeated_ngram_fraction`."""
+    return _run("repeated_ngrams", fn)
+
+
+def check_grpo_advantages(fn) -> bool:
+    """Check `fn(rewards (B,), k) -> (B,)` (groups of k consecutive samples, std + 1e-4) against
+    `b2b.advantages.grpo_advantages`."""
+    return _run("grpo_advantages", fn)
+
+
+def solved(name: str):
+    """The hidden solution of exercise `name` as a function with the learner's signature. CI runs
+    the notebooks with each stub replaced by it (notebooks/conftest.py, `solve_cell`), so every
+    check of every notebook runs; a learner can call it to go on without writing the exercise."""
+    if name not in _EXERCISES:
+        raise ValueError(f"solved: unknown exercise {name!r}; expected one of {', '.join(NAMES)}")
+    return _EXERCISES[name].solution
+
+
+_CHECK_CALL = re.compile(r"^(?P<indent>[ \t]*)b2b\.exercises\.check_(?P<name>\w+)\((?P<fn>\w+)\)[ \t]*$", re.M)
+
+
+def exercise_cells(source: str) -> list[tuple[str, str]]:
+    """The (exercise, function name) pairs a notebook cell checks: its lines
+    `b2b.exercises.check_<exercise>(<function>)`."""
+    return [(m["name"], m["fn"]) for m in _CHECK_CALL.finditer(source)]
+
+
+def solve_cell(source: str) -> str:
+    """A notebook cell with its exercise stubs solved: each line `b2b.exercises.check_X(fn)` of a
+    cell that still raises NotImplementedError becomes `fn = b2b.exercises.solved("X")` and an
+    assert that the check passes (CI runs the notebooks so: every check runs, and a solution
+    that fails its check fails the run). Other cells come back unchanged."""
+    if "raise NotImplementedError" not in source:
+        return source
+    return _CHECK_CALL.sub(lambda m: (f'{m["indent"]}{m["fn"]} = b2b.exercises.solved("{m["name"]}")\n'
+                                      f'{m["indent"]}assert b2b.exercises.check_{m["name"]}({m["fn"]}), '
+                                      f'"the solution of {m["name"]} fails its check"'), source)

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from b2b import advantages as A
 from b2b import exercises as E
 from b2b.metrics import distinct_n
-from b2b.reward import bradley_terry_loss, ordinal_loss
-from b2b.rollout import last_token_index
+from b2b.evaluate import collapse_flags
+from b2b.reward import bradley_terry_loss, expected_class, ordinal_loss
+from b2b.rollout import last_token_index, repetition_penalized
 from b2b.tinyworld.gold import words
 
 REFERENCES = {
@@ -29,6 +30,11 @@ REFERENCES = {
     "returns_to_go": A.returns_to_go,
     "masked_whiten": A.masked_whiten,
     "clipped_loss": A.clipped_pg_loss,
+    "expected_class": expected_class,
+    "collapse_flags": collapse_flags,
+    "repetition_penalty": repetition_penalized,
+    "grpo_advantages": A.grpo_advantages,
+    "repeated_ngrams": A.repeated_ngram_fraction,
 }
 
 
@@ -339,6 +345,119 @@ WRONG = [
 ]
 
 
+# the ordinal readout
+def ec_zero_based(logits):
+    p = torch.softmax(logits, dim=1)
+    return (p * torch.arange(10)).sum(dim=1)
+
+
+def ec_argmax(logits):
+    return logits.argmax(dim=1).float() + 1
+
+
+def ec_no_softmax(logits):
+    return (logits * torch.arange(1, 11)).sum(1)
+
+
+# the collapse detector
+def cf_previous(proxy, d2, keep):
+    flags = torch.zeros(len(proxy), dtype=torch.bool)
+    for t in range(1, len(proxy)):
+        flags[t] = bool(proxy[t] > proxy[t - 1] and d2[t] < keep * d2[t - 1])
+    return flags
+
+
+def cf_diversity_only(proxy, d2, keep):
+    return d2 < keep * d2[0]
+
+
+def cf_or(proxy, d2, keep):
+    return (proxy > proxy[0]) | (d2 < keep * d2[0])
+
+
+# the repetition penalty
+def rp_divide(logits, seen, penalty):
+    out = logits.clone()
+    out[seen] = logits[seen] / penalty
+    return out
+
+
+def rp_unseen(logits, seen, penalty):
+    return torch.where(seen, logits, torch.where(logits > 0, logits / penalty, logits * penalty))
+
+
+def rp_subtract(logits, seen, penalty):
+    return logits - penalty * seen.float()
+
+
+# repeated n-grams, in plain Python as a learner might
+def rn_with_padding(ids, mask, n):
+    out = []
+    for row in ids.tolist():
+        grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+        out.append((len(grams) - len(set(grams))) / len(grams) if grams else 0.0)
+    return torch.tensor(out)
+
+
+def rn_first_counts(ids, mask, n):
+    out = []
+    for row, m in zip(ids.tolist(), mask.tolist()):
+        row = row[:int(sum(m))]
+        grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+        out.append(sum(1 for g in grams if grams.count(g) > 1) / len(grams) if grams else 0.0)
+    return torch.tensor(out)
+
+
+def rn_over_distinct(ids, mask, n):
+    out = []
+    for row, m in zip(ids.tolist(), mask.tolist()):
+        row = row[:int(sum(m))]
+        grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+        out.append((len(grams) - len(set(grams))) / len(set(grams)) if grams else 0.0)
+    return torch.tensor(out)
+
+
+# GRPO
+def grpo_batch_std(rewards, k):
+    g = rewards.view(-1, k)
+    return ((g - g.mean(1, keepdim=True)) / (rewards.std() + 1e-4)).flatten()
+
+
+def grpo_population_std(rewards, k):
+    g = rewards.view(-1, k)
+    return ((g - g.mean(1, keepdim=True)) / (g.std(1, correction=0, keepdim=True) + 1e-4)).flatten()
+
+
+def grpo_no_std(rewards, k):
+    g = rewards.view(-1, k)
+    return (g - g.mean(1, keepdim=True)).flatten()
+
+
+def grpo_no_eps(rewards, k):
+    g = rewards.view(-1, k)
+    return ((g - g.mean(1, keepdim=True)) / g.std(1, keepdim=True)).flatten()
+
+
+WRONG += [
+    ("expected_class", ec_zero_based, "off by one"),
+    ("expected_class", ec_argmax, "argmax"),
+    ("expected_class", ec_no_softmax, "turn the logits into probabilities"),
+    ("collapse_flags", cf_previous, "the one before it"),
+    ("collapse_flags", cf_diversity_only, "diversity alone"),
+    ("collapse_flags", cf_or, "both must hold"),
+    ("repetition_penalty", rp_divide, "MORE likely"),
+    ("repetition_penalty", rp_unseen, "penalised the unseen tokens"),
+    ("repetition_penalty", rp_subtract, "you subtracted the penalty"),
+    ("repeated_ngrams", rn_with_padding, "padding counts"),
+    ("repeated_ngrams", rn_first_counts, "first occurrence"),
+    ("repeated_ngrams", rn_over_distinct, "divided by the distinct"),
+    ("grpo_advantages", grpo_batch_std, "the batch's standard deviation"),
+    ("grpo_advantages", grpo_population_std, "population standard deviation"),
+    ("grpo_advantages", grpo_no_std, "that is Dr. GRPO"),
+    ("grpo_advantages", grpo_no_eps, "add eps"),
+]
+
+
 # ----------------------------------------------------------------------------- tests
 
 def test_every_check_has_references_and_wrong_versions():
@@ -451,3 +570,55 @@ def test_every_known_mistake_runs_and_differs_somewhere(name):
             wrong = E._values(E._outputs(m.fn(*make()), ex.n_outputs))
             differs |= not E._all_close(wrong, want, m.outputs)
         assert differs, m.sentence
+
+
+def test_solve_cell_replaces_a_stub_with_the_solution_and_asserts_its_check():
+    import b2b
+
+    cell = ("def my_rloo(rewards, k):\n    raise NotImplementedError  # your code\n\n"
+            "b2b.exercises.check_rloo_advantages(my_rloo)\n")
+    assert E.exercise_cells(cell) == [("rloo_advantages", "my_rloo")]
+    solved = E.solve_cell(cell)
+    assert 'my_rloo = b2b.exercises.solved("rloo_advantages")' in solved and "assert b2b.exercises.check_" in solved
+    scope = {"b2b": b2b}
+    exec(solved, scope)                                       # the check passes on the solution
+    assert scope["my_rloo"] is E.solved("rloo_advantages")
+    stub = {"b2b": b2b}
+    exec(cell.replace("b2b.exercises.check_rloo_advantages(my_rloo)\n", ""), stub)
+    with pytest.raises(NotImplementedError):                 # unsolved, the stub is what the learner sees
+        stub["my_rloo"](torch.ones(4), 2)
+    written = cell.replace("raise NotImplementedError  # your code", "return rewards")
+    assert E.solve_cell(written) == written                   # a written exercise is left as the learner wrote it
+    with pytest.raises(ValueError, match="unknown exercise 'rloo'"):
+        E.solved("rloo")
+
+
+def _notebook_exercises():
+    import json
+    from pathlib import Path
+
+    out = {}
+    for path in sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        out[path.name] = [("".join(c["source"])) for c in cells if E.exercise_cells("".join(c["source"]))]
+    return out
+
+
+def test_every_notebook_has_written_checked_and_hidden_exercises(capsys):
+    import b2b
+
+    nbs = _notebook_exercises()
+    for name, cells in nbs.items():
+        want = 0 if name.startswith("00") else 1 if name.startswith("08") else 2
+        assert len(cells) >= want, f"{name}: {len(cells)} exercises, expected at least {want}"
+        for source in cells:
+            assert "raise NotImplementedError" in source, f"{name}: an exercise that is not a stub:\n{source}"
+            for line in source.splitlines():   # the solution stays hidden: named in a comment, never printed
+                assert "solution(" not in line.split("#")[0], f"{name}: {line}"
+            for ex, fn in E.exercise_cells(source):
+                assert ex in E.NAMES, f"{name}: unknown check {ex}"
+            scope = {"b2b": b2b, "torch": torch, "F": F}
+            exec(E.solve_cell(source), scope)  # what CI runs: the hidden solution passes the notebook's own check
+    assert "All cases pass." in capsys.readouterr().out
+    used = {ex for cells in nbs.values() for s in cells for ex, _ in E.exercise_cells(s)}
+    assert len(used) >= 15
