@@ -7,6 +7,13 @@
     out/samples.jsonl        logged completions      (History.samples)
     out/checkpoints/step-N/  policy.safetensors, trainer.pt (optimizer, RNG, baseline), history.json
 
+A finished run is read back from its logs when its checkpoints are gone (a run directory is
+finished when its config and reward model are this run's and `metrics.jsonl` reaches cfg.steps).
+The course ships such logs as **run records** (`data/runs/`, written by `b2b.tools.records`): a
+run directory `.../runs/<key>` that holds no run is first filled from `data/runs/<key>` when that
+record exists, so a fresh clone shows every notebook's results at once; whether it is then read
+back is decided as for any run directory (the same settings and reward model, or it is trained).
+
 Checkpoints are written atomically (a temporary folder, then a rename) and never hold weights
 that are not finite, so the newest one is always a good one. A run resumed from its checkpoint
 continues with the same random draws, so on a CPU it equals one uninterrupted run; a finished run
@@ -69,9 +76,10 @@ class History:
 # ----------------------------------------------------------------------------- checkpoints
 
 def checkpoints(out: str | Path) -> list[Path]:
-    """The `step-N` checkpoints of a run directory, oldest first."""
+    """The `step-N` checkpoints of a run directory, oldest first (a step folder without trainer.pt
+    is a shipped record's final policy, weights only: not a checkpoint to resume from)."""
     d = Path(out) / "checkpoints"
-    return sorted(d.glob("step-*"), key=step_of) if d.is_dir() else []
+    return sorted((c for c in d.glob("step-*") if (c / "trainer.pt").exists()), key=step_of) if d.is_dir() else []
 
 
 def step_of(ckpt: Path) -> int:
@@ -214,13 +222,106 @@ class Opened:
     done: History | None = None
 
 
+# ----------------------------------------------------------------------------- shipped run records
+
+RECORDS = "runs"
+"""The folder of the data directory (`b2b.config.data_dir()`) that holds the shipped run records."""
+GZIPPED = ("metrics.jsonl", "evals.jsonl", "samples.jsonl")
+"""Record files stored gzip-compressed (`<name>.gz`); the others are copied as they are."""
+
+
+def record_key(out: str | Path) -> str | None:
+    """The record name of a run directory: its path below the last folder called `runs`
+    (`notebooks/runs/showdown-tiny/rloo-k-4-kl-seed0` -> `showdown-tiny/rloo-k-4-kl-seed0`);
+    None when no folder of the path is called `runs`."""
+    parts = Path(out).resolve().parts
+    if RECORDS not in parts[:-1]:
+        return None
+    i = len(parts) - 1 - parts[::-1].index(RECORDS)
+    return "/".join(parts[i + 1:]) or None
+
+
+def record_dir(key: str) -> Path:
+    from b2b.config import data_dir
+
+    return data_dir() / RECORDS / key
+
+
+def restore_record(out: str | Path) -> bool:
+    """Fill a run directory that holds no run from its shipped record (`record_key`), if one
+    exists: config, reward-model record, logs, cached evaluations, and the final policy where the
+    record keeps one (as `checkpoints/step-N/policy.safetensors`, weights only: nothing to resume).
+    Files already in `out` are left alone, and so are the record's sub-folders other than
+    `checkpoints` (each a run of its own, restored by its own call). Returns whether anything was
+    restored."""
+    import gzip
+
+    out = Path(out)
+    key = record_key(out)
+    src = record_dir(key) if key else None
+    if src is None or not src.is_dir() or run_files(out):
+        return False
+    restored = False
+    for f in sorted(src.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(src)
+        if len(rel.parts) > 1 and rel.parts[0] != "checkpoints":
+            continue
+        dest = out / (rel.with_suffix("") if f.suffix == ".gz" else rel)
+        if dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        data = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+        tmp = dest.with_name(f".tmp-{dest.name}")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        restored = True
+    return restored
+
+
+def logged_history(out: Path) -> History:
+    """The History in a run directory's JSONL logs (empty lists where a log is missing)."""
+    h = History()
+    for source, name in LOGS.items():
+        path = out / name
+        if path.exists():
+            getattr(h, source).extend(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                                      if line.strip())
+    return h
+
+
+def finished_in_logs(out: Path, cfg, reward_id: str | None) -> History | None:
+    """The first cfg.steps steps of the run in `out`, read from its logs, when `out` holds this run
+    (its config.json has these settings but perhaps `steps`, its reward model is `reward_id`) and
+    the logs reach cfg.steps; else None."""
+    cfg_file = out / "config.json"
+    if not cfg_file.exists() or recorded_reward_fingerprint(out) != reward_id:
+        return None
+    try:
+        stored = json.loads(cfg_file.read_text())
+    except ValueError:
+        return None
+    if not isinstance(stored, dict) or not same_config({**stored, "steps": cfg.steps}, dataclasses.asdict(cfg)):
+        return None
+    h = logged_history(out).first(cfg.steps)
+    if [r["step"] for r in h.steps] != list(range(1, cfg.steps + 1)):
+        return None
+    return h
+
+
 def finished_or_resumable(out: Path, cfg, reward_id: str | None) -> tuple[History | None, Path | None]:
     """(history, None) when `out` holds this run (the same settings but perhaps `steps`, the same
     reward model) up to cfg.steps or beyond: its first cfg.steps steps are exactly this run;
     (None, out) when it holds this run killed half way, or a shorter one, to continue from its last
-    checkpoint (the RNG is checkpointed: the same draws as one long run); (None, None) otherwise."""
+    checkpoint (the RNG is checkpointed: the same draws as one long run); (None, None) otherwise.
+    A directory without checkpoints is read from its logs (`finished_in_logs`), after being filled
+    from the course's shipped record of it when it holds no run (`restore_record`)."""
     ck = latest_checkpoint(out) if out.exists() else None
-    if ck is None or recorded_reward_fingerprint(out) != reward_id:
+    if ck is None:
+        restore_record(out)
+        return (finished_in_logs(out, cfg, reward_id) if out.exists() else None), None
+    if recorded_reward_fingerprint(out) != reward_id:
         return None, None
     stored = json.loads((ck / "config.json").read_text())
     if not same_config({**stored, "steps": cfg.steps}, dataclasses.asdict(cfg)):

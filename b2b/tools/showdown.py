@@ -227,8 +227,11 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     from b2b.data import rl_prompts
     from b2b.train import summary
 
+    from b2b.runs import restore_record
+
     final_evals, sft_evals = pooled_repeats(profile, final_evals, sft_evals)
     out = Path(out)
+    restore_record(out)  # the course's shipped records (data/runs/): the SFT policy's pooled evaluation
     tok = load_tokenizer(profile.policy)
     rm = course_reward_model(profile, level=1)
     rm_id = fingerprint(rm)
@@ -244,6 +247,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
         for seed in seeds:
             cfg = method_config(profile, method, seed, steps)
             d = out / f"{_slug(method)}-seed{seed}"
+            restore_record(d)  # ... and each run's logs, result row and pooled evaluation, where shipped
             res_file = d / "result.json"
             want = dataclasses.asdict(cfg)
             row = json.loads(res_file.read_text()) if res_file.exists() else None

@@ -1,0 +1,140 @@
+"""Shipped run records (data/runs/): a fresh clone reads a finished run back from its record,
+and only when the settings and the reward model are that run's."""
+import copy
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from b2b import runs
+from b2b.tools.records import finished_steps, pack, pack_run
+from b2b.train import RLConfig, train
+
+PROMPTS = ["List three fruits.", "What colour is a banana?", "Is a whale a fish?", "Hello!"]
+CFG = RLConfig(steps=3, batch_size=4, max_new_tokens=12, eval_every=2, sample_every=1, n_samples=2, checkpoint_every=3)
+
+
+@pytest.fixture(scope="module")
+def rm(data_dir):
+    from b2b.models import load_reward_model
+    return load_reward_model(data_dir / "rm-level1")
+
+
+def _policy(tiny_dir):
+    from b2b.models import load_policy
+    return load_policy(tiny_dir, trainable=True)
+
+
+@pytest.fixture()
+def records(tmp_path, monkeypatch):
+    """A data directory of its own for the records (the repository's data/ is not written)."""
+    import b2b.config
+
+    data = tmp_path / "data"
+    monkeypatch.setattr(b2b.config, "data_dir", lambda: data)
+    return data / "runs"
+
+
+@pytest.fixture()
+def trained(tiny_dir, tokenizer, rm, tmp_path):
+    out = tmp_path / "lab" / "runs" / "exp" / "r1"
+    policy = _policy(tiny_dir)
+    h = train(policy, tokenizer, rm, PROMPTS, CFG, eval_prompts=PROMPTS, out=out, progress=False)
+    return out, h, policy
+
+
+def _spy_steps(monkeypatch):
+    import importlib
+
+    T = importlib.import_module("b2b.train")  # the module (b2b.train is also the function)
+    calls = []
+    real = T.rl_step
+    monkeypatch.setattr(T, "rl_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_record_key_is_the_path_below_the_last_runs_folder(tmp_path):
+    assert runs.record_key(tmp_path / "runs" / "showdown-tiny" / "rloo-seed0") == "showdown-tiny/rloo-seed0"
+    assert runs.record_key(tmp_path / "runs" / "a" / "runs" / "b") == "b"
+    assert runs.record_key(tmp_path / "elsewhere" / "b") is None
+    assert runs.record_key(tmp_path / "runs") is None
+
+
+def test_a_fresh_clone_reads_the_run_back_from_its_record(trained, records, tiny_dir, tokenizer, rm, tmp_path,
+                                                          monkeypatch):
+    out, h, policy = trained
+    rec = pack_run(out, weights=True)
+    assert rec == records / "exp" / "r1"
+    assert {p.name for p in rec.iterdir()} == {"config.json", "reward_model.json", "metrics.jsonl.gz", "evals.jsonl.gz",
+                                               "samples.jsonl.gz", "checkpoints"}
+    weights = rec / "checkpoints" / "step-000003" / "policy.safetensors"
+    assert not (weights.parent / "trainer.pt").exists()            # nothing to resume from: read back only
+    from safetensors.torch import load_file
+    assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
+
+    calls = _spy_steps(monkeypatch)
+    fresh_dir = tmp_path / "clone" / "runs" / "exp" / "r1"          # the same key in another checkout
+    fresh = _policy(tiny_dir)
+    back = train(fresh, tokenizer, rm, PROMPTS, CFG, eval_prompts=PROMPTS, out=fresh_dir, reuse=True, progress=False)
+    assert calls == []                                             # not one step trained
+    assert back.steps == h.steps and back.evals == h.evals and back.samples == h.samples
+    for a, b in zip(fresh.parameters(), policy.parameters()):     # the final weights, through fp16
+        assert torch.allclose(a, b, atol=2e-3, rtol=1e-2)
+    shorter = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, dataclasses.replace(CFG, steps=2), eval_prompts=PROMPTS,
+                    out=fresh_dir, reuse=True, progress=False)
+    assert calls == [] and shorter.steps == h.steps[:2]            # its first steps: read back as well
+
+
+def test_a_record_is_read_back_only_for_its_own_settings_and_reward_model(trained, records, tiny_dir, tokenizer, rm,
+                                                                          tmp_path, monkeypatch):
+    out, h, _ = trained
+    pack_run(out)
+    calls = _spy_steps(monkeypatch)
+    other = dataclasses.replace(CFG, kl_coef=0.1)
+    d1 = tmp_path / "c1" / "runs" / "exp" / "r1"
+    h1 = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, other, eval_prompts=PROMPTS, out=d1, reuse=True, progress=False)
+    assert len(calls) == 3 and json.loads((d1 / "config.json").read_text())["kl_coef"] == 0.1  # trained afresh
+    assert h1.steps != h.steps
+    calls.clear()
+    d2 = tmp_path / "c2" / "runs" / "exp" / "r1"
+    rm2 = copy.deepcopy(rm)
+    with torch.no_grad():
+        rm2.score.weight.add_(0.5)                                 # another reward model
+    train(_policy(tiny_dir), tokenizer, rm2, PROMPTS, CFG, eval_prompts=PROMPTS, out=d2, reuse=True, progress=False)
+    assert len(calls) == 3
+    calls.clear()
+    longer = dataclasses.replace(CFG, steps=5)                     # a record cannot be continued: trained from 0
+    d3 = tmp_path / "c3" / "runs" / "exp" / "r1"
+    train(_policy(tiny_dir), tokenizer, rm, PROMPTS, longer, eval_prompts=PROMPTS, out=d3, reuse=True, progress=False)
+    assert len(calls) == 5
+
+
+def test_incomplete_logs_are_not_a_finished_run(trained, records, tiny_dir, tokenizer, rm, tmp_path, monkeypatch):
+    out, h, _ = trained
+    rows = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (out / "metrics.jsonl").write_text("".join(rows[:2]))
+    assert finished_steps(out) is None
+    with pytest.raises(ValueError, match="not a finished run"):
+        pack_run(out)
+    import shutil
+    shutil.rmtree(out / "checkpoints")                             # logs of 2 of 3 steps, no checkpoint
+    assert runs.finished_in_logs(out, CFG, runs.recorded_reward_fingerprint(out)) is None
+    calls = _spy_steps(monkeypatch)
+    train(_policy(tiny_dir), tokenizer, rm, PROMPTS, CFG, eval_prompts=PROMPTS, out=out, reuse=True, progress=False)
+    assert len(calls) == 3
+
+
+def test_a_folder_of_runs_packs_each_run_and_restores_one_level_at_a_time(trained, records, tmp_path):
+    out, _, _ = trained
+    (out.parent / "sft_pooled.json").write_text('{"key": 1}')
+    (out.parent / "unfinished").mkdir()
+    written = pack([out.parent])
+    assert written == [records / "exp" / "r1"] and (records / "exp" / "sft_pooled.json").exists()
+    fresh = tmp_path / "clone" / "runs" / "exp"
+    assert runs.restore_record(fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == ["sft_pooled.json"]   # not the runs inside it
+    assert runs.restore_record(fresh / "r1") and (fresh / "r1" / "metrics.jsonl").read_text() == \
+        (out / "metrics.jsonl").read_text()
+    assert not runs.restore_record(fresh / "r1")                  # holds a run now: left alone
+    assert not runs.restore_record(tmp_path / "runs" / "no-such-record")
