@@ -205,15 +205,17 @@ def _no_gold(ax) -> None:
 
 
 def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None):
-    """A run at a glance: proxy reward and gold (training batches, smoothed; held-out evaluations
-    as dots), completion length, policy entropy and distinct-2. `extra`: more runs to overlay,
-    {label: history}."""
+    """A run at a glance: proxy reward, gold and the KL to the SFT policy (top), completion length,
+    policy entropy and distinct-2 (bottom); training batches smoothed as lines, held-out
+    evaluations as dots. `extra`: more runs to overlay, {label: history}."""
     runs = {title: history, **(extra or {})}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 6.4))
+    fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
     panels = [(axes[0, 0], "reward/proxy_mean", "proxy_mean", "proxy reward (reward model)"),
               (axes[0, 1], "reward/gold_mean", "gold_mean", "gold rating (tiny world's judge)"),
+              (axes[0, 2], "kl/ref", "kl_ref", "KL to the SFT policy (nats per answer)"),
               (axes[1, 0], "completions/mean_length", "mean_length", "completion length (tokens)"),
-              (axes[1, 1], "policy/entropy", None, "policy entropy (nats / token)")]
+              (axes[1, 1], "policy/entropy", None, "policy entropy (nats per token)"),
+              (axes[1, 2], "completions/distinct_2", "distinct_2", "distinct-2 (diversity)")]
     for i, (label, h) in enumerate(runs.items()):
         color = f"C{i}"
         for ax, key, ekey, name in panels:
@@ -228,11 +230,9 @@ def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None)
             ax.grid(alpha=0.3)
     if not any(h.series("reward/gold_mean")[1] or h.series("gold_mean", "evals")[1] for h in runs.values()):
         _no_gold(axes[0, 1])
-    ax2 = axes[1, 1].twinx()
-    for i, (label, h) in enumerate(runs.items()):
-        steps, ys = h.series("completions/distinct_2")
-        ax2.plot(steps, _smooth(ys, window), color=f"C{i}", ls=":", alpha=0.8)
-    ax2.set_ylabel("distinct-2 (dotted)")
+    kl_max = max([abs(v) for h in runs.values() for v in h.series("kl_ref", "evals")[1] + h.series("kl/ref")[1]] or [0])
+    if kl_max > 20:  # a run far from SFT would flatten the others' KL into the axis
+        axes[0, 2].set_yscale("symlog", linthresh=1.0)
     for ax in axes[1]:
         ax.set_xlabel("RL step")
     axes[0, 0].legend(fontsize=8)
@@ -281,10 +281,11 @@ def plot_sample_stats(history, window: int = 5):
     return fig
 
 
-def plot_kl_frontier(runs: dict, points: dict | None = None):
+def plot_kl_frontier(runs: dict, points: dict | None = None, log: bool | None = None):
     """Held-out gold and proxy reward against the KL to the SFT policy (`kl_ref`), one line per run
     through its periodic evaluations (step 0 at KL = 0; the last one marked). `points`: extra
-    single results {label: (kl, gold, proxy)}, e.g. a method's mean over seeds."""
+    single results {label: (kl, gold, proxy)}, e.g. a method's mean over seeds. `log`: a symlog KL
+    axis (linear up to 1 nat); None: when one run ends more than ten times further out than another."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, (label, h) in enumerate(runs.items()):
         ev = [e for e in h.evals if "kl_ref" in e]
@@ -301,12 +302,67 @@ def plot_kl_frontier(runs: dict, points: dict | None = None):
                 ax.plot([kl], [y], "*", ms=12, color=f"C{len(runs) + j}", label=label)
     if not axes[0].lines:
         _no_gold(axes[0])
+    ends = [abs(h.evals[-1]["kl_ref"]) for h in runs.values() if h.evals and "kl_ref" in h.evals[-1]]
+    if log is None:
+        log = bool(ends) and max(ends) > 10 * max(min(ends), 0.1)
+    if log:
+        for ax in axes:
+            ax.set_xscale("symlog", linthresh=1.0)
     axes[0].set_title("gold rating (tiny world's judge)", fontsize=10)
     axes[1].set_title("proxy reward (reward model)", fontsize=10)
     for ax in axes:
-        ax.set_xlabel("KL to the SFT policy (nats per answer, held-out)")
+        ax.set_xlabel("KL to the SFT policy (nats per answer, held-out" + (", log scale past 1)" if log else ")"))
         ax.grid(alpha=0.3)
     (axes[0] if axes[0].lines else axes[1]).legend(fontsize=8)
     fig.suptitle("Reward vs KL: each line one run's held-out evaluations, the dot its end")
     fig.tight_layout()
     return fig
+
+
+def plot_rlhf_loop():
+    """The course in one picture: demonstrations -> SFT policy; preference pairs -> reward model;
+    then the RL loop (the policy samples, the reward model scores, a policy-gradient step), with
+    the frozen SFT policy as the KL reference and the tiny world's gold judge watching from outside."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    ax.set_xlim(0, 11.6)
+    ax.set_ylim(0, 4.2)
+    ax.axis("off")
+    boxes = {
+        "demos": (0.1, 3.0, "demonstrations\n(data/sft.jsonl)", "0.9"),
+        "sft": (3.0, 3.0, "SFT policy\n(stage 1: given)", "#cfe2f3"),
+        "pairs": (0.1, 0.6, "preference pairs\n(annotators' choices)", "0.9"),
+        "rm": (3.0, 0.6, "reward model\n(stage 2: notebooks 01-02)", "#fce5cd"),
+        "policy": (5.9, 3.0, "policy being trained\n(stage 3: notebooks 03-08)", "#d9ead3"),
+        "score": (5.9, 0.6, "its answers, scored:\nproxy reward r(x, y)", "#fff2cc"),
+        "gold": (8.8, 0.6, "gold judge\n(tiny world only: never\nseen by training)", "#f4cccc"),
+        "ref": (8.8, 3.0, "frozen SFT policy\n(the KL reference,\nnotebooks 06-08)", "#cfe2f3"),
+    }
+    w, h = 2.0, 0.95
+    for x, y, text, color in boxes.values():
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="0.3"))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=8.5)
+
+    def arrow(a, b, label="", side=(0, 0), rad=0.0, style="-|>", color="0.2", at=(0.0, 0.12), ha="center"):
+        (xa, ya, *_), (xb, yb, *_) = boxes[a], boxes[b]
+        start = (xa + w / 2 + side[0] * w / 2, ya + h / 2 + side[1] * h / 2)
+        end = (xb + w / 2 - side[0] * w / 2, yb + h / 2 - side[1] * h / 2)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=12, color=color,
+                                     connectionstyle=f"arc3,rad={rad}", lw=1.3))
+        if label:
+            ax.text((start[0] + end[0]) / 2 + at[0], (start[1] + end[1]) / 2 + at[1], label, ha=ha, va="bottom",
+                    fontsize=8, color=color)
+    arrow("demos", "sft", "supervised\nfine-tuning", side=(1, 0))
+    arrow("pairs", "rm", "Bradley-Terry /\nordinal loss", side=(1, 0))
+    arrow("sft", "policy", "a copy of it", side=(1, 0))
+    arrow("policy", "score", "1. sample\nanswers", side=(0, -1), rad=0.3, at=(-0.3, -0.2), ha="right")
+    arrow("rm", "score", "2. score", side=(1, 0))
+    arrow("score", "policy", "3. policy-gradient step\n(REINFORCE, RLOO, ...)", side=(0, 1), rad=0.3, color="C2",
+          at=(0.3, -0.2), ha="left")
+    arrow("ref", "policy", "KL\npenalty", side=(-1, 0), color="C0")
+    arrow("score", "gold", "rates the\nsame answers", side=(1, 0), color="C3")
+    ax.set_title("RLHF as this course builds it: stages 2 and 3 on a given SFT policy (stage 1)", fontsize=11)
+    fig.tight_layout()
+    return fig
+

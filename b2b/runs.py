@@ -360,6 +360,13 @@ def open_run(out, cfg, reward_id: str | None, resume=None, overwrite: bool = Fal
     return Opened(out, resume=ckpt)
 
 
+def final_weights_kept(out: str | Path, steps: int) -> bool:
+    """Whether a run directory holds the policy's weights after `steps` steps (a checkpoint of that
+    step, or a shipped record's final policy): what `train(..., reuse=True)` loads when it reads
+    the run back. Without them the policy passed in is left as it was."""
+    return (checkpoint_dir(out, steps) / "policy.safetensors").exists()
+
+
 def read_back(policy, out: Path, cfg, history: History, progress: bool) -> History:
     """A finished run's history; its weights at cfg.steps go into `policy` where they were kept."""
     ck = checkpoint_dir(out, cfg.steps)

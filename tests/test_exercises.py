@@ -622,3 +622,13 @@ def test_every_notebook_has_written_checked_and_hidden_exercises(capsys):
     assert "All cases pass." in capsys.readouterr().out
     used = {ex for cells in nbs.values() for s in cells for ex, _ in E.exercise_cells(s)}
     assert len(used) >= 15
+
+
+def test_the_course_page_lists_each_notebooks_exercises():
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "course.md").read_text()
+    for name, cells in _notebook_exercises().items():
+        row = next(line for line in page.splitlines() if f"[{name[:-6]}]" in line)
+        listed = row.rsplit("|", 3)[1].strip()
+        assert listed == (", ".join(f"`{ex}`" for s in cells for ex, _ in E.exercise_cells(s)) or "-"), name

@@ -363,11 +363,11 @@ def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
     pooled = all(r.get("gold_pooled") is not None for r in agg)
     gain = (("final gold, pooled", "gold_pooled", ".2f"), ("gold gain vs SFT, pooled", "gold_gain_pooled", "+.2f")) \
         if pooled else (("gold gain vs SFT", "gold_gain", "+.2f"),)
-    head = ("| method | final gold | " + " | ".join(g[0] for g in gain) + " | peak gold | final proxy | "
+    head = ("| method | seeds | final gold | " + " | ".join(g[0] for g in gain) + " | peak gold | final proxy | "
             "KL to SFT (nats) | distinct-2 / SFT | updates / batch | clipped updates | step (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in agg:
-        lines.append(f"| {r['method']} | {pm(r, 'gold')} | " + " | ".join(pm(r, k, f) for _, k, f in gain) +
+        lines.append(f"| {r['method']} | {r['seeds']} | {pm(r, 'gold')} | " + " | ".join(pm(r, k, f) for _, k, f in gain) +
                      f" | {pm(r, 'peak_gold')} | {pm(r, 'proxy')} | {pm(r, 'kl_pooled' if pooled else 'kl', '.1f')} | "
                      f"{pm(r, 'distinct2_ratio_pooled' if pooled else 'distinct2_ratio')} | "
                      f"{'n/a' if r.get('updates') is None else format(r['updates'], 'g')} | "
