@@ -1055,12 +1055,13 @@ def solved(name: str):
     return _EXERCISES[name].solution
 
 
-_CHECK_CALL = re.compile(r"^(?P<indent>[ \t]*)b2b\.exercises\.check_(?P<name>\w+)\((?P<fn>\w+)\)[ \t]*$", re.M)
+_CHECK_CALL = re.compile(r"^(?P<indent>[ \t]*)b2b\.exercises\.check_(?P<name>\w+)\((?P<fn>\w+)\);?[ \t]*$", re.M)
 
 
 def exercise_cells(source: str) -> list[tuple[str, str]]:
     """The (exercise, function name) pairs a notebook cell checks: its lines
-    `b2b.exercises.check_<exercise>(<function>)`."""
+    `b2b.exercises.check_<exercise>(<function>)` (a `;` after it keeps the notebook from echoing
+    the check's True / False)."""
     return [(m["name"], m["fn"]) for m in _CHECK_CALL.finditer(source)]
 
 

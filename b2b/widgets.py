@@ -97,6 +97,18 @@ def _samples_html(rows: list[dict], step: int) -> str:
     return f"<p><b>step {step}</b></p>" + table_html(sel, cols)
 
 
+def replay_rows(history, n_steps: int = 5) -> list[dict]:
+    """The static twin of `sample_replay` (what a viewer without widgets, such as GitHub, can show):
+    the logged samples at `n_steps` evenly spaced logged steps, first and last included, one row
+    per sample (step, prompt, completion, and gold where the run had a judge)."""
+    steps = sorted({r["step"] for r in history.samples})
+    if not steps:
+        return []
+    picks = sorted({steps[round(i * (len(steps) - 1) / max(1, n_steps - 1))] for i in range(n_steps)})
+    return [{"step": s["step"], "prompt": s["prompt"], "completion": s["response"],
+             **({"gold": s["gold"]} if "gold" in s else {})} for s in history.samples if s["step"] in picks]
+
+
 def sample_replay(history, start: int | None = None):
     """Replay the samples a run logged: a slider over the steps with logged samples, showing each
     prompt, completion and gold rating. Returns the widget (its first view is also plain HTML)."""

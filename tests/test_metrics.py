@@ -36,3 +36,27 @@ def test_correlations_by_hand():
     assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
     assert math.isclose(spearman([1, 2, 3, 4], [1, 4, 9, 100]), 1.0)  # monotone, not linear
     assert math.isclose(spearman([1, 2, 3], [1, 3, 2]), 0.5)
+
+
+def test_replay_rows_picks_evenly_spaced_logged_steps_first_and_last():
+    from b2b.runs import History
+    from b2b.widgets import replay_rows
+
+    h = History(samples=[{"step": s, "prompt": f"p{s}", "response": f"r{s}", "gold": float(s)} for s in range(5, 55, 5)
+                         for _ in range(2)])
+    rows = replay_rows(h, n_steps=3)
+    assert sorted({r["step"] for r in rows}) == [5, 25, 50] and len(rows) == 6   # two samples per picked step
+    assert rows[0] == {"step": 5, "prompt": "p5", "completion": "r5", "gold": 5.0}
+    assert replay_rows(History()) == []
+    no_gold = History(samples=[{"step": 1, "prompt": "p", "response": "r"}])
+    assert replay_rows(no_gold) == [{"step": 1, "prompt": "p", "completion": "r"}]
+
+
+def test_collapse_flags_need_a_higher_proxy_and_lost_diversity():
+    import torch
+
+    from b2b.evaluate import collapse_flags
+
+    flags = collapse_flags([0.0, 1.0, 2.0, -1.0], [0.6, 0.5, 0.2, 0.1], keep=0.5)
+    assert flags.tolist() == [False, False, True, False]                      # the last: proxy below SFT's
+    assert collapse_flags(torch.tensor([1.0, 2.0]), torch.tensor([0.4, 0.4])).tolist() == [False, False]
