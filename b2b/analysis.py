@@ -24,7 +24,7 @@ def _flat_grad(policy, loss: torch.Tensor) -> torch.Tensor:
 
 def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: int = 4, n_batches: int = 12,
                       prompts_per_batch: int = 16, max_new_tokens: int = 64, decay: float = 0.9,
-                      seed: int = 0, readout: str = "expected") -> dict:
+                      seed: int = 0, readout: str = "expected", shift: float = 0.0) -> dict:
     """Spread of the REINFORCE gradient estimate over independent batches from the same policy.
 
     Each batch: `prompts_per_batch` prompts drawn at random, k samples each. Per batch and
@@ -33,16 +33,21 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
         moving average:  A_i = R_i - b,  b the decay-weighted mean reward of the earlier batches
                          (the loop's baseline; one warm-up batch first)
         leave-one-out:   A_i = R_i - mean of the other k-1 rewards of the same prompt
+    `shift` is added to every reward (R_i + c): the optimum is the same, the expected gradient is
+    the same, but an estimator without a baseline now multiplies every log-prob gradient by a
+    large number (the reward model's scores average near zero, which hides that).
     Returns, per estimator, `variance` = (1/N) sum_n ||g_n - g_bar||^2 (total variance over all
-    parameters), `mean_norm` = ||g_bar|| and `snr` = ||g_bar||^2 / variance. The policy is not
-    updated (its gradients are cleared at the end).
+    parameters), `mean_norm` = ||g_bar||, `snr` = ||g_bar||^2 / variance and `sq_dev`, the N
+    per-batch ||g_n - g_bar||^2 (for `variance_ratio`'s interval), and `reward_mean`, the mean
+    (shifted) reward of the measured batches. The policy is not updated (its
+    gradients are cleared at the end).
     """
     from b2b.train import policy_rewards
 
     device = next(policy.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     grads = {name: [] for name in ESTIMATORS}
-    baseline = None
+    baseline, means = None, []
     was_training = policy.training
     for j in range(n_batches + 1):
         idx = torch.randint(len(prompts), (prompts_per_batch,), generator=gen, device=device).tolist()
@@ -50,11 +55,12 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
         policy.eval()
         ro = sample_completions(policy, tokenizer, batch, max_new_tokens, 1.0, gen)
         texts = decode_completions(tokenizer, ro)
-        R = policy_rewards(reward_model, ro, batch, texts, ro.finished(tokenizer.eos_token_id), readout)
+        R = policy_rewards(reward_model, ro, batch, texts, ro.finished(tokenizer.eos_token_id), readout) + shift
         mean = R.mean().item()
         if j == 0:  # warm-up batch: only starts the moving average
             baseline = mean
             continue
+        means.append(mean)
         logp = rollout_logprobs(policy, ro)
         for name, adv in (("no baseline", R), ("moving average", R - baseline),
                           ("leave-one-out", rloo_advantages(R, k))):
@@ -66,7 +72,28 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
     for name, gs in grads.items():
         g = torch.stack(gs)
         g_bar = g.mean(0)
-        var = ((g - g_bar) ** 2).sum(1).mean().item()
+        sq_dev = ((g - g_bar) ** 2).sum(1)
+        var = sq_dev.mean().item()
         norm2 = g_bar.pow(2).sum().item()
-        out[name] = {"variance": var, "mean_norm": norm2 ** 0.5, "snr": norm2 / var if var > 0 else float("inf")}
+        out[name] = {"variance": var, "mean_norm": norm2 ** 0.5, "snr": norm2 / var if var > 0 else float("inf"),
+                     "sq_dev": sq_dev.tolist(), "reward_mean": sum(means) / len(means)}
     return out
+
+
+def variance_ratio(res: dict, a: str, b: str, n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict:
+    """The variance of estimator `a` over that of `b` from one `gradient_variance` result, with a
+    paired bootstrap interval: the same batches are resampled for both (they saw the same samples),
+
+        ratio = mean_n d_n(a) / mean_n d_n(b),   d_n = ||g_n - g_bar||^2,
+
+    and the interval is the (1 - level) / 2 and (1 + level) / 2 quantiles of the ratio over
+    `n_boot` resamples of the N batches (the deviations are taken from the full-sample mean, a
+    first-order approximation that is good when N is a few dozen). Returns {ratio, lo, hi, n}."""
+    da, db = torch.tensor(res[a]["sq_dev"], dtype=torch.float64), torch.tensor(res[b]["sq_dev"], dtype=torch.float64)
+    if da.numel() != db.numel() or da.numel() < 2:
+        raise ValueError(f"variance_ratio: expected the same N >= 2 batches for both, got {da.numel()} and {db.numel()}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(da.numel(), (n_boot, da.numel()), generator=g)
+    boot = (da[idx].mean(1) / db[idx].mean(1)).sort().values
+    lo, hi = boot[int((1 - level) / 2 * n_boot)].item(), boot[min(n_boot - 1, int((1 + level) / 2 * n_boot))].item()
+    return {"ratio": (da.mean() / db.mean()).item(), "lo": lo, "hi": hi, "n": da.numel()}

@@ -138,3 +138,27 @@ def test_a_folder_of_runs_packs_each_run_and_restores_one_level_at_a_time(traine
         (out / "metrics.jsonl").read_text()
     assert not runs.restore_record(fresh / "r1")                  # holds a run now: left alone
     assert not runs.restore_record(tmp_path / "runs" / "no-such-record")
+
+
+def test_shipped_records_are_runs_of_the_shipped_reward_model_and_of_todays_settings(data_dir):
+    """A record is read back only under its own settings and reward model: one that drifted from
+    them (a retrained reward model, a changed recipe) would silently be trained again instead."""
+    import gzip
+
+    from b2b.config import get_profile
+    from b2b.models import fingerprint, load_reward_model
+    from b2b.tools.showdown import METHODS, _slug, method_config
+
+    fp = fingerprint(load_reward_model(data_dir / "rm-level1"))
+    configs = sorted((data_dir / "runs").rglob("config.json"))
+    assert configs, "no shipped run records"
+    cells = {f"{_slug(m)}-seed{s}": (m, s) for m in METHODS for s in (0, 1, 2)}
+    for cfg_file in configs:
+        d = cfg_file.parent
+        assert json.loads((d / "reward_model.json").read_text())["fingerprint"] == fp, d
+        cfg = RLConfig(**json.loads(cfg_file.read_text())).validate()
+        steps = [json.loads(line)["step"] for line in gzip.decompress((d / "metrics.jsonl.gz").read_bytes()).splitlines()]
+        assert steps == list(range(1, cfg.steps + 1)), d
+        if d.parent.name == "showdown-tiny":
+            method, seed = cells[d.name]
+            assert cfg == method_config(get_profile("tiny"), method, seed), d

@@ -269,6 +269,27 @@ def test_gradient_variance_is_paired_and_loo_cancels_a_constant_reward(tiny_dir,
     res = gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, k=2, n_batches=3, prompts_per_batch=2,
                             max_new_tokens=8)
     assert all(r["variance"] > 0 for r in res.values())
+    assert all(len(r["sq_dev"]) == 3 and abs(sum(r["sq_dev"]) / 3 - r["variance"]) < 1e-6 * r["variance"]
+               for r in res.values())
+    shifted = gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, k=2, n_batches=3, prompts_per_batch=2,
+                                max_new_tokens=8, shift=100.0)
+    # a constant added to every reward: the same samples (same seed), LOO's advantages unchanged, no baseline's not
+    assert shifted["leave-one-out"]["sq_dev"] == pytest.approx(res["leave-one-out"]["sq_dev"], rel=1e-4)
+    assert shifted["no baseline"]["variance"] > 10 * res["no baseline"]["variance"]
+
+
+def test_variance_ratio_is_a_paired_bootstrap_interval():
+    from b2b.analysis import variance_ratio
+
+    res = {"a": {"sq_dev": [2.0, 4.0, 6.0, 8.0] * 10}, "b": {"sq_dev": [1.0, 2.0, 3.0, 4.0] * 10}}
+    r = variance_ratio(res, "a", "b")
+    assert r["ratio"] == pytest.approx(2.0) and r["n"] == 40
+    assert r["lo"] == pytest.approx(2.0) and r["hi"] == pytest.approx(2.0)   # paired: every resample is exactly 2
+    res["b"]["sq_dev"] = [1.0, 8.0, 3.0, 2.0] * 10                          # unpaired noise: an interval around it
+    r = variance_ratio(res, "a", "b")
+    assert r["lo"] < r["ratio"] < r["hi"] and r["lo"] < 2.0 < r["hi"] * 1.5
+    with pytest.raises(ValueError, match="same N"):
+        variance_ratio({"a": {"sq_dev": [1.0, 2.0]}, "b": {"sq_dev": [1.0]}}, "a", "b")
 
 
 def test_lora_trains_only_adapters_and_keeps_the_base_weights(tiny_dir, tokenizer, rm):
