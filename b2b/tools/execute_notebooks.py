@@ -61,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m b2b.tools.execute_notebooks", description=__doc__.split("\n")[0])
     ap.add_argument("notebooks", nargs="+", help="notebook numbers or name prefixes, e.g. 01 02")
     ap.add_argument("--profile", default="tiny", help="profile to run in (default: tiny)")
+    ap.add_argument("--dir", default=str(NOTEBOOKS), help="the notebooks' folder (default: this checkout's; e.g. a "
+                    "fresh clone's, to time it: its runs/ start empty and are filled from the shipped records)")
     args = ap.parse_args(argv)
+    folder, total = Path(args.dir), 0.0
     for prefix in args.notebooks:
-        found = sorted(NOTEBOOKS.glob(f"{prefix}*.ipynb"))
+        found = sorted(folder.glob(f"{prefix}*.ipynb"))
         if len(found) != 1:
-            raise SystemExit(f"error: {prefix}: expected one notebook in {NOTEBOOKS} starting with it, found {len(found)}")
-        print(f"{found[0].name}: {execute(found[0], args.profile):.0f} s ({args.profile})", flush=True)
+            raise SystemExit(f"error: {prefix}: expected one notebook in {folder} starting with it, found {len(found)}")
+        took = execute(found[0], args.profile)
+        total += took
+        print(f"{found[0].name}: {took:.0f} s ({args.profile})", flush=True)
+    if len(args.notebooks) > 1:
+        print(f"all {len(args.notebooks)}: {total:.0f} s", flush=True)
     return 0
 
 
