@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -837,7 +838,6 @@ def _rep_ngrams_with(count_padding=False, denominator="all", first_counts=False)
             if not grams:
                 out.append(0.0)
                 continue
-            from collections import Counter
             c = Counter(grams)
             dup = sum(v for v in c.values() if v > 1) if first_counts else len(grams) - len(c)
             out.append(dup / (len(c) if denominator == "distinct" else len(grams)))

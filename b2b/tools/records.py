@@ -79,6 +79,8 @@ def pack(paths: list[str | Path], weights: tuple[str, ...] = ()) -> list[Path]:
     (with the folder's own KEPT files); `weights` names the records (keys) that keep their policy."""
     written = []
     for p in map(Path, paths):
+        if record_key(p) is None:
+            raise ValueError(f"{p}: a record is named by the path below a folder called 'runs'")
         if finished_steps(p) is not None:
             written.append(pack_run(p, record_key(p) in weights))
             continue
