@@ -66,3 +66,20 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
             cfg = dataclasses.replace(cfg, steps=max(4, int(RLConfig.steps * profile.scale)), batch_size=16,
                                       eval_every=5, eval_prompts=32, checkpoint_every=5)
     return dataclasses.replace(cfg, **overrides)
+
+
+NO_CLIP = 1e9
+"""A clip range epsilon no ratio reaches: PPO's clipped objective without the clipping."""
+
+
+def clip_demo(profile: Profile, steps: int | None = None) -> dict:
+    """Notebook 07's clipping experiment: REINFORCE++-baseline (its notebook settings) with four
+    epochs of four minibatches per rollout batch, so that the later minibatches are sixteen
+    optimizer steps off-policy and the clipped ratio binds, and the same run with clipping off
+    (epsilon = NO_CLIP). `steps`: default half the algorithm's run, as notebook 07's ablations.
+    label -> RLConfig."""
+    base = rl_config(profile, "reinforce_pp_baseline")
+    steps = steps or max(base.steps // 2, min(base.steps, 4))
+    on = dataclasses.replace(base, ppo_epochs=4, minibatches=4, steps=steps)
+    return {f"4 epochs x 4 minibatches, clip {on.clip:g}": on,
+            "4 epochs x 4 minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}

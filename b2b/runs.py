@@ -280,6 +280,34 @@ def restore_record(out: str | Path) -> bool:
     return restored
 
 
+RESULT_FILE = "result.json"
+"""A cached result's file: {"key": what it was computed from, "result": what it is} (`cached_result`)."""
+
+
+def cached_result(out: str | Path, key: dict, compute, retrain: bool = False):
+    """`compute()` (a JSON-able result: a table's rows, a few figures) cached in `out/result.json`
+    with `key` (the settings it was computed from): read back when `out` (or the course's shipped
+    record of it, `restore_record`) holds the same key, else computed and saved. `retrain` computes
+    it again whatever is saved. For what a notebook measures besides a training run (TRL's
+    cross-checks, a LoRA demonstration), so that it, too, opens in seconds."""
+    out = Path(out)
+    key = json.loads(json.dumps(key))  # as it will read back (tuples become lists)
+    path = out / RESULT_FILE
+    if not retrain:
+        if not path.exists():
+            restore_record(out)
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if isinstance(saved, dict) and saved.get("key") == key:
+                return saved["result"]
+    result = compute()
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    os.replace(tmp, path)
+    return result
+
+
 def logged_history(out: Path) -> History:
     """The History in a run directory's JSONL logs (empty lists where a log is missing)."""
     h = History()

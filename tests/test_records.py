@@ -162,3 +162,23 @@ def test_shipped_records_are_runs_of_the_shipped_reward_model_and_of_todays_sett
         if d.parent.name == "showdown-tiny":
             method, seed = cells[d.name]
             assert cfg == method_config(get_profile("tiny"), method, seed), d
+
+
+def test_a_cached_result_is_packed_restored_and_read_back_only_for_its_key(records, tmp_path):
+    """What a notebook measures besides a run (a TRL cross-check, the LoRA demonstration) is
+    shipped the same way: computed once, packed, read back by a fresh clone for the same key."""
+    calls = []
+    compute = lambda: calls.append(1) or {"accuracy": 0.5 + len(calls) / 10}  # noqa: E731
+    out = tmp_path / "lab" / "runs" / "nb01-tiny-trl-check"
+    key = {"steps": 3, "limit": (1, 2)}
+    assert runs.cached_result(out, key, compute) == {"accuracy": 0.6}
+    assert runs.cached_result(out, key, compute) == {"accuracy": 0.6} and len(calls) == 1
+    assert pack([out]) == [records / "nb01-tiny-trl-check"]
+    fresh = tmp_path / "clone" / "runs" / "nb01-tiny-trl-check"
+    assert runs.cached_result(fresh, key, compute) == {"accuracy": 0.6} and len(calls) == 1   # from the record
+    assert runs.cached_result(fresh, key, compute, retrain=True) == {"accuracy": 0.7}        # asked to: computed
+    assert runs.cached_result(fresh, {"steps": 4}, compute) == {"accuracy": 0.8}            # another key: computed
+    assert json.loads((fresh / "result.json").read_text())["key"] == {"steps": 4}
+    (tmp_path / "lab" / "runs" / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a finished run, a cached result"):
+        pack([tmp_path / "lab" / "runs" / "empty"])

@@ -78,6 +78,25 @@ def test_claims_use_the_pooled_evaluations_when_every_run_has_them():
     assert "pooled" not in markdown_table(aggregate(rows))                    # not every run: the single column
 
 
+def test_claims_without_reinforce_pp_report_the_rest_and_mark_its_two_na():
+    from b2b.tools.showdown import claims, claims_table
+
+    rows = [_row("vanilla REINFORCE", 0, 1.0, kl=20.0, pooled=(1.2, 4.8)),
+            _row("RLOO k=4 + KL", 0, 6.6, d2=0.5, kl=2.0, pooled=(6.8, 4.8)),
+            _row("vanilla REINFORCE", 1, 6.0, kl=20.0, pooled=(6.0, 4.8)),
+            _row("RLOO k=4 + KL", 1, 6.6, d2=0.5, kl=2.0, pooled=(6.9, 4.8)),
+            _row("REINFORCE++", 1, 6.5, kl=30.0, pooled=(6.4, 4.8))]               # KL / RLOO's: 15, missed
+    c0, c1 = claims(rows)
+    assert c0["REINFORCE++: gold - SFT"] is None and c0["REINFORCE++ KL / RLOO KL"] is None
+    assert c0["holds"] and not c0["complete"] and c0["RLOO - vanilla: gold"] == pytest.approx(5.6)
+    assert not c1["holds"] and c1["complete"] and c1["REINFORCE++ KL / RLOO KL"] == pytest.approx(15.0)
+    table = claims_table([c0, c1])
+    assert "| 0 | 2.00 | 0.80 | 5.60 | 0.10 | n/a | n/a |" in table
+    assert "| 1 | 2.10 | 0.80 | 0.90 | 0.10 | 1.60 | 15.00 (missed) |" in table
+    assert "| mean | 2.05 | 0.80 | 3.25 | 0.10 | 1.60 | 15.00 (missed) |" in table   # the mean of those there
+    assert claims([r for r in rows if r["method"] != "vanilla REINFORCE"]) == []     # RLOO alone: nothing to check
+
+
 def test_pooled_caches_are_read_back_only_for_the_same_key(tmp_path):
     from b2b.tools.showdown import _cached_json
 
@@ -198,3 +217,18 @@ def test_update_stats_count_updates_and_clipped_gradients(tmp_path):
     row = {**_row("GRPO", 0, 6.0), **s}
     table = markdown_table(aggregate([row]))
     assert "| updates / batch | clipped updates |" in table and "| 1 | 62% |" in table
+
+
+def test_train_missing_false_reads_back_what_is_there_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    """A notebook that shows the shipped records: a cell with neither a finished run nor a record
+    is named and left out, never trained."""
+    from b2b.config import get_profile
+    from b2b.tools import showdown as S
+
+    profile = get_profile("ci")
+    monkeypatch.setattr(S, "cached_run", lambda *a, **k: pytest.fail("trained a missing cell"))
+    rows = S.run_showdown(profile, seeds=(0, 1), methods=["vanilla REINFORCE", "GRPO"], out=tmp_path / "runs" / "sd",
+                          final_evals=0, train_missing=False)
+    assert rows == []
+    line = capsys.readouterr().out
+    assert "not trained here (4 cells" in line and "GRPO seed 1" in line and "vanilla REINFORCE seed 0" in line

@@ -8,7 +8,8 @@ and the cached evaluations the notebooks read (result.json, final_pooled.json), 
 gzip-compressed, exactly as the run wrote them (metrics.jsonl.gz, evals.jsonl.gz, samples.jsonl.gz):
 about 120 KB for a 600-step tiny run. No optimizer state, no checkpoint; `--weights KEY` also keeps
 that run's final policy, in fp16 (`checkpoints/step-N/policy.safetensors`, 2 MB for the tiny
-policy), for a notebook that samples from it. A folder of runs (`runs/showdown-tiny`) is packed
+policy), for a notebook that samples from it. A directory that holds only a cached result
+(`b2b.runs.cached_result`: a cross-check's table, a LoRA demonstration's figures) keeps its result.json. A folder of runs (`runs/showdown-tiny`) is packed
 run by run, with its own files (sft_pooled.json).
 
 `b2b.runs.restore_record` is the other half: a run directory that holds no run is filled from its
@@ -74,6 +75,25 @@ def _half_policy(ckpt: Path, dest: Path) -> None:
     save_file(tensors, str(dest / "policy.safetensors"))
 
 
+def is_cached_result(run_dir: Path) -> bool:
+    """Whether a directory holds only a `b2b.runs.cached_result` (result.json with its key, no run logs)."""
+    f = run_dir / "result.json"
+    if not f.is_file() or (run_dir / "metrics.jsonl").exists():
+        return False
+    saved = json.loads(f.read_text())
+    return isinstance(saved, dict) and set(saved) == {"key", "result"}
+
+
+def pack_result(run_dir: str | Path, dest: Path | None = None) -> Path:
+    """The record of a cached result (`b2b.runs.cached_result`): its result.json, as it is."""
+    run_dir = Path(run_dir)
+    dest = dest or record_dir(record_key(run_dir))
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copyfile(run_dir / "result.json", dest / "result.json")
+    return dest
+
+
 def pack(paths: list[str | Path], weights: tuple[str, ...] = ()) -> list[Path]:
     """Pack each finished run directory in `paths`, and each finished run inside a folder of runs
     (with the folder's own KEPT files); `weights` names the records (keys) that keep their policy."""
@@ -84,9 +104,12 @@ def pack(paths: list[str | Path], weights: tuple[str, ...] = ()) -> list[Path]:
         if finished_steps(p) is not None:
             written.append(pack_run(p, record_key(p) in weights))
             continue
+        if is_cached_result(p):
+            written.append(pack_result(p))
+            continue
         runs = [d for d in sorted(p.iterdir()) if d.is_dir() and finished_steps(d) is not None]
         if not runs:
-            raise ValueError(f"{p}: neither a finished run nor a folder of finished runs")
+            raise ValueError(f"{p}: neither a finished run, a cached result nor a folder of finished runs")
         top = record_dir(record_key(p))
         top.mkdir(parents=True, exist_ok=True)
         for name in KEPT:

@@ -214,14 +214,17 @@ def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, 
 
 
 def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs/showdown", steps: int | None = None,
-                 progress: bool = True, final_evals: int | None = None, sft_evals: int | None = None) -> list[dict]:
+                 progress: bool = True, final_evals: int | None = None, sft_evals: int | None = None,
+                 train_missing: bool = True) -> list[dict]:
     """Train every (method, seed) not already done in `out`; return one result row each:
     method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`;
     with `final_evals` > 0 also `final_pooled` (that many evaluations of the final policy pooled)
     and `sft_pooled` (`sft_evals` of the SFT policy), see `pooled_evaluation`. A run read back from
     a longer one (`cached_run`) whose checkpoint of that step is gone has no pooled evaluation; the
     table, claims and plot then use the single final evaluations. `final_evals` / `sft_evals`
-    default to `pooled_repeats(profile)`."""
+    default to `pooled_repeats(profile)`. `train_missing` False: a cell with no finished run in
+    `out` and no shipped record is left out (and named in one printed line) instead of trained,
+    so that a notebook shows what the course ships without hours of training."""
     from b2b.models import fingerprint, load_tokenizer
     from b2b.reward_models import course_reward_model
     from b2b.data import rl_prompts
@@ -242,7 +245,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
 
         ref = load_policy(profile.policy).eval()  # the SFT policy: the pooled evaluations' KL reference
     sft = sft_pooled(profile, out, sft_evals, tok, rm, heldout, world, steps, ref) if final_evals else None
-    rows = []
+    rows, missing = [], []
     for method in methods or METHODS:
         for seed in seeds:
             cfg = method_config(profile, method, seed, steps)
@@ -252,6 +255,9 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             want = dataclasses.asdict(cfg)
             row = json.loads(res_file.read_text()) if res_file.exists() else None
             if row is None or not same_config(row.get("config"), want) or row.get("reward_model") != rm_id:
+                if not train_missing:
+                    missing.append(f"{method} seed {seed}")
+                    continue
                 t0 = time.time()
                 h = cached_run(profile, cfg, d, tok, rm, (prompts, heldout, world), progress)
                 s = summary(h)
@@ -268,6 +274,9 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
                     pass
             res_file.write_text(json.dumps(row, indent=1))
             rows.append(row)
+    if missing:
+        print(f"showdown: not trained here ({len(missing)} cells, no finished run or record in {out}): "
+              + ", ".join(missing))
     return rows
 
 
@@ -408,20 +417,23 @@ def claims(rows: list[dict], pooled: bool = True) -> list[dict]:
     out = []
     for seed in sorted({r["seed"] for r in rows}):
         try:
-            runs = [by[m, seed] for m in ("RLOO k=4 + KL", "vanilla REINFORCE", "REINFORCE++")]
+            runs = [by[m, seed] for m in ("RLOO k=4 + KL", "vanilla REINFORCE")]
         except KeyError:
             continue
-        use = pooled and all("final_pooled" in r and "sft_pooled" in r for r in runs)
+        runs.append(by.get(("REINFORCE++", seed)))  # its two claims are n/a (None) without it
+        got = [r for r in runs if r is not None]
+        use = pooled and all("final_pooled" in r and "sft_pooled" in r for r in got)
         final, start = ("final_pooled", "sft_pooled") if use else ("final", "sft")
         sft = runs[0][start]
-        rloo, vanilla, pp = (r[final] for r in runs)
-        if not all("gold_mean" in x for x in (sft, rloo, vanilla, pp)):  # no gold judge: no claims to check
+        rloo, vanilla, pp = (r[final] if r is not None else None for r in runs)
+        if not all("gold_mean" in x for x in (sft, rloo, vanilla, pp) if x is not None):  # no gold judge: no claims
             continue
         vals = [rloo["gold_mean"] - sft["gold_mean"], rloo["distinct_2"] / sft["distinct_2"],
-                rloo["gold_mean"] - vanilla["gold_mean"], rloo["kl_ref"] / vanilla["kl_ref"],
-                pp["gold_mean"] - sft["gold_mean"], pp["kl_ref"] / rloo["kl_ref"]]
+                rloo["gold_mean"] - vanilla["gold_mean"], rloo["kl_ref"] / vanilla["kl_ref"]]
+        vals += ([pp["gold_mean"] - sft["gold_mean"], pp["kl_ref"] / rloo["kl_ref"]] if pp is not None else [None, None])
         row = {"seed": seed, **{name: v for (name, _, _), v in zip(CLAIMS, vals)}}
-        row["holds"] = all(_meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals))
+        row["holds"] = all(_meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals) if v is not None)
+        row["complete"] = pp is not None
         row["pooled"] = use
         out.append(row)
     return out
@@ -431,11 +443,17 @@ def claims_table(checks: list[dict]) -> str:
     """`claims` as Markdown: one row per seed, then the mean; each cell marked when it misses."""
     head = "| seed | " + " | ".join(f"{n} ({'>=' if a else '<='} {t:g})" for n, t, a in CLAIMS) + " |"
     lines = [head, "|" + "---|" * (len(CLAIMS) + 1)]
-    rows = checks + ([{"seed": "mean", **{n: statistics.fmean(c[n] for c in checks) for n, _, _ in CLAIMS}}]
-                     if len(checks) > 1 else [])
+
+    def mean(n):
+        xs = [c[n] for c in checks if c[n] is not None]
+        return statistics.fmean(xs) if xs else None
+
+    def cell(v, t, a):
+        return "n/a" if v is None else f"{v:.2f}" + ("" if _meets(v, t, a) else " (missed)")
+
+    rows = checks + ([{"seed": "mean", **{n: mean(n) for n, _, _ in CLAIMS}}] if len(checks) > 1 else [])
     for c in rows:
-        lines.append(f"| {c['seed']} | " + " | ".join(f"{c[n]:.2f}" + ("" if _meets(c[n], t, a) else " (missed)")
-                                                   for n, t, a in CLAIMS) + " |")
+        lines.append(f"| {c['seed']} | " + " | ".join(cell(c[n], t, a) for n, t, a in CLAIMS) + " |")
     return "\n".join(lines)
 
 
