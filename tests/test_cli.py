@@ -129,6 +129,13 @@ def test_run_rloo_flags_and_showdown_reuses_finished_runs(tmp_path, capsys):
     assert shorter[0]["steps"] == 1 and "final_pooled" not in shorter[0]  # no checkpoint of step 1: no pooled figure
     r = _run("showdown", "--methods", "PPO", "--profile", "ci")
     assert r.returncode == 2 and "unknown 'PPO'" in r.stderr
+    args_nt = [a for a in args if a != "--json"] + ["--no-train", "--json"]
+    assert main(args_nt[:args_nt.index("--seeds")] + ["--seeds", "0", "1"] + args_nt[args_nt.index("--seeds") + 2:]) == 0
+    read = capsys.readouterr().out                                    # seed 1 is not there: named, not trained
+    assert "not trained here (2 cells" in read and [(r["method"], r["seed"], r["final"]) for r in json.loads(read.strip().splitlines()[-1])["runs"]] == \
+        [(r["method"], r["seed"], r["final"]) for r in first["runs"]]
+    r = _run("showdown", "--profile", "ci", "--no-train", "--out", str(tmp_path / "nothing"), "--final-evals", "0")
+    assert r.returncode == 2 and "no finished run or shipped record" in r.stderr and r.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("text,msg", [("stepz: 3\n", "unknown key 'stepz'"), ("steps: three\n", "key 'steps': expected int"),

@@ -7,7 +7,7 @@
     b2b run [--level 1|2] [--algo reinforce] [--steps N] [--batch-size B] [--skip-reward-training]
             [--only-reward-model] [--repetition-penalty X] [--ngram-penalty X] [--config FILE.yaml]
             [--profile P] [--policy PATH] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
-    b2b showdown [--seeds ...] [--methods ...] [--profile P] [--policy PATH] [--json]
+    b2b showdown [--seeds ...] [--methods ...] [--profile P] [--policy PATH] [--no-train] [--json]
     b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--sampling] [--json]
     b2b memory [--profile colab] [--policy PATH] [--levels 1 2] [--algos ...] [--json]   # the T4 table
     b2b scale-out [--algo rloo] [--num-processes N] [--cpu] [--config-file F] [--profile P] [--steps N] [--json]
@@ -417,7 +417,10 @@ def _cmd_showdown(args) -> int:
         raise ConfigError(f"showdown: --final-evals {final_evals} / --sft-evals {sft_evals}: expected >= 0 / >= 1")
     t0 = time.time()
     rows = run_showdown(profile, seeds=args.seeds, methods=args.methods, out=args.out, steps=args.steps,
-                        progress=not args.json, final_evals=final_evals, sft_evals=sft_evals)
+                        progress=not args.json, final_evals=final_evals, sft_evals=sft_evals,
+                        train_missing=not args.no_train)
+    if not rows:
+        raise ConfigError(f"showdown: --no-train: no finished run or shipped record in {args.out}")
     agg = aggregate(rows)
     print(f"showdown: {len(rows)} runs ({len(args.seeds)} seeds), profile={profile.name}, "
           f"{rows[0]['samples']} samples each -> {args.out}")
@@ -634,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="held-out evaluations pooled per final policy (default 4, colab-smoke 1; 0: the single final one only)")
     sd.add_argument("--sft-evals", type=int, default=None, metavar="N",
                     help="held-out evaluations pooled for the SFT policy (default 16, colab-smoke 2)")
+    sd.add_argument("--no-train", action="store_true",
+                    help="train nothing: read back the finished runs and shipped records in --out, name the rest")
     sd.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     sd.set_defaults(func=_cmd_showdown)
     bn = sub.add_parser("bench", help="time the RL step of each algorithm on a fixed workload")

@@ -230,7 +230,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     from b2b.data import rl_prompts
     from b2b.train import summary
 
-    from b2b.runs import restore_record
+    from b2b.runs import finished_or_resumable, restore_record
 
     final_evals, sft_evals = pooled_repeats(profile, final_evals, sft_evals)
     out = Path(out)
@@ -255,7 +255,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
             want = dataclasses.asdict(cfg)
             row = json.loads(res_file.read_text()) if res_file.exists() else None
             if row is None or not same_config(row.get("config"), want) or row.get("reward_model") != rm_id:
-                if not train_missing:
+                if not train_missing and finished_or_resumable(d, cfg, rm_id)[0] is None:  # would train: skip
                     missing.append(f"{method} seed {seed}")
                     continue
                 t0 = time.time()
