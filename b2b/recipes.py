@@ -83,3 +83,27 @@ def clip_demo(profile: Profile, steps: int | None = None) -> dict:
     on = dataclasses.replace(base, ppo_epochs=4, minibatches=4, steps=steps)
     return {f"4 epochs x 4 minibatches, clip {on.clip:g}": on,
             "4 epochs x 4 minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}
+
+
+QUICK_STEP_S = {"reinforce": 1.2, "rloo": 1.6, "clipped": 2.2}
+"""Seconds per RL step in `tiny` on a 2-core CPU, rounded up from the shipped records' medians
+(data/runs/; several runs shared the CPU): REINFORCE, RLOO (k = 4), and the clipped algorithms
+at one epoch of two minibatches (more updates per batch cost proportionally more)."""
+QUICK_EVAL_S = 6.0
+"""Seconds per held-out evaluation of a `tiny` run (512 prompts)."""
+
+
+def quick(cfg, budget_s: float = 300.0, evals: int = 5):
+    """A version of `cfg` that trains within about `budget_s` seconds on a 2-core CPU in `tiny`
+    (the same settings, fewer steps, `evals` held-out evaluations): for a learner who wants to see
+    a notebook's run train rather than read it back. Never longer than `cfg` itself."""
+    from b2b.rl_config import CLIPPED_ALGOS
+
+    if cfg.algo in CLIPPED_ALGOS:
+        step_s = QUICK_STEP_S["clipped"] * cfg.ppo_epochs * cfg.minibatches / 2
+    else:
+        step_s = QUICK_STEP_S["rloo" if cfg.algo == "rloo" else "reinforce"]
+    steps = int((budget_s - (evals + 1) * QUICK_EVAL_S) / step_s) // 5 * 5
+    steps = max(min(cfg.steps, steps), min(cfg.steps, 4))
+    return dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // evals),
+                               checkpoint_every=min(cfg.checkpoint_every, steps))
