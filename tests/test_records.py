@@ -214,3 +214,21 @@ def test_quick_variants_fit_five_minutes_by_the_shipped_records_step_times(data_
         assert 4 <= q.steps <= cfg.steps and q.steps * step_s + (q.steps // q.eval_every + 1) * QUICK_EVAL_S <= 300
         assert dataclasses.replace(q, steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every) == cfg
     assert quick(cfgs[-1]).steps < quick(cfgs[3]).steps        # 16 updates per batch: fewer steps in the budget
+
+
+def test_the_readme_and_results_tables_are_the_shipped_showdown_records(data_dir, tmp_path):
+    """The showdown table in the README and docs/results.md, and the claims table in
+    docs/results.md, are `b2b showdown --no-train`'s rendering of the shipped records (the
+    command that produced them: docs/results.md)."""
+    from pathlib import Path
+
+    from b2b.config import get_profile
+    from b2b.tools.showdown import aggregate, claims, claims_table, markdown_table, run_showdown
+
+    rows = run_showdown(get_profile("tiny"), seeds=(0, 1, 2), out=tmp_path / "runs" / "showdown-tiny", progress=False,
+                        train_missing=False)
+    table, checks = markdown_table(aggregate(rows)), claims_table(claims(rows))
+    root = Path(__file__).resolve().parents[1]
+    assert table in (root / "README.md").read_text()
+    results = (root / "docs" / "results.md").read_text()
+    assert table in results and checks in results
