@@ -216,19 +216,14 @@ def test_quick_variants_fit_five_minutes_by_the_shipped_records_step_times(data_
     assert quick(cfgs[-1]).steps < quick(cfgs[3]).steps        # 16 updates per batch: fewer steps in the budget
 
 
-def test_the_readme_and_results_tables_are_the_shipped_showdown_records(data_dir, tmp_path):
-    """The showdown table in the README and docs/results.md, and the claims table in
-    docs/results.md, are `b2b showdown --no-train`'s rendering of the shipped records (the
-    command that produced them: docs/results.md)."""
+def test_the_readme_and_results_showdown_sections_are_the_shipped_records(tmp_path):
+    """The showdown section of the README and of docs/results.md, tables and every figure of the
+    prose around them, are what `python -m b2b.tools.showdown_docs` writes from the shipped records."""
     from pathlib import Path
 
-    from b2b.config import get_profile
-    from b2b.tools.showdown import aggregate, claims, claims_table, markdown_table, run_showdown
+    from b2b.tools.showdown_docs import readme_section, results_section, shipped_rows
 
-    rows = run_showdown(get_profile("tiny"), seeds=(0, 1, 2), out=tmp_path / "runs" / "showdown-tiny", progress=False,
-                        train_missing=False)
-    table, checks = markdown_table(aggregate(rows)), claims_table(claims(rows))
+    rows = shipped_rows(tmp_path / "runs" / "showdown-tiny")
     root = Path(__file__).resolve().parents[1]
-    assert table in (root / "README.md").read_text()
-    results = (root / "docs" / "results.md").read_text()
-    assert table in results and checks in results
+    assert readme_section(rows) in (root / "README.md").read_text(), "rerun python -m b2b.tools.showdown_docs"
+    assert results_section(rows) in (root / "docs" / "results.md").read_text(), "rerun python -m b2b.tools.showdown_docs"
