@@ -18,6 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- showdown:start -->", "<!-- showdown:end -->"
+BUDGET = ("Every method of the course with its notebook's settings and the same budget: 600 steps x 64 rollouts "
+          "(38,400 samples) per run, seeds 0, 1 and 2, the shipped two-pass Bradley-Terry reward model, `tiny` "
+          "profile (mean ± standard deviation over the seeds each row has")
+"""The opening both showdown sections share (the README's and docs/results.md's)."""
 TWO_BY_TWO = ("vanilla REINFORCE", "vanilla REINFORCE + KL", "RLOO k=4, no KL", "RLOO k=4 + KL")
 
 
@@ -133,9 +137,7 @@ def readme_section(rows: list[dict]) -> str:
     from b2b.tools.showdown import aggregate, markdown_table
 
     f = facts(rows)
-    head = ("Every method of the course with its notebook's settings and the same budget: 600 steps x 64 rollouts "
-            "(38,400 samples) per run, seeds 0, 1 and 2, the shipped two-pass Bradley-Terry reward model, `tiny` "
-            "profile (mean ± standard deviation over the seeds each row has). \"final gold\" is the run's own last "
+    head = (BUDGET + "). \"final gold\" is the run's own last "
             "held-out evaluation (512 prompts); the pooled columns, KL and distinct-2 evaluate each final policy four "
             f"times (2,048 answers) against the SFT policy's sixteen ({f['sft']['n']:,} answers: gold "
             f"{f['sft']['gold_mean']:.2f} ± {f['sft']['gold_se']:.2f}); \"updates / batch\" counts optimizer steps per "
@@ -151,9 +153,7 @@ def results_section(rows: list[dict]) -> str:
     from b2b.tools.showdown import aggregate, claims, claims_table, markdown_table
 
     f = facts(rows)
-    head = ("Every method of the course with its notebook's settings and the same budget: 600 steps x 64 rollouts "
-            "(38,400 samples) per run, seeds 0, 1 and 2, the shipped two-pass Bradley-Terry reward model, `tiny` "
-            "profile (mean ± standard deviation over the seeds each row has; the repetition-penalty runs are "
+    head = (BUDGET + "; the repetition-penalty runs are "
             "evaluated with their penalty, as the seed deployed them; step time is the median on this 2-core machine "
             "with two runs sharing it).\n\n"
             "One held-out evaluation (512 prompts, one answer each) moves by about ±0.2 gold from one sampling seed to "
