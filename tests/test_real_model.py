@@ -36,16 +36,45 @@ def cli(*args, cwd) -> tuple[dict | None, str]:
     return json.loads(r.stdout.strip().splitlines()[-1]), out
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-def test_the_colab_smoke_run_of_each_algorithm_prints_its_json(algo, smol, tmp_path):
-    res, out = cli("run", "--profile", "colab-smoke", "--algo", algo, "--steps", 2, "--json", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def smoke_rm(smol, tmp_path_factory):
+    """colab-smoke's reward model, trained once by `b2b run --only-reward-model` for every algorithm's run
+    (the whole `b2b run`, reward model then RL in one process, is the seed's CSV flow below)."""
+    cwd = tmp_path_factory.mktemp("smoke-rm")
+    res, out = cli("run", "--profile", "colab-smoke", "--only-reward-model", "--out", "rm", "--json", cwd=cwd)
+    assert res["train_pairs"] == 8 and math.isfinite(res["pair_accuracy"])
+    assert "(Bradley-Terry regression reward model, profile=colab-smoke, 8 pairs)" in out
+    return cwd / "rm"
+
+
+SMOKE_ALGOS = ("rloo", "reinforce_pp", "grpo")
+"""One `b2b run` per update and loss on the real model: RLOO (reinforce_update, the KL-shaped reward,
+groups), REINFORCE++ (clipped_update, per-token KL, one sample per prompt) and GRPO (groups, its own
+loss with a k3 KL term). The other algorithms run on SmolLM2 in notebooks 03-08 (colab-smoke, below)
+and through the same command in the tiny world (tests/test_cli.py)."""
+
+
+def test_the_smoke_algorithms_cover_both_updates():
+    from b2b.rl_config import CLIPPED_ALGOS, GROUP_ALGOS
+
+    assert set(SMOKE_ALGOS) <= set(ALGOS) and {a in CLIPPED_ALGOS for a in SMOKE_ALGOS} == {True, False}
+    assert {a in GROUP_ALGOS for a in SMOKE_ALGOS} == {True, False}
+
+
+@pytest.mark.parametrize("algo", SMOKE_ALGOS)
+def test_the_colab_smoke_run_of_each_algorithm_prints_its_json(algo, smoke_rm, tmp_path):
+    run = tmp_path / f"runs/level1-{algo}"
+    run.mkdir(parents=True)
+    (run / "reward_model").symlink_to(smoke_rm, target_is_directory=True)  # --skip-reward-training reads it there
+    res, out = cli("run", "--profile", "colab-smoke", "--algo", algo, "--steps", 2, "--skip-reward-training",
+                   "--json", cwd=tmp_path)
     assert res["steps"] == 2 and res["evaluated_on"] == "held-out prompts"
     assert res["peak_gold_mean"] is None and "gold_mean" not in res["final"]  # no gold judge outside the tiny world
     for e in (res["sft"], res["final"]):
         assert math.isfinite(e["proxy_mean"]) and 0 < e["distinct_2"] <= 1 and e["mean_length"] > 0
     assert res["sft"]["kl_ref"] == 0.0 and res["final"]["kl_ref"] != 0.0  # the policy moved
-    assert (tmp_path / f"runs/level1-{algo}/policy/model.safetensors").exists()
-    assert "reward model: Bradley-Terry regression, 8 pairs" in out
+    assert (run / "policy/model.safetensors").exists()
+    assert f"reward model: runs/level1-{algo}/reward_model (Bradley-Terry regression, not retrained)" in out
 
 
 def test_the_seeds_csv_flow_on_smollm2(smol, tmp_path):

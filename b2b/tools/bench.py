@@ -143,7 +143,135 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
         res["trl_ratio"] = statistics.median(trl_pairs)
         res["trl_ratio_rounds"] = trl_rounds
         res["trl_ratio_steps"] = trl_pairs
+    from b2b.models import load_config
+
+    shape, rm_shape = model_shape(load_config(profile.policy)), model_shape(rm.config)
+    res["limits"] = machine_limits(shape["hidden"], shape["intermediate"], device)
+    res["prompt_tokens"] = mean_prompt_tokens(tok, prompts)
+    for algo in algos:
+        cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
+        res["algos"][algo]["account"] = phase_account(res["algos"][algo], cfg, shape, rm_shape,
+                                                      res["prompt_tokens"], res["limits"])
+    if vs_trl:
+        res["trl_ratio_ceiling"] = res["trl_step_s"] / res["algos"]["rloo"]["account"]["floor_s"]
     return res
+
+
+# ----------------------------------------------------------------------------- where the step's time goes
+
+def model_shape(config) -> dict:
+    """What the FLOP account needs of a Llama-style config: the parameters of the transformer blocks
+    (every matrix a token passes through, embeddings and LM head excluded), the LM head's size, the
+    number of layers and the hidden and MLP widths."""
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    per_layer = h * config.num_attention_heads * head_dim * 2 + 2 * h * kv + 3 * h * i  # q, o; k, v; gate, up, down
+    return {"block_params": n * per_layer, "head_params": h * config.vocab_size, "layers": n, "hidden": h,
+            "intermediate": i}
+
+
+def machine_limits(hidden: int, intermediate: int, device, rows: int = 2048, reps: int = 10) -> dict:
+    """This machine's ceilings for the account: `matmul_gflops`, the faster of a model's two MLP
+    products ((rows x hidden) @ (hidden x intermediate) and back) in fp32, and `bandwidth_gbs`, a copy of
+    256 MiB (bytes read plus bytes written per second), each the best of `reps` tries."""
+    a = torch.randn(rows, hidden, device=device)
+    w = torch.randn(hidden, intermediate, device=device)
+    b = torch.randn(rows, intermediate, device=device)
+    wt = w.t().contiguous()
+    best = float("inf"), float("inf")
+    for _ in range(reps + 2):
+        t = _timed(lambda: a @ w, device), _timed(lambda: b @ wt, device)
+        best = min(best[0], t[0]), min(best[1], t[1])
+    gflops = 2 * rows * hidden * intermediate / min(best) / 1e9
+    src = torch.empty(2**26, device=device)
+    dst = torch.empty_like(src)
+    copy_s = min(_timed(lambda: dst.copy_(src), device) for _ in range(reps))
+    return {"matmul_gflops": round(gflops, 1), "bandwidth_gbs": round(2 * src.numel() * 4 / copy_s / 1e9, 1)}
+
+
+def _timed(fn, device) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def mean_prompt_tokens(tokenizer, prompts: list) -> float:
+    """Mean chat-formatted prompt length in tokens over the prompt pool a bench draws from."""
+    from b2b.data import chat_prompts
+
+    texts = chat_prompts(tokenizer, prompts[:512])
+    return statistics.fmean(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def phase_flops(cfg, shape: dict, rm_shape: dict, prompt_tokens: float, completion_tokens: float) -> dict:
+    """Dense matrix-product FLOPs of one RL step, per phase, over real (unpadded) tokens: a token
+    through a model's blocks costs 2 x its block parameters forward (attention scores, norms and
+    other element-wise work left out: a few percent at these lengths), the LM head 2 x hidden x
+    vocabulary per completion position only (as b2b computes it), and a backward pass twice its
+    forward (three times with gradient checkpointing, which repeats the forward).
+
+        generate  prompts once (prefill) + every sampled token through the blocks and the head
+        score     reward model over prompt + completion; the reference policy's log-probs (when
+                  the run keeps a reference); the rollout policy's own (several updates per batch)
+        learn     forward + backward over the batch, once per epoch
+    """
+    from b2b.rl_config import CLIPPED_ALGOS
+
+    B, P, C = cfg.batch_size, prompt_tokens, completion_tokens
+    fwd = 2 * shape["block_params"] * B * (P + C) + 2 * shape["head_params"] * B * C
+    gen = 2 * shape["block_params"] * B * (P + C) + 2 * shape["head_params"] * B * (C + 1)
+    score = 2 * rm_shape["block_params"] * B * (P + C)
+    if cfg.kl_coef > 0 or cfg.track_kl:
+        score += fwd
+    learn = cfg.ppo_epochs * fwd * (4 if cfg.gradient_checkpointing else 3)
+    if cfg.algo in CLIPPED_ALGOS and cfg.ppo_epochs * cfg.minibatches > 1:
+        learn += fwd  # the rollout policy's log-probs before the first update
+    return {"generate_s": gen, "score_s": score, "learn_s": learn}
+
+
+def phase_account(stats: dict, cfg, shape: dict, rm_shape: dict, prompt_tokens: float, limits: dict) -> dict:
+    """Each phase of one algorithm's measured step against its floor on this machine: its FLOPs
+    (`phase_flops`) at the measured matrix-product rate, and for sampling also the time to read
+    the policy's weights from memory once per sampled position (a decoder step reads all of them; the
+    mean completion length counts the steps, fewer than the longest row takes);
+    the floor is the larger of the two. `floor_s` sums the phases' floors: no implementation doing
+    the same fp32 work on this machine takes less per step."""
+    flops = phase_flops(cfg, shape, rm_shape, prompt_tokens, stats["completion_tokens"])
+    rate = limits["matmul_gflops"] * 1e9
+    weights_bytes = 4 * (shape["block_params"] + shape["head_params"])
+    out = {}
+    for phase, f in flops.items():
+        floor = f / rate
+        if phase == "generate_s":
+            floor = max(floor, stats["completion_tokens"] * weights_bytes / (limits["bandwidth_gbs"] * 1e9))
+        out[phase.removesuffix("_s")] = {"gflop": round(f / 1e9, 2), "measured_s": round(stats[phase], 4),
+                                         "gflops": round(f / 1e9 / stats[phase], 1),
+                                         "floor_s": round(floor, 4), "of_floor": round(floor / stats[phase], 3)}
+    out["floor_s"] = round(sum(p["floor_s"] for p in out.values()), 4)
+    return out
+
+
+def account_table(res: dict) -> str:
+    """`phase_account` as Markdown: per algorithm and phase, GFLOP, measured seconds, GFLOP/s, the
+    floor and the measured time's share of it."""
+    lim = res["limits"]
+    rows = ["| algorithm | phase | GFLOP | measured (s) | GFLOP/s | floor (s) | floor / measured |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for algo, a in res["algos"].items():
+        acc = a["account"]
+        for phase in ("generate", "score", "learn"):
+            p = acc[phase]
+            rows.append(f"| {algo} | {phase} | {p['gflop']:.1f} | {p['measured_s']:.3f} | {p['gflops']:.0f} | "
+                        f"{p['floor_s']:.3f} | {p['of_floor']:.0%} |")
+        rows.append(f"| {algo} | step | | {a['step_s']:.3f} | | {acc['floor_s']:.3f} | {acc['floor_s'] / a['step_s']:.0%} |")
+    rows.append(f"\nceilings: matrix products {lim['matmul_gflops']:.0f} GFLOP/s (fp32), memory {lim['bandwidth_gbs']:.0f} GB/s; "
+                f"mean prompt {res['prompt_tokens']:.1f} tokens")
+    return "\n".join(rows)
 
 
 def bench_reward_model(profile, device, say=print):
@@ -295,3 +423,75 @@ def reference_kl_floor(profile, n_prompts: int = 8, max_new_tokens: int = 48, se
                 "mean_abs_k1_per_answer": k1.abs().mean().item(), "mean_k1_per_answer": k1.mean().item(),
                 "mean_abs_logp_diff_per_token": (diff.abs().sum() / mask.sum()).item()}
     return res
+
+
+# ----------------------------------------------------------------------------- the reward model's training step
+
+def reward_training_bench(profile, batch_size: int | None = None, steps: int = 20, warmup: int = 3,
+                          level: int = 1, seed: int = 0) -> dict:
+    """Time the reward model's training step (`b2b bench --reward-model`): a fresh score head on the
+    profile's backbone, `warmup + steps` steps of `train_reward_model`'s own batching and update
+    (`accumulated_pair_loss`, gradient clipping, AdamW) on the profile's training pairs, at its
+    recipe's batch size unless `batch_size` is given.
+
+    Returns medians over the measured steps: `step_s` and its split `forward_backward_s` /
+    `optimizer_s`; per step the `real_tokens` and `padded_tokens` (each batch's chosen and
+    rejected sequences left-padded together to the longest) and `gflop` (6 x block parameters x
+    padded tokens: forward and backward of every matrix product); `gflops` at the measured step
+    time and `floor_s`, the real tokens' matrix products at this machine's measured rate
+    (`machine_limits`): no step doing the same fp32 work is faster; `pairs_per_s`."""
+    from b2b.data import epoch_batches, preference_splits
+    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.recipes import reward_config
+    from b2b.reward import accumulated_pair_loss, encode_pairs
+
+    from b2b.config import default_device
+
+    device = default_device()
+    cfg = reward_config(profile, level, seed=seed)
+    batch_size = batch_size or cfg.batch_size
+    train, _ = preference_splits(profile, say=lambda _: None)
+    train = train[: batch_size * (steps + warmup) * 4]  # enough pairs for length-sorted batches of the run
+    tok = load_tokenizer(profile.reward_backbone)
+    chosen, rejected = encode_pairs(tok, train, cfg.max_length)
+    torch.manual_seed(seed)
+    rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels, pad_token_id=tok.pad_token_id,
+                           device=device)
+    rm.train()
+    if cfg.gradient_checkpointing:
+        rm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = epoch_batches([max(len(c), len(r)) for c, r in zip(chosen, rejected)], batch_size,
+                            torch.Generator().manual_seed(seed))
+    rows = []
+    for idx in (batches * (1 + (steps + warmup) // max(1, len(batches))))[: steps + warmup]:
+        c, r = [chosen[i] for i in idx], [rejected[i] for i in idx]
+        t0 = _now(device)
+        opt.zero_grad(set_to_none=True)
+        accumulated_pair_loss(rm, c, r, tok.pad_token_id, device, cfg.micro_batch_size)
+        t1 = _now(device)
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        opt.step()
+        t2 = _now(device)
+        mb = cfg.micro_batch_size or len(idx)
+        padded = sum(2 * len(c[s:s + mb]) * max(map(len, c[s:s + mb] + r[s:s + mb])) for s in range(0, len(c), mb))
+        rows.append({"forward_backward_s": t1 - t0, "optimizer_s": t2 - t1, "step_s": t2 - t0,
+                     "real_tokens": sum(map(len, c + r)), "padded_tokens": padded})
+    rows = rows[warmup:]
+    shape = model_shape(rm.config)
+    limits = machine_limits(shape["hidden"], shape["intermediate"], device)
+    res = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    per_token = 6 * shape["block_params"] * (4 / 3 if cfg.gradient_checkpointing else 1)
+    res.update(profile=profile.name, device=_device_name(device), torch=torch.__version__,
+               threads=torch.get_num_threads(), level=level, batch_size=batch_size, steps=steps, warmup=warmup,
+               gflop=round(per_token * res["padded_tokens"] / 1e9, 3), limits=limits)
+    res["gflops"] = round(res["gflop"] / res["step_s"], 1)
+    res["floor_s"] = round(per_token * res["real_tokens"] / (limits["matmul_gflops"] * 1e9), 4)
+    res["pairs_per_s"] = round(batch_size / res["step_s"], 1)
+    return res
+
+
+def _now(device) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -8,7 +8,7 @@
             [--only-reward-model] [--repetition-penalty X] [--ngram-penalty X] [--config FILE.yaml]
             [--profile P] [--policy PATH] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
     b2b showdown [--seeds ...] [--methods ...] [--profile P] [--policy PATH] [--no-train] [--json]
-    b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--sampling] [--json]
+    b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--sampling] [--reward-model] [--json]
     b2b memory [--profile colab] [--policy PATH] [--levels 1 2] [--algos ...] [--json]   # the T4 table
     b2b scale-out [--algo rloo] [--num-processes N] [--cpu] [--config-file F] [--profile P] [--steps N] [--json]
     b2b convert-gguf smollm2|FILE.gguf --out DIR    # real weights without the hub
@@ -477,7 +477,7 @@ def _cmd_scale_out(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from b2b.tools.bench import markdown_table, plot_bench, run_bench, sampling_bench
+    from b2b.tools.bench import account_table, markdown_table, plot_bench, run_bench, sampling_bench
     from b2b.config import _shown, get_profile
     from b2b.errors import ConfigError
 
@@ -492,6 +492,22 @@ def _cmd_bench(args) -> int:
             print(f"{name} reference: k1 per answer {d['mean_k1_per_answer']:+.3f} on average, "
                   f"{d['mean_abs_k1_per_answer']:.3f} in absolute value; |log-prob difference| "
                   f"{d['mean_abs_logp_diff_per_token']:.4f} per token")
+        if args.json:
+            print(json.dumps(res))
+        return 0
+    if args.reward_model:
+        from b2b.tools.bench import reward_training_bench
+
+        if args.steps < 1 or args.warmup < 0:
+            raise ConfigError(f"bench: expected --steps >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
+        res = reward_training_bench(profile, args.reward_batch_size, args.steps, args.warmup, seed=args.seed)
+        print(f"b2b bench --reward-model: profile={profile.name}, {res['batch_size']} pairs per step, median of "
+              f"{res['steps']} steps after {res['warmup']} warm-up; {res['device']}, torch {res['torch']}")
+        print(f"step {res['step_s']:.3f} s (forward + backward {res['forward_backward_s']:.3f} s, optimizer "
+              f"{res['optimizer_s']:.3f} s), {res['pairs_per_s']:.0f} pairs/s; {res['real_tokens']:.0f} tokens per step "
+              f"padded to {res['padded_tokens']:.0f}; {res['gflop']:.1f} GFLOP of matrix products at "
+              f"{res['gflops']:.0f} GFLOP/s; floor {res['floor_s']:.3f} s at this machine's "
+              f"{res['limits']['matmul_gflops']:.0f} GFLOP/s ({res['floor_s'] / res['step_s']:.0%} of the step)")
         if args.json:
             print(json.dumps(res))
         return 0
@@ -525,6 +541,11 @@ def _cmd_bench(args) -> int:
         per = ", ".join(f"{r:.2f}" for r in res["trl_ratio_rounds"])
         print(f"TRL RLOOTrainer / b2b RLOO step time: {res['trl_ratio']:.2f}x, median of {len(res['trl_ratio_steps'])} "
               f"alternating pairs of steps (per round: {per})")
+    print("where the time goes, against this machine's floor for the same fp32 work (docs/performance.md):")
+    print(account_table(res))
+    if "trl_ratio_ceiling" in res:
+        print(f"TRL's step over b2b's RLOO floor: {res['trl_ratio_ceiling']:.2f}x (the largest TRL / b2b ratio that "
+              "the same work allows on this machine)")
     if args.img:
         plot_bench(res, args.img)
         print(f"plot -> {args.img}")
@@ -658,6 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--sampling", action="store_true",
                     help="sampling alone: b2b's sampler against transformers' generate (--batch-size prompts, "
                          "--max-new-tokens, --repeat turns each)")
+    bn.add_argument("--reward-model", action="store_true",
+                    help="time the level-1 reward model's training step instead (its recipe's batch, a FLOP account)")
+    bn.add_argument("--reward-batch-size", type=int, default=None,
+                    help="--reward-model: pairs per step (default: the profile's recipe)")
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--img", default=None, help="write the step-time breakdown plot here (e.g. img/bench.png)")
     bn.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
