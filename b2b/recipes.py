@@ -80,9 +80,11 @@ def clip_demo(profile: Profile, steps: int | None = None) -> dict:
     label -> RLConfig."""
     base = rl_config(profile, "reinforce_pp_baseline")
     steps = steps or max(base.steps // 2, min(base.steps, 4))
-    on = dataclasses.replace(base, ppo_epochs=4, minibatches=4, steps=steps)
-    return {f"4 epochs x 4 minibatches, clip {on.clip:g}": on,
-            "4 epochs x 4 minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}
+    # colab-smoke (a CPU run of the real model that only shows the code runs): 2 x 2, the same code path
+    n = 2 if profile.name == "colab-smoke" else 4
+    on = dataclasses.replace(base, ppo_epochs=n, minibatches=n, steps=steps)
+    return {f"{n} epochs x {n} minibatches, clip {on.clip:g}": on,
+            f"{n} epochs x {n} minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}
 
 
 QUICK_STEP_S = {"reinforce": 1.2, "rloo": 1.6, "clipped": 2.2}
