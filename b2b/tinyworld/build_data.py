@@ -58,7 +58,8 @@ def preference_pair(world: World, spec: PromptSpec, rng: random.Random) -> dict:
 def build_rows(world: World | None = None, names: list[str] | None = None) -> dict[str, list[dict]]:
     """The rows of every data file (or of `names`), deterministic in `world.seed` (cached)."""
     seed = (world or World()).seed
-    return {name: _file_rows(seed, name, N_TRAIN_PAIRS, N_TEST_PAIRS, N_SFT) for name in (DATA_FILES if names is None else names)}
+    names = DATA_FILES if names is None else names  # [] builds nothing (`check_data` with every file missing)
+    return {name: _file_rows(seed, name, N_TRAIN_PAIRS, N_TEST_PAIRS, N_SFT) for name in names}
 
 
 @lru_cache(maxsize=8)

@@ -102,9 +102,10 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     measured = {algo: [] for algo in algos}  # the measured steps of every round
     rounds = {algo: [] for algo in algos}  # per round: the median step
     trl_times, trl_pairs, trl_rounds = [], [], []  # TRL's steps; each over the b2b step beside it
+    cfgs = {algo: bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed) for algo in algos}
     for _ in range(repeat):
         for algo in algos:
-            cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
+            cfg = cfgs[algo]
             policy = load_policy(profile.policy, device, trainable=True)
             # sampled through b2b.decoding.LlamaDecoder, or through the model's own forward
             res["lean_decode"] = decoding.LEAN_DECODE and LlamaDecoder.supports(policy)
@@ -149,8 +150,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     res["limits"] = machine_limits(shape["hidden"], shape["intermediate"], device)
     res["prompt_tokens"] = mean_prompt_tokens(tok, prompts)
     for algo in algos:
-        cfg = bench_config(profile, algo, batch_size, k, max_new_tokens, steps, warmup, seed)
-        res["algos"][algo]["account"] = phase_account(res["algos"][algo], cfg, shape, rm_shape,
+        res["algos"][algo]["account"] = phase_account(res["algos"][algo], cfgs[algo], shape, rm_shape,
                                                       res["prompt_tokens"], res["limits"])
     if vs_trl:
         res["trl_ratio_ceiling"] = res["trl_step_s"] / res["algos"]["rloo"]["account"]["floor_s"]
@@ -191,13 +191,17 @@ def machine_limits(hidden: int, intermediate: int, device, rows: int = 2048, rep
 
 
 def _timed(fn, device) -> float:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    """Seconds `fn()` takes, the device's queued work finished before and after."""
+    t0 = _now(device)
     fn()
+    return _now(device) - t0
+
+
+def _now(device) -> float:
+    """The time now, after a GPU has finished its queued work."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
+    return time.perf_counter()
 
 
 def mean_prompt_tokens(tokenizer, prompts: list) -> float:
@@ -440,12 +444,11 @@ def reward_training_bench(profile, batch_size: int | None = None, steps: int = 2
     padded tokens: forward and backward of every matrix product); `gflops` at the measured step
     time and `floor_s`, the real tokens' matrix products at this machine's measured rate
     (`machine_limits`): no step doing the same fp32 work is faster; `pairs_per_s`."""
+    from b2b.config import default_device
     from b2b.data import epoch_batches, preference_splits
     from b2b.models import load_reward_model, load_tokenizer
     from b2b.recipes import reward_config
     from b2b.reward import accumulated_pair_loss, encode_pairs
-
-    from b2b.config import default_device
 
     device = default_device()
     cfg = reward_config(profile, level, seed=seed)
@@ -490,8 +493,3 @@ def reward_training_bench(profile, batch_size: int | None = None, steps: int = 2
     res["pairs_per_s"] = round(batch_size / res["step_s"], 1)
     return res
 
-
-def _now(device) -> float:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
