@@ -18,9 +18,8 @@ from b2b.data import check_prompt_lengths
 from b2b.errors import TrainingError
 from b2b.guards import not_finite, oom_guard, smaller_batch
 from b2b.metrics import distinct_n
-from b2b.reward import scalar_reward
-from b2b.rollout import (Rollout, context_length, decode_completions, rollout_logprobs, rollout_reward_scores,
-                         sample_completions)
+from b2b.reward import rollout_reward_scores, scalar_reward
+from b2b.rollout import Rollout, context_length, decode_completions, rollout_logprobs, sample_completions
 from b2b.tinyworld.gold import judge
 from b2b.tinyworld.world import reference_responses
 

@@ -225,6 +225,17 @@ def _run(name: str, fn: Callable) -> bool:
     return ok_all
 
 
+def mistake(name: str, fn: Callable) -> str | None:
+    """None when `fn` passes every case of exercise `name`, else the first failing case and the
+    one-sentence reason (what `Algorithm.using` raises before a learner's piece trains)."""
+    ex = _EXERCISES[name]
+    for case, make in ex.cases():
+        why = _judge(ex, fn, make)
+        if why is not None:
+            return f"{case}: {why}"
+    return None
+
+
 def _mask(lengths: list[int], C: int, left: bool = False) -> torch.Tensor:
     """(B, C) float mask with `lengths` real tokens per row, padded on the right (or the left)."""
     m = torch.zeros(len(lengths), C)

@@ -52,9 +52,11 @@ def not_finite(name: str, step: int, ckpt: str, done: str = "the policy was not 
                          f"checkpoint: {ckpt}. Try a lower learning rate or check the reward model")
 
 
-def check_finite(name: str, x: torch.Tensor, step: int, ckpt: str) -> None:
+def check_finite(name: str, x: torch.Tensor, step: int, ckpt: str) -> torch.Tensor:
+    """`x` itself, or a one-line TrainingError naming `name`, the step and the last good checkpoint."""
     if not bool(torch.isfinite(x).all()):
         raise not_finite(name, step, ckpt)
+    return x
 
 
 def smaller_batch(batch_size: int, multiple: int = 1) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from b2b.algorithms import get
 from b2b.config import Profile
 from b2b.reward import RewardConfig
 from b2b.rl_config import RLConfig
@@ -31,24 +32,10 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-ALGO_SETTINGS = {
-    "reinforce": {},                                                                     # notebook 03
-    "rloo": dict(k=4, kl_coef=0.5, steps=600),                                           # notebook 06
-    "reinforce_pp": dict(k=1, kl_coef=1.2, ppo_epochs=1, minibatches=2, steps=600),      # notebook 07
-    "reinforce_pp_baseline": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
-    # GRPO and Dr. GRPO: REINFORCE++-baseline's settings, so each is one line away from it (notebook 07)
-    "grpo": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
-    "dr_grpo": dict(k=4, kl_coef=0.5, ppo_epochs=1, minibatches=2, steps=600),
-}
-"""Each algorithm's settings in the tiny profile, over RLConfig's defaults (64 rollouts per step,
-lr 2e-4, 64 new tokens).
-The sweeps that chose them: docs/tuning.md."""
-
-
 def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     """The RL settings of a profile: notebook 03's (vanilla REINFORCE) in `tiny`, a few short steps in
     `ci`, SmolLM2-sized ones in `colab`. `b2b run` uses these, so the CLI and the notebooks agree."""
-    algo_cfg = ALGO_SETTINGS.get(algo, {})
+    algo_cfg = get(algo).settings  # the algorithm's recipe (b2b.algorithms; the sweeps: docs/tuning.md)
     if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
         cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
                        eval_prompts=128, gradient_checkpointing=True,  # a T4 by the memory table
@@ -87,10 +74,6 @@ def clip_demo(profile: Profile, steps: int | None = None) -> dict:
             f"{n} epochs x {n} minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}
 
 
-QUICK_STEP_S = {"reinforce": 1.2, "rloo": 1.6, "clipped": 2.2}
-"""Seconds per RL step in `tiny` on a 2-core CPU, rounded up from the shipped records' medians
-(data/runs/; several runs shared the CPU): REINFORCE, RLOO (k = 4), and the clipped algorithms
-at one epoch of two minibatches (more updates per batch cost proportionally more)."""
 QUICK_EVAL_S = 6.0
 """Seconds per held-out evaluation of a `tiny` run (512 prompts)."""
 
@@ -99,12 +82,10 @@ def quick(cfg, budget_s: float = 300.0, evals: int = 5):
     """A version of `cfg` that trains within about `budget_s` seconds on a 2-core CPU in `tiny`
     (the same settings, fewer steps, `evals` held-out evaluations): for a learner who wants to see
     a notebook's run train rather than read it back. Never longer than `cfg` itself."""
-    from b2b.rl_config import CLIPPED_ALGOS
-
-    if cfg.algo in CLIPPED_ALGOS:
-        step_s = QUICK_STEP_S["clipped"] * cfg.ppo_epochs * cfg.minibatches / 2
-    else:
-        step_s = QUICK_STEP_S["rloo" if cfg.algo == "rloo" else "reinforce"]
+    algo = get(cfg.algo)  # its `quick_step_s` is at its recipe's updates per batch; more cost proportionally more
+    step_s = algo.quick_step_s
+    if algo.clipped:
+        step_s *= cfg.ppo_epochs * cfg.minibatches / (algo.settings.get("ppo_epochs", 1) * algo.settings.get("minibatches", 1))
     steps = int((budget_s - (evals + 1) * QUICK_EVAL_S) / step_s) // 5 * 5
     steps = max(min(cfg.steps, steps), min(cfg.steps, 4))
     return dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // evals),

@@ -5,7 +5,7 @@ Level 2 (the seed's ten-class model): a distribution over ten quality classes pe
 trained so that the chosen response's class is likely higher than the rejected one's.
 
 A reward model is a sequence-classification model initialised from the policy's backbone; it
-reads each sequence at its last real token (`b2b.rollout.reward_scores`), on exactly the token ids
+reads each sequence at its last real token (`reward_scores`), on exactly the token ids
 a rollout produces: chat-formatted prompt, then response + end-of-turn token.
 """
 from __future__ import annotations
@@ -18,10 +18,39 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from b2b.data import chat_prompts
+from b2b.decoding import by_length, position_ids, unsort
 from b2b.memory import check_fits, estimate_reward_training, reward_hints
-from b2b.rollout import chat_prompts, reward_scores, rollout_reward_scores
+from b2b.rollout import Rollout, last_token_index
 
 NUM_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------- reading a reward model
+
+def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None) -> Tensor:
+    """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
+    groups as `rollout_logprobs`."""
+    return unsort(*by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
+                                                                          sub.attention_mask)))
+
+
+def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B, num_labels) scores of a sequence-classification model, read at the last real token.
+
+    The backbone runs once; the score head is applied to the hidden state at
+    `last_token_index(attention_mask)`. (transformers' own pooling looks for the last token
+    that is not the pad id, which with pad == eos skips the end-of-turn token.)
+    """
+    head = getattr(reward_model, "score", None)
+    if head is None:
+        raise TypeError(f"{type(reward_model).__name__} has no `score` head: expected an "
+                        "AutoModelForSequenceClassification (Llama-style) reward model")
+    hidden = reward_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                     position_ids=position_ids(attention_mask)).last_hidden_state
+    idx = last_token_index(attention_mask)
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]  # (B, H)
+    return head(last).float()
 
 
 # ----------------------------------------------------------------------------- losses

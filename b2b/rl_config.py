@@ -11,22 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from b2b.advantages import KL_ESTIMATORS
+from b2b.algorithms import ALGORITHMS
 from b2b.guards import check_fields
 from b2b.reward import READOUTS
-
-ALGOS = {"reinforce": "REINFORCE", "rloo": "RLOO", "reinforce_pp": "REINFORCE++",
-         "reinforce_pp_baseline": "REINFORCE++-baseline", "grpo": "GRPO", "dr_grpo": "Dr. GRPO"}
-"""algo -> its name in tables. reinforce: moving-average baseline (notebook 03); rloo: leave-one-out
-baseline over k samples per prompt (06); reinforce_pp: REINFORCE++, token-level k1 KL in the reward,
-global advantage normalisation, PPO clipping (07); reinforce_pp_baseline: its group-mean variant
-with a k2 KL loss; grpo: group mean and standard deviation, k3 KL loss, each answer's token mean
-(DeepSeekMath); dr_grpo: GRPO without the standard deviation and the 1/|y| (Liu et al. 2025)."""
-CLIPPED_ALGOS = ("reinforce_pp", "reinforce_pp_baseline", "grpo", "dr_grpo")
-"""The algorithms that learn by `clipped_update` (PPO's clipped ratio, `ppo_epochs` x `minibatches`
-optimizer steps per rollout batch); the others take one `reinforce_update` step."""
-GROUP_ALGOS = ("rloo", "reinforce_pp_baseline", "grpo", "dr_grpo")
-"""The algorithms whose baseline is the other samples of the same prompt: they need k >= 2."""
-
 
 @dataclass(frozen=True)
 class RLConfig:
@@ -35,7 +22,8 @@ class RLConfig:
     one before it is such a line."""
 
     algo: str = "reinforce"
-    """One of ALGOS: reinforce and rloo learn by `reinforce_update`, the CLIPPED_ALGOS by `clipped_update`."""
+    """A registered algorithm (`b2b.algorithms`: reinforce, rloo, reinforce_pp, reinforce_pp_baseline, grpo,
+    dr_grpo); its record supplies the advantages and the loss of the step."""
     steps: int = 150
     """Rollout batches to train on (each one optimizer step, or several in REINFORCE++)."""
     batch_size: int = 64
@@ -55,7 +43,7 @@ class RLConfig:
     ngram: int = 3
     """n of the repeated n-grams that `ngram_penalty` counts."""
     k: int = 1
-    """Samples per prompt: batch_size / k prompts, k completions each (GROUP_ALGOS: k >= 2)."""
+    """Samples per prompt: batch_size / k prompts, k completions each (an algorithm whose baseline is its group: k >= 2)."""
     kl_coef: float = 0.0
     """beta of the KL to the reference (SFT) policy: in the reward, or as a loss (reinforce_pp_baseline, grpo,
     dr_grpo). 0: off."""
@@ -63,11 +51,12 @@ class RLConfig:
     """Per-token KL estimator in the reward: k1, k2 or k3 (as a loss: k2 in reinforce_pp_baseline, k3 in grpo
     and dr_grpo, always)."""
     clip: float = 0.2
-    """PPO clip range epsilon of the ratio (CLIPPED_ALGOS)."""
+    """PPO clip range epsilon of the ratio (the clipped algorithms)."""
     ppo_epochs: int = 1
-    """Passes over each rollout batch (CLIPPED_ALGOS)."""
+    """Passes over each rollout batch (the clipped algorithms)."""
     minibatches: int = 1
-    """Optimizer steps per pass: the rollout batch split into this many minibatches (CLIPPED_ALGOS)."""
+    """Optimizer steps per pass: the rollout batch split into this many minibatches (the clipped
+    algorithms)."""
     lora_r: int = 0
     """LoRA rank: > 0 trains low-rank adapters on the attention and MLP projections (`peft`). 0: all weights."""
     lora_alpha: float = 16.0
@@ -116,12 +105,12 @@ class RLConfig:
             non_negative=("eval_every", "sample_every", "checkpoint_every", "ngram_penalty", "kl_coef", "lora_r",
                           "reward_clip", "baseline_decay"),
             whole=("k", "steps", "batch_size", "ngram", "ppo_epochs", "minibatches", "max_new_tokens", "lora_r"),
-            choices={"algo": tuple(ALGOS), "kl_estimator": KL_ESTIMATORS, "readout": READOUTS,
+            choices={"algo": tuple(ALGORITHMS), "kl_estimator": KL_ESTIMATORS, "readout": READOUTS,
                      "ref_dtype": ("auto", "float32", "bfloat16", "float16")},
             flags=("gradient_checkpointing",),
             rules=[(lambda: self.baseline_decay < 1, "baseline_decay",
                     f"expected 0 <= decay < 1, got {self.baseline_decay!r}"),
-                   (lambda: k >= 2 or self.algo not in GROUP_ALGOS, "k",
+                   (lambda: k >= 2 or not ALGORITHMS[self.algo].groups, "k",
                     f"{self.algo} needs k >= 2 samples per prompt, got {k}"),
                    (lambda: bs % k == 0, "batch_size",
                     f"{bs} rollouts do not split into groups of k={k} samples per prompt (expected a multiple of k)"),

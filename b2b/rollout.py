@@ -261,31 +261,6 @@ def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_ent
     return unsort([o[0] for o in outs], groups, C), unsort([o[1] for o in outs], groups, C)
 
 
-def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None) -> Tensor:
-    """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
-    groups as `rollout_logprobs`."""
-    return unsort(*by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
-                                                                          sub.attention_mask)))
-
-
-def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """(B, num_labels) scores of a sequence-classification model, read at the last real token.
-
-    The backbone runs once; the score head is applied to the hidden state at
-    `last_token_index(attention_mask)`. (transformers' own pooling looks for the last token
-    that is not the pad id, which with pad == eos skips the end-of-turn token.)
-    """
-    head = getattr(reward_model, "score", None)
-    if head is None:
-        raise TypeError(f"{type(reward_model).__name__} has no `score` head: expected an "
-                        "AutoModelForSequenceClassification (Llama-style) reward model")
-    hidden = reward_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                     position_ids=position_ids(attention_mask)).last_hidden_state
-    idx = last_token_index(attention_mask)
-    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]  # (B, H)
-    return head(last).float()
-
-
 def decode_completions(tokenizer, rollout: Rollout) -> list[str]:
     """The completions as text (special tokens and padding dropped), for judges and display."""
     ids = (rollout.completion_ids * rollout.completion_mask).tolist()

@@ -30,7 +30,10 @@ TARGETS = {
                        "token_level_rewards", "returns_to_go", "masked_whiten", "clipped_pg_loss", "masked_mean"],
     "b2b.reward": ["bradley_terry_loss", "ordinal_loss", "pair_loss", "expected_class", "prob_at_least",
                    "scalar_reward", "win_probability"],
-    "b2b.train": ["reinforce_advantages", "reinforce_update", "clipped_loss", "clipped_update", "pp_advantages"],
+    "b2b.algorithms": ["kl_in_reward", "reinforce_advantages", "reinforce_loss", "rloo_advantages",
+                       "reinforce_pp_advantages", "clipped_loss", "reinforce_pp_baseline_advantages",
+                       "clipped_loss_k2", "grpo_advantages", "grpo_loss", "dr_grpo_advantages", "dr_grpo_loss"],
+    "b2b.step": ["learn"],
 }
 
 # (function, a fragment of the mutated line): why no test can tell the mutant from the original.

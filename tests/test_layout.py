@@ -1,5 +1,6 @@
 """The package's layout: the lesson core flat in b2b/, the tiny world and the tools in subpackages,
-no import cycles, no wrong-way imports, every old name still resolving, the wheel complete."""
+no import cycles, no wrong-way imports, every public name resolving where its code lives (no old
+module names), the wheel complete."""
 import ast
 import importlib
 import json
@@ -91,23 +92,17 @@ def test_the_lesson_core_imports_neither_the_tools_nor_the_builders():
         assert not {n for n in GRAPH[m] if n.startswith("b2b.tools")}, m
 
 
-OLD_NAMES = [  # what the notebooks and the README called before the tiny world and the tools moved
-    "b2b.pipeline.course_reward_model", "b2b.pipeline.preference_splits", "b2b.pipeline.reward_config",
-    "b2b.pipeline.reward_model_for", "b2b.pipeline.rl_config", "b2b.pipeline.rl_prompts",
-    "b2b.pipeline.reward_stage", "b2b.pipeline.ALGO_SETTINGS", "b2b.pipeline.shipped_reward_model",
-    "b2b.showdown.aggregate", "b2b.showdown.cached_run", "b2b.showdown.claims", "b2b.showdown.claims_table",
-    "b2b.showdown.markdown_table", "b2b.showdown.method_config", "b2b.showdown.method_run",
-    "b2b.showdown.plot_showdown", "b2b.showdown.run_policy", "b2b.showdown.run_showdown",
-    "b2b.showdown.pooled_evaluation", "b2b.showdown.same_config",
-    "b2b.trl_bridge.trl_reward_model", "b2b.trl_bridge.trl_rloo", "b2b.world.FAMILIES", "b2b.world.KB",
-    "b2b.world.Style", "b2b.world.World", "b2b.gold.judge", "b2b.gold.gold_rating", "b2b.build_data.write_data",
-    "b2b.build_data.reference_responses", "b2b.tiny.build_tiny", "b2b.cli.main", "b2b.bench.run_bench",
-    "b2b.troubleshooting.cases", "b2b.decoder.LlamaDecoder", "b2b.responses.write_response",
-    "b2b.train.comparison_table", "b2b.train.summary", "b2b.train.History", "b2b.train.RLConfig",
-    "b2b.train.ALGOS", "b2b.train.latest_checkpoint", "b2b.train.policy_rewards", "b2b.train.check_prompts_fit",
-    "b2b.train.REWARD_FILE", "b2b.train.RUN_FILES", "b2b.rollout.chat_prompts", "b2b.rollout.position_ids",
-    "b2b.config.default_device", "b2b.config.pick_dtype", "b2b.History", "b2b.World", "b2b.judge", "b2b.train",
-    "b2b.evaluate_policy", "b2b.load_policy", "b2b.setup", "b2b.plots.plot_rl_run", "b2b.widgets.sample_replay",
+OLD_NAMES = [  # modules that were split or moved: nothing may call them any more (where the code lives now)
+    "b2b.pipeline", "b2b.world", "b2b.responses", "b2b.gold", "b2b.build_data", "b2b.tiny", "b2b.cli", "b2b.bench",
+    "b2b.showdown", "b2b.troubleshooting", "b2b.trl_bridge", "b2b.decoder", "b2b._moved",
+]
+PUBLIC_NAMES = [  # what the README and docs call, beside the notebooks' own names
+    "b2b.tinyworld.world.KB", "b2b.tinyworld.world.World", "b2b.tinyworld.gold.judge", "b2b.tools.cli.main",
+    "b2b.tools.bench.run_bench", "b2b.tools.showdown.run_showdown", "b2b.tools.showdown.meets",
+    "b2b.tools.trl_bridge.trl_rloo", "b2b.decoding.LlamaDecoder", "b2b.recipes.rl_config",
+    "b2b.reward_models.course_reward_model", "b2b.data.rl_prompts", "b2b.algorithms.ALGORITHMS",
+    "b2b.step.rl_step", "b2b.train", "b2b.History", "b2b.World", "b2b.judge", "b2b.evaluate_policy",
+    "b2b.load_policy", "b2b.setup", "b2b.reward_scores", "b2b.plots.plot_rl_run", "b2b.widgets.sample_replay",
 ]
 
 
@@ -144,7 +139,7 @@ def _notebook_names() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", sorted(set(OLD_NAMES) | _notebook_names()))
+@pytest.mark.parametrize("name", sorted(set(PUBLIC_NAMES) | _notebook_names()))
 def test_every_public_name_resolves(name):
     assert _resolve(name) is not None
 
@@ -152,7 +147,7 @@ def test_every_public_name_resolves(name):
 def test_attributes_of_a_fresh_import_resolve():
     """`import b2b` then `b2b.world.KB`, `b2b.showdown.run_showdown`, ...: in a fresh interpreter, where
     no earlier import has bound the submodules to the package."""
-    chains = sorted(_notebook_attributes() | {n for n in OLD_NAMES if not n.startswith("b2b.train.")})
+    chains = sorted(_notebook_attributes() | set(PUBLIC_NAMES))
     code = ("import b2b, functools, sys\nbad = []\nfor c in sys.argv[1:]:\n    try:\n"
             "        functools.reduce(getattr, c.split('.')[1:], b2b)\n    except AttributeError as e:\n"
             "        bad.append(f'{c}: {e}')\nprint('\\n'.join(bad))")
@@ -160,22 +155,21 @@ def test_attributes_of_a_fresh_import_resolve():
     assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
 
 
-def test_an_old_module_is_the_new_one():
-    import b2b.showdown
-    import b2b.tools.showdown
-    import b2b.world
-    from b2b.tinyworld import world
-
-    assert b2b.showdown is b2b.tools.showdown and b2b.world is world
-    assert b2b.tools.showdown.__spec__.name == "b2b.tools.showdown"  # the alias leaves the module's own spec
-    with pytest.raises(AttributeError):
-        _resolve("b2b.pipeline.no_such_name")
-
-
-def test_the_old_module_runs_with_python_dash_m():
-    out = subprocess.run([sys.executable, "-m", "b2b.troubleshooting", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
-    assert out.returncode == 0 and "troubleshooting" in out.stdout, out.stderr
+def test_no_notebook_doc_or_test_calls_a_moved_module():
+    """The notebooks, docs, README and tests call each name where its code lives: no old module name
+    (b2b.pipeline, b2b.showdown, ...), no private name of another module, and no import hook."""
+    assert not (PKG / "_moved.py").exists()
+    old = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in OLD_NAMES) + r")(?![\w-])")
+    files = [*(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "docs").glob("*.md"), ROOT / "README.md",
+             *(ROOT / "tests").glob("*.py"), *PKG.rglob("*.py")]
+    found = [f"{f.relative_to(ROOT)}: {m[0]}" for f in files if f.name != "test_layout.py"
+             for m in old.finditer(f.read_text(encoding="utf-8"))]
+    assert not found, found
+    private = [n for n in _notebook_names() if any(part.startswith("_") for part in n.split(".")[1:])]
+    assert not private, private
+    for name in OLD_NAMES:
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(name)
 
 
 def test_the_wheel_holds_the_subpackages(tmp_path):

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from b2b.config import ensure_smollm2
-from b2b.train import ALGOS
 
 pytestmark = pytest.mark.real_model
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,17 +47,16 @@ def smoke_rm(smol, tmp_path_factory):
 
 
 SMOKE_ALGOS = ("rloo", "reinforce_pp", "grpo")
-"""One `b2b run` per update and loss on the real model: RLOO (reinforce_update, the KL-shaped reward,
-groups), REINFORCE++ (clipped_update, per-token KL, one sample per prompt) and GRPO (groups, its own
+"""One `b2b run` per update and loss on the real model: RLOO (one update per batch, the KL-shaped reward,
+groups), REINFORCE++ (PPO's clipped updates, per-token KL, one sample per prompt) and GRPO (groups, its own
 loss with a k3 KL term). The other algorithms run on SmolLM2 in notebooks 03-08 (colab-smoke, below)
 and through the same command in the tiny world (tests/test_cli.py)."""
 
 
 def test_the_smoke_algorithms_cover_both_updates():
-    from b2b.rl_config import CLIPPED_ALGOS, GROUP_ALGOS
+    from b2b.algorithms import get
 
-    assert set(SMOKE_ALGOS) <= set(ALGOS) and {a in CLIPPED_ALGOS for a in SMOKE_ALGOS} == {True, False}
-    assert {a in GROUP_ALGOS for a in SMOKE_ALGOS} == {True, False}
+    assert {get(a).clipped for a in SMOKE_ALGOS} == {True, False} and {get(a).groups for a in SMOKE_ALGOS} == {True, False}
 
 
 @pytest.mark.parametrize("algo", SMOKE_ALGOS)

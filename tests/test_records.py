@@ -191,26 +191,30 @@ def test_quick_variants_fit_five_minutes_by_the_shipped_records_step_times(data_
     import statistics
 
     from b2b.config import get_profile
-    from b2b.recipes import QUICK_EVAL_S, QUICK_STEP_S, clip_demo, quick, rl_config
-    from b2b.rl_config import CLIPPED_ALGOS
+    from b2b.algorithms import ALGORITHMS, get
+    from b2b.recipes import QUICK_EVAL_S, clip_demo, quick, rl_config
+
+    def updates(cfg, algo):  # optimizer steps per batch over those of the algorithm's recipe
+        a = get(algo)
+        if not a.clipped:
+            return 1.0
+        return cfg["ppo_epochs"] * cfg["minibatches"] / (a.settings["ppo_epochs"] * a.settings["minibatches"])
 
     measured = {}
     for cfg_file in (data_dir / "runs").rglob("config.json"):
         cfg = json.loads(cfg_file.read_text())
         rows = [json.loads(line) for line in gzip.decompress((cfg_file.parent / "metrics.jsonl.gz").read_bytes()).splitlines()]
-        fam = "clipped" if cfg["algo"] in CLIPPED_ALGOS else ("rloo" if cfg["algo"] == "rloo" else "reinforce")
-        per_update = 2 / (cfg["ppo_epochs"] * cfg["minibatches"]) if fam == "clipped" else 1.0
-        measured.setdefault(fam, []).append(statistics.median(r["time/step_s"] for r in rows) * per_update)
-    assert set(measured) == set(QUICK_STEP_S)
-    for fam, xs in measured.items():
-        assert statistics.median(xs) <= QUICK_STEP_S[fam], (fam, xs)
+        measured.setdefault(cfg["algo"], []).append(statistics.median(r["time/step_s"] for r in rows)
+                                                     / updates(cfg, cfg["algo"]))
+    assert set(measured) == set(ALGORITHMS)                     # every algorithm has shipped runs to check against
+    for algo, xs in measured.items():
+        assert statistics.median(xs) <= get(algo).quick_step_s, (algo, xs)
     tiny = get_profile("tiny")
-    cfgs = [rl_config(tiny, a) for a in ("reinforce", "rloo", "reinforce_pp", "reinforce_pp_baseline", "grpo", "dr_grpo")]
+    cfgs = [rl_config(tiny, a) for a in ALGORITHMS]
     cfgs += [dataclasses.replace(cfgs[0], steps=600), *clip_demo(tiny).values()]
     for cfg in cfgs:
         q = quick(cfg)
-        fam = "clipped" if cfg.algo in CLIPPED_ALGOS else ("rloo" if cfg.algo == "rloo" else "reinforce")
-        step_s = QUICK_STEP_S[fam] * (cfg.ppo_epochs * cfg.minibatches / 2 if fam == "clipped" else 1)
+        step_s = get(cfg.algo).quick_step_s * updates(dataclasses.asdict(cfg), cfg.algo)
         assert 4 <= q.steps <= cfg.steps and q.steps * step_s + (q.steps // q.eval_every + 1) * QUICK_EVAL_S <= 300
         assert dataclasses.replace(q, steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every) == cfg
     assert quick(cfgs[-1]).steps < quick(cfgs[3]).steps        # 16 updates per batch: fewer steps in the budget

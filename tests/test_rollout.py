@@ -1,8 +1,9 @@
 import torch
 
 from b2b.rollout import (Rollout, completion_logprobs, completion_mask, decode_completions,
-                         encode_prompts, last_token_index, position_ids, reward_scores,
-                         rollout_logprobs, sample_completions)
+                         encode_prompts, last_token_index, position_ids, rollout_logprobs,
+                         sample_completions)
+from b2b.reward import reward_scores
 
 EOS = 2
 
@@ -164,7 +165,7 @@ def test_entropy_matches_the_definition(policy, tokenizer):
 
 def test_length_sorted_chunks_give_the_one_pass_logprobs_gradients_and_scores(policy, tokenizer, tiny_dir):
     from b2b.models import load_policy, load_reward_model
-    from b2b.rollout import rollout_reward_scores
+    from b2b.reward import rollout_reward_scores
 
     policy = load_policy(tiny_dir, trainable=True)
     prompts = ["Hi!", "List three fruits.", "What colour is a banana? Answer in one short sentence, please.",

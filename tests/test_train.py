@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from b2b.errors import ConfigError, TrainingError
-from b2b.train import History, RLConfig, latest_checkpoint, summary, train, train_steps
+from b2b.evaluate import summary
+from b2b.runs import History, latest_checkpoint
+from b2b.rl_config import RLConfig
+from b2b.train import Run, train
 
 PROMPTS = ["List three fruits.", "What colour is a banana?", "Is a whale a fish?", "Hello!",
            "Which is bigger, a dog or a mouse?", "Describe a tiger.", "What sound does a cow make?",
@@ -64,15 +67,14 @@ def test_resume_continues_exactly(tiny_dir, tokenizer, rm, tmp_path):
     resumed = train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, resume=tmp_path / "b", progress=False)
     assert _no_time(resumed.steps) == _no_time(full.steps)
     assert [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
-    # one step at a time: the same steps, each yielded once it is done, then the History returned
-    steps = train_steps(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, progress=False)
-    first = next(steps)
+    # one step at a time (as `b2b bench` steps it beside TRL): the same steps, then the same History
+    run = Run(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, progress=False)
+    first = run.next()
     assert _no_time([first]) == _no_time(full.steps[:1])
     rest = []
-    with pytest.raises(StopIteration) as done:
-        while True:
-            rest.append(next(steps))
-    assert _no_time([first, *rest]) == _no_time(full.steps) == _no_time(done.value.value.steps)
+    while not run.finished:
+        rest.append(run.next())
+    assert _no_time([first, *rest]) == _no_time(full.steps) == _no_time(run.close().steps)
 
 
 def test_resume_refuses_another_reward_model(tiny_dir, tokenizer, rm, tmp_path):
@@ -174,7 +176,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
 
 
 def test_comparison_table_is_the_seeds_table():
-    from b2b.train import comparison_table
+    from b2b.evaluate import comparison_table
     t = comparison_table({"proxy_mean": 1.2507, "gold_mean": 5.0}, {"proxy_mean": 1.9433, "gold_mean": 6.25})
     assert t.splitlines() == ["| Model | Eval Reward | Improvement | Gold | Gold improvement |",
                               "|---|---|---|---|---|",
@@ -309,7 +311,7 @@ def test_lora_trains_only_adapters_and_keeps_the_base_weights(tiny_dir, tokenize
 
 def test_trl_reward_function_scores_the_sampled_ids_like_b2b(tiny_dir, tokenizer, rm):
     from b2b.rollout import decode_completions, sample_completions
-    from b2b.train import policy_rewards
+    from b2b.reward import policy_rewards
     from b2b.tools.trl_bridge import reward_function
 
     policy = _policy(tiny_dir)
@@ -336,7 +338,8 @@ def test_a_checkpoint_without_optimizer_state_resumes_and_says_so(tmp_path, tiny
     """checkpoint_optimizer=False (colab-smoke) keeps the policy, RNG and history, not AdamW's
     moments: resuming continues the run to its end with the moments restarted, said in one line."""
     from b2b.models import load_policy
-    from b2b.train import RLConfig, train
+    from b2b.rl_config import RLConfig
+    from b2b.train import train
 
     cfg = RLConfig(steps=2, batch_size=4, max_new_tokens=8, eval_every=0, checkpoint_every=1,
                    checkpoint_optimizer=False)

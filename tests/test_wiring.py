@@ -1,4 +1,4 @@
-"""The loop's wiring: what `b2b.train` hands each estimator, checked on hand-made tensors and on
+"""The step's wiring: what `b2b.step` and the algorithms' records (`b2b.algorithms`) hand each estimator, checked on hand-made tensors and on
 short runs of the tiny policy. Each test would fail if the KL's sign flipped, RLOO received the
 rewards without the KL, an estimator or coefficient were dropped, the reward sat on the wrong
 token, or the old log-probs came from a policy other than the one that sampled the batch."""
@@ -10,10 +10,32 @@ import math
 import pytest
 import torch
 
-from b2b.advantages import kl_per_token, masked_mean, masked_whiten, rloo_advantages
-from b2b.train import RLConfig, clipped_loss, pp_advantages, reinforce_advantages
+from b2b.advantages import clipped_pg_loss, kl_per_token, masked_mean, masked_whiten, rloo_advantages
+from b2b.algorithms import ALGORITHMS, get
+from b2b.rl_config import RLConfig
 
-T = importlib.import_module("b2b.train")  # the module (b2b.train is also the package's train function)
+T = importlib.import_module("b2b.step")
+
+
+def advantages(cfg, rewards, logp, ref, mask, baseline=None):
+    """(advantages, state) of cfg.algo's record, as the step calls it."""
+    a = get(cfg.algo)
+    return a.advantages(a.fns(), rewards, logp, ref, mask, cfg, baseline)
+
+
+def pp_advantages(cfg, rewards, logp, ref, mask):
+    return advantages(cfg, rewards, logp, ref, mask)[0]
+
+
+def clipped_loss(cfg, logp, old, adv, ref, mask):
+    """(loss, clip fraction) of cfg.algo's record on one minibatch."""
+    a = get(cfg.algo)
+    return a.loss(a.fns(), logp, old, adv, ref, mask, cfg)
+
+
+def update(policy, opt, ro, rewards, ref, state, cfg, step, ckpt):
+    """The learn phase of the step (advantages, loss and optimizer steps) for cfg.algo."""
+    return T.learn(policy, opt, ro, rewards, ref, state, cfg, get(cfg.algo), step, ckpt)
 
 MASK = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
 LOGP = torch.tensor([[-1.0, -0.5, -2.0, -9.0], [-0.2, -1.5, -9.0, -9.0],
@@ -31,7 +53,7 @@ def _seq_kl(est="k1"):
 def test_rloo_gets_the_kl_shaped_reward(est):
     cfg = RLConfig(algo="rloo", k=2, batch_size=4, kl_coef=0.3, kl_estimator=est)
     logp = LOGP.clone().requires_grad_(True)
-    adv, state = reinforce_advantages(cfg, REWARD, logp, REF, MASK, baseline="untouched")
+    adv, state = advantages(cfg, REWARD, logp, REF, MASK, baseline="untouched")
     R = REWARD - 0.3 * _seq_kl(est)                               # r - beta * KL, masked tokens only
     assert torch.allclose(adv, rloo_advantages(R, 2))
     assert not torch.allclose(adv, rloo_advantages(REWARD, 2))    # the KL reached the advantages
@@ -40,12 +62,12 @@ def test_rloo_gets_the_kl_shaped_reward(est):
 
 def test_reinforce_moving_average_with_and_without_kl():
     cfg = RLConfig(algo="reinforce", batch_size=4, kl_coef=0.5, baseline_decay=0.8)
-    adv, b = reinforce_advantages(cfg, REWARD, LOGP, REF, MASK, baseline=1.0)
+    adv, b = advantages(cfg, REWARD, LOGP, REF, MASK, baseline=1.0)
     R = REWARD - 0.5 * _seq_kl()
     assert torch.allclose(adv, R - 1.0)
     assert b == pytest.approx(0.8 * 1.0 + 0.2 * R.mean().item())
     off = dataclasses.replace(cfg, kl_coef=0.0)
-    adv0, b0 = reinforce_advantages(off, REWARD, LOGP, REF, MASK, baseline=1.0)
+    adv0, b0 = advantages(off, REWARD, LOGP, REF, MASK, baseline=1.0)
     assert torch.allclose(adv0, REWARD - 1.0) and b0 == pytest.approx(0.8 + 0.2 * REWARD.mean().item())
 
 
@@ -87,14 +109,14 @@ def test_clipped_loss_adds_the_k2_loss_only_for_the_baseline_variant():
         cfg = RLConfig(algo=algo, k=2, batch_size=4, kl_coef=0.4, clip=0.05)
         logp = LOGP.clone().requires_grad_(True)
         loss, frac = clipped_loss(cfg, logp, old, adv, REF, MASK)
-        pg, frac_pg = T.clipped_pg_loss(LOGP, old, adv, MASK, 0.05)
+        pg, frac_pg = clipped_pg_loss(LOGP, old, adv, MASK, 0.05)
         assert frac_pg > 0                                         # the clip range matters here
         k2 = masked_mean(kl_per_token(LOGP, REF, MASK, "k2"), MASK)
         assert torch.allclose(loss, pg + 0.4 * k2 if extra else pg) and torch.allclose(frac, frac_pg)
         loss.backward()
         # the k2 term's gradient pulls every token toward the reference: d/dl (l^2 / 2) = l
         logp2 = LOGP.clone().requires_grad_(True)
-        T.clipped_pg_loss(logp2, old, adv, MASK, 0.05)[0].backward()
+        clipped_pg_loss(logp2, old, adv, MASK, 0.05)[0].backward()
         want = logp2.grad + (0.4 * (LOGP - REF) * MASK / MASK.sum() if extra else 0)
         assert torch.allclose(logp.grad, want, atol=1e-6)
 
@@ -127,7 +149,7 @@ def test_without_a_kl_coefficient_no_reference_is_needed():
     """kl_coef 0 and track_kl off: there are no reference log-probs, and nothing asks for them."""
     for algo, k in (("reinforce", 1), ("rloo", 2)):
         cfg = RLConfig(algo=algo, k=k, batch_size=4, kl_coef=0.0)
-        adv, _ = reinforce_advantages(cfg, REWARD, LOGP, None, MASK, baseline=0.0)
+        adv, _ = advantages(cfg, REWARD, LOGP, None, MASK, baseline=0.0)
         assert torch.allclose(adv, rloo_advantages(REWARD, 2) if algo == "rloo" else REWARD)
     for algo in ("reinforce_pp", "reinforce_pp_baseline", "grpo"):
         cfg = RLConfig(algo=algo, k=2, batch_size=4, kl_coef=0.0)
@@ -165,6 +187,18 @@ def _setup(tiny_dir):
     return copy.deepcopy(_POLICY), _TOKENIZER
 
 
+def _spy_loss(monkeypatch, algo):
+    """Record every call of `algo`'s loss: (args, output), args as the record's loss takes them."""
+    calls, rec = [], get(algo)
+
+    def spy(*args, **kwargs):
+        out = rec.loss(*args, **kwargs)
+        calls.append((args, out))
+        return out
+    monkeypatch.setitem(ALGORITHMS, algo, dataclasses.replace(rec, loss=spy))
+    return calls
+
+
 def _spy(monkeypatch, name):
     calls = []
     real = getattr(T, name)
@@ -181,7 +215,7 @@ def _spy(monkeypatch, name):
 def test_old_logprobs_come_from_the_policy_that_sampled(tiny_dir, monkeypatch, epochs, minibatches, temperature):
     policy, tok = _setup(tiny_dir)
     sampled = _spy(monkeypatch, "sample_completions")
-    losses = _spy(monkeypatch, "clipped_loss")
+    losses = _spy_loss(monkeypatch, "reinforce_pp")
     forwards = _spy(monkeypatch, "rollout_logprobs")
     cfg = RLConfig(algo="reinforce_pp", steps=1, batch_size=8, lr=5e-2, max_new_tokens=12, kl_coef=0.1,
                    ppo_epochs=epochs, minibatches=minibatches, temperature=temperature, eval_every=0,
@@ -217,9 +251,9 @@ def test_reinforce_update_uses_and_returns_the_baseline(tiny_dir, monkeypatch):
     forwards = _spy(monkeypatch, "rollout_logprobs")
     ro = T.sample_completions(policy, tok, PROMPTS, 8, 0.8, torch.Generator().manual_seed(0))
     opt = torch.optim.SGD(policy.parameters(), lr=0.0)
-    upd = T.reinforce_update(policy, opt, ro, REWARD, None, 2.0, cfg, 1, "none")
+    upd = update(policy, opt, ro, REWARD, None, 2.0, cfg, 1, "none")
     assert torch.allclose(upd.advantages, REWARD - 2.0)
-    assert upd.baseline == pytest.approx(0.5 * 2.0 + 0.5 * REWARD.mean().item())
+    assert upd.state == pytest.approx(0.5 * 2.0 + 0.5 * REWARD.mean().item())
     assert len(forwards) == 1 and forwards[0][0][2] == 0.8                 # one pass, at the sampling temperature
     assert torch.allclose(upd.logprobs, ro.sampler_logprobs, atol=1e-4) and not upd.logprobs.requires_grad
 
@@ -240,10 +274,8 @@ def test_non_finite_logprobs_stop_with_the_step_and_checkpoint(tiny_dir, monkeyp
     cfg = RLConfig(algo=algo, batch_size=4, max_new_tokens=8, ppo_epochs=1, minibatches=1)
     ro = T.sample_completions(policy, tok, PROMPTS, 8, 1.0, torch.Generator().manual_seed(0))
     opt = torch.optim.SGD(policy.parameters(), lr=0.0)
-    upd = T.reinforce_update if algo == "reinforce" else T.clipped_update
-    args = (REWARD, None, 0.0) if algo == "reinforce" else (REWARD, None)
     with pytest.raises(TrainingError, match=r"^step 7: log-probs is not finite .* last good checkpoint: ck-5\."):
-        upd(policy, opt, ro, *args, cfg, 7, "ck-5")
+        update(policy, opt, ro, REWARD, None, 0.0 if algo == "reinforce" else None, cfg, 7, "ck-5")
 
 
 @pytest.mark.parametrize("algo,extra", [("reinforce", {}), ("rloo", {"k": 2}), ("reinforce_pp", {}),
@@ -281,7 +313,7 @@ def test_the_kl_penalty_pulls_every_algorithm_back_to_the_reference(tiny_dir, al
 
 def test_clipped_update_averages_its_losses_and_splits_minibatches(tiny_dir, monkeypatch):
     policy, tok = _setup(tiny_dir)
-    losses = _spy(monkeypatch, "clipped_loss")
+    losses = _spy_loss(monkeypatch, "reinforce_pp")
     cfg = RLConfig(algo="reinforce_pp", steps=1, batch_size=8, max_new_tokens=8, ppo_epochs=3, minibatches=4,
                    eval_every=0, sample_every=0, track_kl=False)
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
@@ -302,7 +334,5 @@ def test_a_non_finite_loss_names_the_step_and_checkpoint(tiny_dir, algo):
     ro = T.sample_completions(policy, tok, PROMPTS, 8, 1.0, torch.Generator().manual_seed(0))
     opt = torch.optim.SGD(policy.parameters(), lr=0.0)
     inf = torch.tensor([1.0, float("inf"), 0.0, 2.0])
-    upd = T.reinforce_update if algo == "reinforce" else T.clipped_update
-    args = (inf, None, 0.0) if algo == "reinforce" else (inf, None)
     with pytest.raises(TrainingError, match=r"^step 7: loss is not finite .* last good checkpoint: ck-5\."):
-        upd(policy, opt, ro, *args, cfg, 7, "ck-5")
+        update(policy, opt, ro, inf, None, 0.0 if algo == "reinforce" else None, cfg, 7, "ck-5")

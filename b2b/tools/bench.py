@@ -7,7 +7,7 @@ Every algorithm runs the same fixed workload: `batch_size` rollouts per step (`b
 prompts, k samples each), at most `max_new_tokens` new tokens, the shipped Bradley-Terry reward
 model, the algorithm's own settings otherwise (KL coefficient, epochs, minibatches). Each one
 starts from the same SFT policy and trains for `warmup + steps` steps in the one training loop
-(`b2b.train.train`, no evaluation, no checkpoints); the loop's own per-step timers give the split:
+(`b2b.train`, no evaluation, no checkpoints); the loop's own per-step timers give the split:
 
     generate_s   sampling the completions (batched, KV cache)
     score_s      reward model + reference policy (+ the rollout policy's log-probs for REINFORCE++)
@@ -31,7 +31,10 @@ import time
 
 import torch
 
-BENCH_ALGOS = ("reinforce", "rloo", "reinforce_pp")
+from b2b.algorithms import get, names
+
+BENCH_ALGOS = names(bench=True)
+"""The algorithms timed by default (`bench` in their records, `b2b.algorithms`)."""
 SPLIT = ("generate_s", "score_s", "learn_s")
 
 
@@ -86,7 +89,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
     from b2b.decoding import LlamaDecoder
     from b2b.models import load_policy, load_tokenizer
     from b2b.data import rl_prompts
-    from b2b.train import train, train_steps
+    from b2b.train import Run, train
 
     if vs_trl and "rloo" not in algos:  # checked before any run
         raise ValueError("bench: --vs-trl compares with b2b's RLOO step: keep 'rloo' among the algorithms")
@@ -116,9 +119,9 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
             if vs_trl and algo == "rloo":  # b2b's RLOO steps alternate with TRL's, one each in turn
                 from b2b.tools.trl_bridge import trl_rloo
 
-                b2b_steps = train_steps(policy, tok, rm, prompts, cfg, world=world, progress=False)
+                b2b_run = Run(policy, tok, rm, prompts, cfg, world=world, progress=False)
                 rows = []
-                t = trl_rloo(profile.policy, rm, prompts, cfg, on_step=lambda: rows.append(next(b2b_steps)))
+                t = trl_rloo(profile.policy, rm, prompts, cfg, on_step=lambda: rows.append(b2b_run.next()))
                 if len(t["step_times"]) != cfg.steps or len(rows) != cfg.steps:
                     raise RuntimeError(f"bench: TRL reported {len(t['step_times'])} step times and b2b ran "
                                        f"{len(rows)} steps, expected {cfg.steps} each")
@@ -224,8 +227,6 @@ def phase_flops(cfg, shape: dict, rm_shape: dict, prompt_tokens: float, completi
                   the run keeps a reference); the rollout policy's own (several updates per batch)
         learn     forward + backward over the batch, once per epoch
     """
-    from b2b.rl_config import CLIPPED_ALGOS
-
     B, P, C = cfg.batch_size, prompt_tokens, completion_tokens
     fwd = 2 * shape["block_params"] * B * (P + C) + 2 * shape["head_params"] * B * C
     gen = 2 * shape["block_params"] * B * (P + C) + 2 * shape["head_params"] * B * (C + 1)
@@ -233,7 +234,7 @@ def phase_flops(cfg, shape: dict, rm_shape: dict, prompt_tokens: float, completi
     if cfg.kl_coef > 0 or cfg.track_kl:
         score += fwd
     learn = cfg.ppo_epochs * fwd * (4 if cfg.gradient_checkpointing else 3)
-    if cfg.algo in CLIPPED_ALGOS and cfg.ppo_epochs * cfg.minibatches > 1:
+    if get(cfg.algo).clipped and cfg.ppo_epochs * cfg.minibatches > 1:
         learn += fwd  # the rollout policy's log-probs before the first update
     return {"generate_s": gen, "score_s": score, "learn_s": learn}
 

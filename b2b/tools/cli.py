@@ -27,7 +27,7 @@ import time
 from b2b.errors import B2BError
 from b2b.advantages import KL_ESTIMATORS
 from b2b.evaluate import comparison_table
-from b2b.rl_config import ALGOS
+from b2b.algorithms import ALGORITHMS, get, names
 
 
 def _cmd_build_data(args) -> int:
@@ -368,7 +368,7 @@ def _cmd_run(args) -> int:
     res["evaluated_on"] = "held-out prompts" if held_out else "training prompts"
     print(f"{'held-out' if held_out else 'training-prompt'} evaluation ({len(eval_prompts)} prompts), before and "
           f"after {res['steps']} steps:")
-    print(comparison_table(res["sft"], res["final"], ALGOS.get(args.algo, args.algo)))
+    print(comparison_table(res["sft"], res["final"], get(args.algo).label))
     if res["peak_gold_mean"] is not None:
         print(f"peak gold {res['peak_gold_mean']:.3f} at step {res['peak_step']}; "
               f"median step {res['median_step_s']:.2f} s; policy -> {out / 'policy'}")
@@ -447,9 +447,9 @@ def _cmd_memory(args) -> int:
     from b2b.errors import ConfigError
     from b2b.tools.memory import RL_ALGOS, measure_all, memory_table
 
-    bad = [a for a in args.algos or [] if a not in ALGOS]
+    bad = [a for a in args.algos or [] if a not in ALGORITHMS]
     if bad:
-        raise ConfigError(f"memory: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
+        raise ConfigError(f"memory: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGORITHMS)})")
     get_profile(args.profile, policy=args.policy)  # a bad profile or policy is named before any process starts
     stages = [f"reward{level}" for level in args.levels] + [f"rl:{a}" for a in (args.algos or RL_ALGOS)]
     rows = measure_all(stages, args.profile, args.policy, say=lambda m: print(m, file=sys.stderr))
@@ -523,9 +523,9 @@ def _cmd_bench(args) -> int:
         if args.json:
             print(json.dumps(res))
         return 0
-    bad = [a for a in args.algos if a not in ALGOS]
+    bad = [a for a in args.algos if a not in ALGORITHMS]
     if bad:
-        raise ConfigError(f"bench: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGOS)})")
+        raise ConfigError(f"bench: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGORITHMS)})")
     if args.vs_trl and "rloo" not in args.algos:
         raise ConfigError("bench: --vs-trl compares TRL's RLOOTrainer with b2b's RLOO: keep rloo in --algos")
     if args.steps < 1 or args.warmup < 0 or args.repeat < 1:
@@ -614,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="1: Bradley-Terry regression reward model; 2: ten-class ordinal")
     rn.add_argument("--only-reward-model", action="store_true", help="train and evaluate the reward model only")
     rn.add_argument("--data", default=None, help="preference data: JSONL file, data directory or hub dataset id")
-    rn.add_argument("--algo", default="reinforce", choices=ALGOS, help="RL algorithm (default: reinforce)")
+    rn.add_argument("--algo", default="reinforce", choices=names(), help="RL algorithm (default: reinforce)")
     rn.add_argument("--skip-reward-training", action="store_true",
                     help="use the run's reward model, or the shipped one (tiny world), instead of training one")
     rn.add_argument("--steps", type=int, default=None, help="RL steps (default: the profile's notebook settings)")
@@ -665,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="time the RL step of each algorithm on a fixed workload")
     bn.add_argument("--profile", default=None, help=PROFILE_HELP)
     bn.add_argument("--policy", default=None, help=POLICY_HELP)
-    bn.add_argument("--algos", nargs="+", default=["reinforce", "rloo", "reinforce_pp"], metavar="ALGO")
+    bn.add_argument("--algos", nargs="+", default=list(names(bench=True)), metavar="ALGO")
     bn.add_argument("--batch-size", type=int, default=64, help="rollouts per step (default 64)")
     bn.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
     bn.add_argument("--max-new-tokens", type=int, default=48, help="completion length cap (default 48)")
@@ -695,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--json", action="store_true", help="last stdout line: one JSON list")
     mm.set_defaults(func=_cmd_memory)
     so = sub.add_parser("scale-out", help="the course's RLOO on several GPUs (or CPU processes) via TRL + accelerate")
-    so.add_argument("--algo", default="rloo", choices=["rloo", "reinforce_pp_baseline"])
+    so.add_argument("--algo", default="rloo", choices=[a for a in names() if get(a).trl_trainer])
     so.add_argument("--num-processes", type=int, default=2, help="processes, one per GPU (default 2)")
     so.add_argument("--cpu", action="store_true", help="CPU processes (gloo), e.g. to try it on a laptop")
     so.add_argument("--config-file", default=None, help="an accelerate config (DeepSpeed ZeRO, FSDP)")

@@ -10,7 +10,7 @@ inputs, and reports its peak memory:
                          are long texts cut to fit), then held-out scoring of 8 such pairs.
                          Accumulating more micro-batches per step adds no memory (gradients add in
                          place), so this is the peak of the whole run.
-    rl <algo>            one RL step (`b2b.train.rl_step`: sample, score, learn) of `batch_size`
+    rl <algo>            one RL step (`b2b.step.rl_step`: sample, score, learn) of `batch_size`
                          rollouts whose prompts are `MAX_PROMPT_CHARS` characters long (the longest
                          a run samples from) and whose completions all run to `max_new_tokens`
                          (the end-of-turn token is hidden from the sampler), with AdamW's moments
@@ -37,11 +37,13 @@ import subprocess
 import sys
 import time
 
+from b2b.algorithms import get, names
+
 MMAP_THRESHOLD = 131072
 """glibc's mmap threshold in the measured processes: allocations from 128 KiB on are their own mappings,
 returned to the system when freed (see the module doc)."""
-RL_ALGOS = ("reinforce", "rloo", "reinforce_pp", "reinforce_pp_baseline")
-"""The algorithms the measured table holds (GRPO and Dr. GRPO take REINFORCE++-baseline's step: the
+RL_ALGOS = names(memory_table=True)
+"""The algorithms the measured table holds (`memory_table` in their records, `b2b.algorithms`) (GRPO and Dr. GRPO take REINFORCE++-baseline's step: the
 same passes, one more exp per token)."""
 T4_BYTES = 15 * 10**9
 """A Colab T4's memory as the memory table counts it: 15 GB (torch sees 14.7 GiB)."""
@@ -112,7 +114,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
     from b2b.data import MAX_PROMPT_CHARS, load_preferences
     from b2b.models import frozen_copy, load_policy, load_reward_model, load_tokenizer
     from b2b.recipes import rl_config
-    from b2b.train import rl_step
+    from b2b.step import rl_step
 
     cfg = rl_config(profile, algo)
     tok = load_tokenizer(profile.policy)
@@ -138,7 +140,6 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
     gen = torch.Generator(device).manual_seed(0)
     from b2b.data import check_prompt_lengths
     from b2b.memory import estimate_rl_step
-    from b2b.rl_config import CLIPPED_ALGOS
 
     prompt_tokens = check_prompt_lengths(tok, batch, cfg.max_new_tokens, None)
     estimate = estimate_rl_step(policy, rm, ref, cfg, prompt_tokens)
@@ -148,7 +149,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
             "prompt_tokens": prompt_tokens,
             "settings": {"batch_size": cfg.batch_size, "k": cfg.k, "max_new_tokens": cfg.max_new_tokens,
                          "prompt_chars": MAX_PROMPT_CHARS, "gradient_checkpointing": cfg.gradient_checkpointing,
-                         "updates": cfg.ppo_epochs * cfg.minibatches if algo in CLIPPED_ALGOS else 1},
+                         "updates": cfg.ppo_epochs * cfg.minibatches if get(algo).clipped else 1},
             "mean_length": m["completions/mean_length"], "tokens": cfg.batch_size * cfg.max_new_tokens}
 
 

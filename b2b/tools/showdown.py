@@ -22,22 +22,13 @@ import statistics
 import time
 from pathlib import Path
 
+from b2b.algorithms import ALGORITHMS, get
 from b2b.runs import recorded_reward_fingerprint as run_reward_fingerprint  # the reward model a run trained against
 from b2b.runs import same_config
 
-METHODS = {
-    "vanilla REINFORCE": ("reinforce", {}),
-    "repetition penalty 1.2": ("reinforce", {"repetition_penalty": 1.2}),
-    "vanilla REINFORCE + KL": ("reinforce", {"kl_coef": 0.5}),
-    "RLOO k=4, no KL": ("rloo", {"k": 4, "kl_coef": 0.0}),
-    "RLOO k=2 + KL": ("rloo", {"k": 2}),
-    "RLOO k=4 + KL": ("rloo", {"k": 4}),
-    "REINFORCE++": ("reinforce_pp", {}),
-    "REINFORCE++-baseline": ("reinforce_pp_baseline", {}),
-    "GRPO": ("grpo", {}),
-    "Dr. GRPO": ("dr_grpo", {}),
-}
-"""label -> (algo, overrides of the algorithm's notebook settings). "vanilla REINFORCE + KL" and
+METHODS = {label: (a.name, dict(over)) for a in ALGORITHMS.values() for label, over in a.showdown.items()}
+"""label -> (algo, overrides of the algorithm's notebook settings), read from each record's `showdown`
+(`b2b.algorithms`). "vanilla REINFORCE + KL" and
 "RLOO k=4, no KL" complete a 2 x 2 with vanilla REINFORCE and RLOO k=4 + KL (moving-average or
 leave-one-out baseline, KL penalty 0 or RLOO's 0.5): how much of RLOO's gain is the baseline, how
 much the KL (notebook 06)."""
@@ -96,8 +87,6 @@ def update_stats(cfg, run_dir: str | Path) -> dict:
     A loss summed over each answer's tokens (REINFORCE, RLOO) has gradient norms far above 1, so
     with max_grad_norm 1 every update is clipped to the same length; a token-mean loss (the
     clipped algorithms) mostly is not. Empty when the run has no log."""
-    from b2b.rl_config import CLIPPED_ALGOS
-
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return {}
@@ -107,7 +96,7 @@ def update_stats(cfg, run_dir: str | Path) -> dict:
         return {}
     clipped = [r["grad/clipped_frac"] if "grad/clipped_frac" in r else float(r["grad_norm"] > cfg.max_grad_norm)
                for r in rows]
-    return {"updates": cfg.ppo_epochs * cfg.minibatches if cfg.algo in CLIPPED_ALGOS else 1,
+    return {"updates": cfg.ppo_epochs * cfg.minibatches if get(cfg.algo).clipped else 1,
             "clipped_share": statistics.fmean(clipped),
             "grad_norm_median": statistics.median(r["grad_norm"] for r in rows)}
 
@@ -228,7 +217,7 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     from b2b.models import fingerprint, load_tokenizer
     from b2b.reward_models import course_reward_model
     from b2b.data import rl_prompts
-    from b2b.train import summary
+    from b2b.evaluate import summary
 
     from b2b.runs import finished_or_resumable, restore_record
 
@@ -400,7 +389,7 @@ that, it became two claims fixed before the runs that test them: RLOO k=4's fina
 vanilla's, and its final KL to SFT at most a fifth of vanilla's."""
 
 
-def _meets(value: float, threshold: float, at_least: bool) -> bool:
+def meets(value: float, threshold: float, at_least: bool) -> bool:
     return value >= threshold if at_least else value <= threshold
 
 
@@ -432,7 +421,7 @@ def claims(rows: list[dict], pooled: bool = True) -> list[dict]:
                 rloo["gold_mean"] - vanilla["gold_mean"], rloo["kl_ref"] / vanilla["kl_ref"]]
         vals += ([pp["gold_mean"] - sft["gold_mean"], pp["kl_ref"] / rloo["kl_ref"]] if pp is not None else [None, None])
         row = {"seed": seed, **{name: v for (name, _, _), v in zip(CLAIMS, vals)}}
-        row["holds"] = all(_meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals) if v is not None)
+        row["holds"] = all(meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals) if v is not None)
         row["complete"] = pp is not None
         row["pooled"] = use
         out.append(row)
@@ -449,7 +438,7 @@ def claims_table(checks: list[dict]) -> str:
         return statistics.fmean(xs) if xs else None
 
     def cell(v, t, a):
-        return "n/a" if v is None else f"{v:.2f}" + ("" if _meets(v, t, a) else " (missed)")
+        return "n/a" if v is None else f"{v:.2f}" + ("" if meets(v, t, a) else " (missed)")
 
     rows = checks + ([{"seed": "mean", **{n: mean(n) for n, _, _ in CLAIMS}}] if len(checks) > 1 else [])
     for c in rows:

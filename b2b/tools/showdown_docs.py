@@ -41,7 +41,7 @@ def _rng(xs, fmt):
 
 def facts(rows: list[dict]) -> dict:
     """The figures the prose states, from the rows."""
-    from b2b.tools.showdown import CLAIMS, METHODS, _meets, aggregate, claims
+    from b2b.tools.showdown import CLAIMS, METHODS, meets, aggregate, claims
 
     agg = {a["method"]: a for a in aggregate(rows)}
     sft = rows[0]["sft_pooled"]
@@ -52,7 +52,7 @@ def facts(rows: list[dict]) -> dict:
     summed = [a for a in agg.values() if a["updates"] == 1]
     clipped = [a for a in agg.values() if a["updates"] > 1]
     return {
-        "agg": agg, "sft": sft, "checks": checks, "claims": CLAIMS, "meets": _meets,
+        "agg": agg, "sft": sft, "checks": checks, "claims": CLAIMS, "meets": meets,
         "absent": [m for m in METHODS if m not in agg],
         "partial": [f"{m} ({a['seeds']})" for m, a in agg.items() if a["seeds"] < 3],
         "vanilla": [(r["seed"], ev(r)["gold_mean"], ev(r)["kl_ref"], ev(r)["distinct_2"] / sft["distinct_2"]) for r in van],
@@ -68,7 +68,7 @@ def facts(rows: list[dict]) -> dict:
         "clipped_clip": _rng([a["clipped_share"] for a in clipped], ".0%"),
         "clipped_updates": _rng([a["updates"] for a in clipped], "g"),
         "held": [c["seed"] for c in checks if c["holds"]],
-        "missed": [(c["seed"], [n for n, t, a in CLAIMS if c[n] is not None and not _meets(c[n], t, a)])
+        "missed": [(c["seed"], [n for n, t, a in CLAIMS if c[n] is not None and not meets(c[n], t, a)])
                    for c in checks if not c["holds"]],
         "incomplete": [c["seed"] for c in checks if not c["complete"]],
     }
@@ -160,10 +160,10 @@ def results_section(rows: list[dict]) -> str:
             "the next, as much as the margins the claims are about, so each final policy is also evaluated four times "
             "(2,048 answers) and the SFT policy sixteen times "
             f"({f['sft']['n']:,} answers: gold {f['sft']['gold_mean']:.2f} ± {f['sft']['gold_se']:.2f}), with the same "
-            "fixed sampling seeds for every policy (`b2b.showdown.pooled_evaluation`). \"final gold\" is the run's own "
+            "fixed sampling seeds for every policy (`b2b.tools.showdown.pooled_evaluation`). \"final gold\" is the run's own "
             "last evaluation; the pooled columns, KL and distinct-2 come from the pooled evaluations:")
     claims_head = ("The course's claims, seed by seed, on the pooled evaluations (each final policy against the SFT "
-                   "policy's pooled evaluation; `b2b.showdown.claims`):")
+                   "policy's pooled evaluation; `b2b.tools.showdown.claims`):")
     earlier = ("An earlier set of these runs, made with the code of a few versions ago and not kept, had vanilla "
                "REINFORCE collapse on seed 0 only by step 600 and drift on seeds 1 and 2; today's runs of the same "
                "recipe, the ones shipped, collapse on every seed (notebook 04 draws each seed's curves).")

@@ -17,6 +17,7 @@ import warnings
 
 import torch
 
+from b2b.algorithms import ALGORITHMS
 from b2b.reward import RewardConfig
 
 
@@ -113,7 +114,8 @@ def reward_function(reward_model, tokenizer, readout: str = "expected"):
     and the score read at the last real token (for the ordinal model: the expected class, or
     P(class >= 7) with readout='p7'). The ids are used as sampled, never re-tokenised text."""
     from b2b.reward import scalar_reward
-    from b2b.rollout import encode_prompts, reward_scores
+    from b2b.reward import reward_scores
+    from b2b.rollout import encode_prompts
 
     device = next(reward_model.parameters()).device
 
@@ -131,8 +133,8 @@ def reward_function(reward_model, tokenizer, readout: str = "expected"):
     return b2b_reward
 
 
-TRL_TRAINERS = {"rloo": "RLOOTrainer", "reinforce_pp_baseline": "GRPOTrainer"}
-"""b2b's algorithms that a maintained TRL trainer runs: RLOO as RLOOTrainer; REINFORCE++-baseline as
+TRL_TRAINERS = {a.name: a.trl_trainer for a in ALGORITHMS.values() if a.trl_trainer}
+"""b2b's algorithms that a maintained TRL trainer runs (`trl_trainer` in their records, `b2b.algorithms`): RLOO as RLOOTrainer; REINFORCE++-baseline as
 GRPOTrainer with the group mean subtracted and the advantages scaled by the whole batch's standard
 deviation (`scale_rewards="batch"`), a token-mean clipped loss (`loss_type="dapo"`) and the KL to the
 reference as a loss (TRL's is the k3 estimator, b2b's the k2)."""
