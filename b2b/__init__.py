@@ -21,7 +21,9 @@ from b2b.reward import (RewardConfig, bradley_terry_loss, expected_class, ordina
                         train_reward_model, win_probability)
 from b2b.rollout import (Rollout, completion_logprobs, completion_mask, decode_completions,
                          last_token_index, rollout_logprobs, sample_completions)
-from b2b.train import History, RLConfig, train
+from b2b.rl_config import RLConfig
+from b2b.runs import History
+from b2b.train import train
 from b2b.tinyworld.world import World
 
 __version__ = "0.1.0"

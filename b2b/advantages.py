@@ -192,7 +192,12 @@ def clipped_pg_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
         rho_t = exp(log pi(y_t) - log pi_old(y_t))
         L = -(1/sum m) sum_t m_t * min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)
 
-    Returns (L, clip fraction = share of masked tokens where the clipped term is the smaller)."""
+    Returns (L, clip fraction = share of masked tokens where the clipped term is the smaller).
+    Per-answer advantages (B,) are refused: they would broadcast along the wrong dimension, silently
+    when B equals the completion length (`grpo_loss` takes those)."""
+    if advantages.shape != logprobs.shape:
+        raise ValueError(f"clipped_pg_loss: advantages of shape {tuple(advantages.shape)}, expected one per token, "
+                         f"{tuple(logprobs.shape)} like the log-probs (per-answer advantages: A[:, None] * mask)")
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs.detach())
     adv = advantages.detach()

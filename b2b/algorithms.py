@@ -6,7 +6,7 @@ REINFORCE++, REINFORCE++-baseline, GRPO and Dr. GRPO, and nothing else.
     mine = get("rloo").using(rloo_advantages=my_rloo_advantages)   # the learner's piece, checked once
     train(policy, tok, rm, prompts, rl_config(profile, "rloo"), algorithm=mine)
 
-The training step (`b2b.train.rl_step`) samples, scores and shapes the same way for every method;
+The training step (`b2b.step.rl_step`) samples, scores and shapes the same way for every method;
 a record supplies the two parts that differ, each with one signature:
 
     advantages(p, rewards (B,), logprobs (B, C), ref_logprobs (B, C) | None, mask (B, C), cfg, state)

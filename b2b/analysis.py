@@ -42,7 +42,7 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
     (shifted) reward of the measured batches. The policy is not updated (its
     gradients are cleared at the end).
     """
-    from b2b.train import policy_rewards
+    from b2b.reward import policy_rewards
 
     device = next(policy.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)

@@ -60,6 +60,30 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     return run.close()
 
 
+def _algorithm(algorithm, cfg: RLConfig, reuse: bool):
+    """The run's algorithm record: cfg.algo's, or the one passed in (of the same name), which is first
+    checked on a hand-made batch unless it is the registered record itself."""
+    algo = get(algorithm or cfg.algo)
+    if algo.name != cfg.algo:
+        raise ConfigError(f"train: the algorithm's record is {algo.name!r} but cfg.algo is {cfg.algo!r}")
+    if algo is not ALGORITHMS[cfg.algo]:  # the learner's pieces or a new method: checked before any step
+        check_algorithm(algo, cfg)
+        if reuse:
+            raise ConfigError("train: reuse reads back a run of the registered algorithm; train your own pieces "
+                              "without reuse=True")
+    return algo
+
+
+def _prepare_policy(policy, cfg: RLConfig):
+    """(the policy to train, the frozen reference or None): the reference is the starting policy
+    (in `ref_dtype`: auto is fp32 on a CPU, fp16 / bf16 on a GPU), taken before any resume; then
+    gradient checkpointing and LoRA adapters as cfg asks."""
+    ref = frozen_copy(policy, dtype=cfg.ref_dtype) if cfg.kl_coef > 0 or cfg.track_kl else None
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return (add_lora(policy, cfg) if cfg.lora_r else policy), ref
+
+
 class Run:
     """One run, set up and ready to step: `next()` trains the next step (with its logging,
     evaluation and checkpoint) and returns its metrics row; `close()` returns the `History`. A run
@@ -72,14 +96,7 @@ class Run:
         from tqdm.auto import tqdm
 
         cfg = (cfg or RLConfig()).validate()
-        self.algo = get(algorithm or cfg.algo)
-        if self.algo.name != cfg.algo:
-            raise ConfigError(f"train: the algorithm's record is {self.algo.name!r} but cfg.algo is {cfg.algo!r}")
-        if self.algo is not ALGORITHMS[cfg.algo]:  # the learner's pieces or a new method: checked before any step
-            check_algorithm(self.algo, cfg)
-            if reuse:
-                raise ConfigError("train: reuse reads back a run of the registered algorithm; train your own "
-                                  "pieces without reuse=True")
+        self.algo = _algorithm(algorithm, cfg, reuse)
         if not prompts:
             raise ConfigError("train: expected at least one training prompt")
         self.policy, self.tokenizer, self.reward_model, self.prompts, self.cfg = (policy, tokenizer, reward_model,
@@ -96,12 +113,8 @@ class Run:
         if isinstance(reward_model, torch.nn.Module):
             reward_model.eval()
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
-        self.ref = None  # the starting policy, frozen (taken before any resume)
-        if cfg.kl_coef > 0 or cfg.track_kl:  # auto: pick_dtype, fp32 on the CPU, fp16 / bf16 on a GPU
-            self.ref = frozen_copy(policy, dtype=cfg.ref_dtype)
-        if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.policy = policy = add_lora(policy, cfg) if cfg.lora_r else policy
+        policy, self.ref = _prepare_policy(policy, cfg)
+        self.policy = policy
         check_fits(estimate_rl_step(policy, reward_model, self.ref, cfg, prompt_tokens), self.device,
                    f"the RL step ({cfg.batch_size} rollouts of up to {prompt_tokens} + {cfg.max_new_tokens} tokens)",
                    rl_hints(cfg))

@@ -1,4 +1,4 @@
-"""Mutation testing of the lesson core: the estimators, the reward losses and the loop's wiring.
+"""Mutation testing of the lesson core: the estimators, the reward losses, the algorithms' records and the step.
 
     python tests/mutation.py            # about 6 minutes on 2 cores; exits 1 on an unexplained survivor
     python tests/mutation.py --list     # the functions it mutates
@@ -67,7 +67,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("repeated_ngram_fraction", "dtype=torch.long, device=None)"): "the hashes are made on the default device; the inputs' only differs on a GPU",
     ("repeated_ngram_fraction", "dtype=torch.long, )"): "the hashes are made on the default device; the inputs' only differs on a GPU",
     ("token_level_rewards", "& (mask >= 0)"): "the padding after the last token that this lets in is multiplied by the mask on return",
-    ("pp_advantages", "torch.zeros_like(old_logp), 1.0,"): "the baseline variant's KL tensor is all zeros: any beta times zero is zero",
+    ("reinforce_pp_baseline_advantages", "no_kl, mask, 1.0)"): "the baseline variant's KL tensor is all zeros: any beta times zero is zero",
 }
 
 def patterns() -> list[str]:

@@ -390,3 +390,16 @@ def test_grpo_loss_clips_the_ratio_and_adds_a_differentiated_k3_kl():
     # d/dl of -rho A + beta k3 = -rho A + beta (1 - e^-l), divided by B = 2 (one token per answer)
     assert torch.allclose(lp2.grad[:, 0], (-rho * A + beta * (1 - torch.exp(-l))) / 2)
     assert torch.allclose(grpo_loss(lp2, old, None, A, mask, beta=beta)[0], without)  # no reference: no KL
+
+
+def test_clipped_loss_refuses_per_answer_advantages():
+    """(B,) advantages against (B, C) log-probs with B == C would broadcast along the tokens, each
+    answer's token t weighted by answer t's advantage: refused, whatever B and C are."""
+    from b2b.advantages import clipped_pg_loss
+
+    logp, mask = torch.zeros(4, 4, requires_grad=True), torch.ones(4, 4)
+    for adv in (torch.tensor([1.0, -1.0, 0.5, 2.0]), torch.ones(4, 1)):
+        with pytest.raises(ValueError, match=r"advantages of shape .* expected one per token, \(4, 4\)"):
+            clipped_pg_loss(logp, logp.detach(), adv, mask)
+    loss, _ = clipped_pg_loss(logp, logp.detach(), torch.tensor([1.0, -1.0, 0.5, 2.0])[:, None] * mask, mask)
+    assert loss.item() == pytest.approx(-(4 - 4 + 2 + 8) / 16)

@@ -102,7 +102,7 @@ def test_without_a_gold_judge_tables_plots_and_claims_leave_gold_out():
     matplotlib.use("Agg")
     from b2b import plots
     from b2b.tools import showdown
-    from b2b.train import History
+    from b2b.runs import History
     from b2b.widgets import table_html
 
     ev = [{"step": s, "proxy_mean": 0.1 * s, "kl_ref": 0.2 * s, "distinct_2": 0.9, "mean_length": 12.0,

@@ -152,7 +152,7 @@ def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
     import dataclasses
 
     from b2b.tools.showdown import same_config
-    from b2b.train import RLConfig
+    from b2b.rl_config import RLConfig
 
     want = dataclasses.asdict(RLConfig(algo="rloo", k=4, kl_coef=0.5))
     old = {k: v for k, v in want.items() if k != "reward_clip"}  # saved before reward_clip existed

@@ -9,7 +9,8 @@ import torch
 
 from b2b import runs
 from b2b.tools.records import finished_steps, pack, pack_run
-from b2b.train import RLConfig, train
+from b2b.rl_config import RLConfig
+from b2b.train import train
 
 PROMPTS = ["List three fruits.", "What colour is a banana?", "Is a whale a fish?", "Hello!"]
 CFG = RLConfig(steps=3, batch_size=4, max_new_tokens=12, eval_every=2, sample_every=1, n_samples=2, checkpoint_every=3)

@@ -9,7 +9,7 @@ def test_pooled_evaluation_pools_every_sample_of_fixed_seeds(policy, tokenizer):
     from b2b.data import rl_prompts
     from b2b.config import get_profile
     from b2b.tools.showdown import POOLED_SEED, pooled_evaluation
-    from b2b.train import RLConfig
+    from b2b.rl_config import RLConfig
 
     prompts = rl_prompts(get_profile("ci"))[1][:6]
     cfg = RLConfig(max_new_tokens=12)
@@ -136,7 +136,8 @@ def test_cached_runs_are_reused_only_under_the_same_reward_model(tmp_path, token
     from b2b.models import fingerprint, load_reward_model
     from b2b.data import rl_prompts
     from b2b.tools.showdown import cached_run, run_reward_fingerprint
-    from b2b.train import REWARD_FILE, RLConfig
+    from b2b.rl_config import RLConfig
+    from b2b.runs import REWARD_FILE
 
     profile = get_profile("ci")
     prompts, heldout, world = rl_prompts(profile)

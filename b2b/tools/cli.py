@@ -209,7 +209,7 @@ def _fits(value, default) -> bool:
 
 
 def _read_config(path: str) -> dict:
-    """A YAML config: keys of `b2b.train.RLConfig` at the top level, `RewardConfig` keys under
+    """A YAML config: keys of `b2b.rl_config.RLConfig` at the top level, `RewardConfig` keys under
     `reward:`. Unknown keys and wrong types are one-line errors naming the file and key."""
     import dataclasses
     from pathlib import Path
@@ -218,7 +218,7 @@ def _read_config(path: str) -> dict:
 
     from b2b.errors import ConfigError
     from b2b.reward import RewardConfig
-    from b2b.train import RLConfig
+    from b2b.rl_config import RLConfig
 
     p = Path(path)
     if not p.exists():
@@ -249,129 +249,22 @@ def _read_config(path: str) -> dict:
 
 
 
-RM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-"""What a saved reward model (`--only-reward-model --out DIR`) consists of."""
-
-
-def _check_out(out, names: tuple[str, ...], overwrite: bool, resume_hint: bool = True) -> None:
-    """Refuse, before anything is written, an --out that already holds any of `names` (an earlier
-    run or a saved model), unless --overwrite."""
-    from b2b.errors import ConfigError
-    from b2b.runs import RUN_FILES
-
-    found = [n for n in names if (out / n).exists()]
-    if not found or overwrite:
-        return
-    what = "a run" if set(found) & set(RUN_FILES) else "a model"
-    hint = f"--resume {out} continues it, " if what == "a run" and resume_hint else ""
-    raise ConfigError(f"run: {out} already holds {what} ({', '.join(found)}); {hint}--overwrite starts over, "
-                      "or choose another --out")
-
-
 def _cmd_run(args) -> int:
-    import dataclasses
-    import shutil
-    from pathlib import Path
-
-    from b2b.config import default_device, get_profile
-    from b2b.errors import ConfigError
-    from b2b.recipes import reward_config
-    from b2b.reward_models import reward_stage
-    from b2b.runs import RUN_FILES
+    """`b2b run`: the flags as overrides of the profile's recipes, then `b2b.course.run_course`."""
+    from b2b.config import get_profile
+    from b2b.course import run_course
 
     profile = get_profile(args.profile, policy=args.policy, reward_backbone=args.reward_backbone)
     file_cfg = _read_config(args.config) if args.config else {"rl": {}, "reward": {}}
-    cfg = reward_config(profile, args.level, **{"seed": args.seed, **file_cfg["reward"]})
-    if args.epochs is not None:
-        cfg = dataclasses.replace(cfg, epochs=args.epochs)
-    cfg.validate()
-    kind = "Bradley-Terry regression" if args.level == 1 else "ten-class ordinal"
-    if args.only_reward_model:
-        if args.skip_reward_training:
-            raise ConfigError("run: --only-reward-model and --skip-reward-training exclude each other")
-        out = Path(args.out or f"runs/rm-level{args.level}")
-        _check_out(out, RM_FILES + RUN_FILES + ("reward_model", "policy"), args.overwrite, resume_hint=False)
-        _, _, m, _, _ = reward_stage(profile, args.level, args.data, out, cfg, progress=not args.json)
-        print(f"b2b run --level {args.level} --only-reward-model  ({kind} reward model, profile={profile.name}, "
-              f"{m['train_pairs']} pairs) -> {out}")
-        _print_reward_metrics(m)
-        if args.json:
-            print(json.dumps(m))
-        return 0
-
-    from b2b.data import locate_prompt
-    from b2b.models import load_config, load_policy, load_reward_model, load_tokenizer
-    from b2b.reward_models import course_reward_dir
-    from b2b.recipes import rl_config
-    from b2b.data import rl_prompts
-    from b2b.evaluate import summary
-    from b2b.rollout import check_prompts_fit
-    from b2b.runs import latest_checkpoint
-    from b2b.train import train
-
-    out = Path(args.resume or args.out or f"runs/level{args.level}-{args.algo}")
-    rl = rl_config(profile, args.algo, **{"seed": args.seed, **file_cfg["rl"]})
+    reward = {**file_cfg["reward"], **({"epochs": args.epochs} if args.epochs is not None else {})}
     flags = {"steps": args.steps, "batch_size": args.batch_size, "repetition_penalty": args.repetition_penalty,
              "ngram_penalty": args.ngram_penalty, "lr": args.lr, "k": args.k, "kl_coef": args.kl_coef,
              "kl_estimator": args.kl_estimator, "clip": args.clip}
-    rl = dataclasses.replace(rl, **{k: v for k, v in flags.items() if v is not None}).validate()
-    retrain = not (args.resume or args.skip_reward_training)
-    if args.resume and latest_checkpoint(args.resume) is None:
-        raise ConfigError(f"run: --resume {args.resume}: no checkpoint found (expected checkpoints/step-N inside a "
-                          "run directory)")
-    if not args.resume:
-        _check_out(out, RUN_FILES + ("config.json", "model.safetensors", "policy")
-                   + (("reward_model",) if retrain else ()), args.overwrite)
-    # every input is checked before anything is written: data, prompts against the policy's context
-    prompts, eval_prompts, world = rl_prompts(profile, args.data)
-    held_out = bool(eval_prompts)
-    if not eval_prompts:  # a file too small to hold prompts out: before/after on what it has, labelled
-        eval_prompts = prompts[: profile.eval_prompts]
-        print(f"no held-out prompts: the evaluations before and after use {len(eval_prompts)} training prompts "
-              "(not a held-out measure)")
-    tok = load_tokenizer(profile.policy)
-    check_prompts_fit(load_config(profile.policy), tok, None, prompts, eval_prompts[: rl.eval_prompts or None],
-                      rl.max_new_tokens, locate=lambda p: locate_prompt(args.data or profile.preferences, p))
-    if args.overwrite and not args.resume:  # a stale final policy must not outlive the run that replaces it
-        shutil.rmtree(out / "policy", ignore_errors=True)
-    device = default_device()
-    t0 = time.time()
-    rm_dir = out / "reward_model"
-    if not retrain:
-        if not (rm_dir / "config.json").exists():
-            rm_dir = course_reward_dir(profile, args.level)  # shipped (tiny world), or the notebooks' own
-            if not (rm_dir / "config.json").exists():
-                raise ConfigError(f"run: --skip-reward-training: no reward model in {out / 'reward_model'}, none "
-                                  f"shipped for profile {profile.name} with this policy and none in {rm_dir}; "
-                                  "train one first (drop the flag)")
-        rm = load_reward_model(rm_dir, device=device)
-        print(f"reward model: {rm_dir} ({kind}, not retrained)")
-    else:
-        rm, _, m, _, _ = reward_stage(profile, args.level, args.data, rm_dir, cfg, progress=not args.json)
-        print(f"reward model: {kind}, {m['train_pairs']} pairs -> {rm_dir}")
-        _print_reward_metrics(m)
-    policy = load_policy(profile.policy, device, trainable=True)
-    print(f"RL: {args.algo}, {rl.steps} steps x {rl.batch_size} rollouts ({rl.k} per prompt), lr {rl.lr:g}, "
-          f"KL coef {rl.kl_coef:g} ({rl.kl_estimator}), "
-          f"repetition penalty {rl.repetition_penalty:g} (sampling) / {rl.ngram_penalty:g} (reward), "
-          f"profile={profile.name} -> {out}")
-    history = train(policy, tok, rm, prompts, rl, eval_prompts=eval_prompts, world=world, out=out,
-                    resume=args.resume, overwrite=args.overwrite, progress=not args.json,
-                    eval_batch_size=profile.sample_batch)
-    policy.save_pretrained(out / "policy")
-    tok.save_pretrained(out / "policy")
-    (out / "policy" / "b2b_run.json").write_text(json.dumps(
-        {"reward_model": str(Path(rm_dir).resolve()), "level": args.level, "readout": rl.readout,
-         "temperature": rl.temperature, "repetition_penalty": rl.repetition_penalty,
-         "max_new_tokens": rl.max_new_tokens}, indent=1) + "\n")
-    res = summary(history, time.time() - t0)
-    res["evaluated_on"] = "held-out prompts" if held_out else "training prompts"
-    print(f"{'held-out' if held_out else 'training-prompt'} evaluation ({len(eval_prompts)} prompts), before and "
-          f"after {res['steps']} steps:")
-    print(comparison_table(res["sft"], res["final"], get(args.algo).label))
-    if res["peak_gold_mean"] is not None:
-        print(f"peak gold {res['peak_gold_mean']:.3f} at step {res['peak_step']}; "
-              f"median step {res['median_step_s']:.2f} s; policy -> {out / 'policy'}")
+    rl = {**file_cfg["rl"], **{k: v for k, v in flags.items() if v is not None}}
+    res = run_course(profile, args.level, args.algo, data=args.data, out=args.out, resume=args.resume,
+                     overwrite=args.overwrite, skip_reward_training=args.skip_reward_training,
+                     only_reward_model=args.only_reward_model, reward=reward, rl=rl, seed=args.seed,
+                     progress=not args.json)
     if args.json:
         print(json.dumps(res))
     return 0

@@ -166,7 +166,8 @@ def tiny_train(d: Path, reward=None, prompts=PROMPTS, eval_prompts=None, eval_ba
                **cfg):
     """`b2b.train` as the notebooks call it, on the tiny policy, small and short, into d/OUT."""
     from b2b.models import load_policy, load_reward_model, load_tokenizer
-    from b2b.train import RLConfig, train
+    from b2b.rl_config import RLConfig
+    from b2b.train import train
 
     tiny = _data_dir() / "tiny-sft"
     rm = reward if reward is not None else load_reward_model(_data_dir() / "rm-level1")
@@ -346,7 +347,7 @@ def _config_cases() -> list[Case]:
     with_config = lambda d: _run(d, "--config", d / "c.yaml")  # noqa: E731
     return [
         Case("config-unknown-key", "a misspelt key in a `--config` file", ConfigError, "unknown key 'stepz'",
-             "use a field of b2b.train.RLConfig (reward-model ones under `reward:`)", setup=config("stepz: 3\n"),
+             "use a field of b2b.rl_config.RLConfig (reward-model ones under `reward:`)", setup=config("stepz: 3\n"),
              cli=with_config),
         Case("config-wrong-type", "a config value of the wrong type", ConfigError, "key 'steps': expected int",
              "write a number", setup=config("steps: three\n"), cli=with_config),
