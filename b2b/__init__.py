@@ -33,7 +33,7 @@ def __getattr__(name: str):
     """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`, ...), keeping `import b2b` light."""
     if name in ("plots", "widgets", "reward_eval", "exercises", "analysis", "recipes", "reward_models", "runs",
                 "tinyworld", "tools", "decoding", "guards", "rl_config", "algorithms", "step", "data", "memory",
-                "metrics", "models", "reward", "rollout", "evaluate", "config", "advantages"):
+                "metrics", "models", "reward", "rollout", "evaluate", "config", "advantages", "course"):
         import importlib
         return importlib.import_module(f"b2b.{name}")
     raise AttributeError(f"module 'b2b' has no attribute {name!r}")
