@@ -1066,6 +1066,23 @@ def solved(name: str):
     return _EXERCISES[name].solution
 
 
+def yours(fn: Callable, name: str) -> Callable:
+    """The learner's function `fn` for exercise `name`, to use in a later cell: itself when it passes
+    its check; b2b's solution, said in one printed line, while it is still the stub (so the notebook
+    runs on); a one-line ConfigError naming the mistake when it is wrong."""
+    from b2b.errors import ConfigError
+
+    why = mistake(name, fn)
+    if why is None:
+        return fn
+    if why.endswith(NOT_WRITTEN):
+        print(f"{getattr(fn, '__name__', name)} is not written yet: this uses b2b's own "
+              f"(b2b.exercises.solved({name!r})) until yours passes its check")
+        return solved(name)
+    raise ConfigError(f"your {getattr(fn, '__name__', name)} fails its check ({why}): fix it above, or use "
+                      f"b2b.exercises.solved({name!r})")
+
+
 _CHECK_CALL = re.compile(r"^(?P<indent>[ \t]*)b2b\.exercises\.check_(?P<name>\w+)\((?P<fn>\w+)\);?[ \t]*$", re.M)
 
 

@@ -165,7 +165,7 @@ def trl_args(algo: str, cfg, out_dir: str, processes: int = 1, progress: bool = 
         use_cpu=(not torch.cuda.is_available()) if use_cpu is None else use_cpu, dataloader_num_workers=0)
     with warnings.catch_warnings():  # transformers renames gradient_checkpointing; TRL still sets it
         warnings.simplefilter("ignore", FutureWarning)
-        if algo == "rloo":
+        if TRL_TRAINERS[algo] == "RLOOTrainer":
             return RLOOConfig(**common, normalize_advantages=False)
         return GRPOConfig(**common, epsilon=cfg.clip, scale_rewards="batch", loss_type="dapo")
 
@@ -208,7 +208,7 @@ def trl_train(algo: str, policy_path: str, reward_model, prompts: list[str], cfg
     args = trl_args(algo, cfg, out_dir, processes, progress, use_cpu)
     level = _quiet(progress)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
-    trainer_cls = RLOOTrainer if algo == "rloo" else GRPOTrainer
+    trainer_cls = {"RLOOTrainer": RLOOTrainer, "GRPOTrainer": GRPOTrainer}[TRL_TRAINERS[algo]]
     try:
         with warnings.catch_warnings():  # a transformers deprecation that TRL still triggers
             warnings.simplefilter("ignore", FutureWarning)
