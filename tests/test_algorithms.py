@@ -157,3 +157,21 @@ def test_the_learners_pieces_train_exactly_as_b2bs_own(tiny_dir, tokenizer, rm):
         train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, algorithm=flipped, reuse=True, progress=False)
     with pytest.raises(ConfigError, match="cfg.algo"):
         train(_policy(tiny_dir), tokenizer, rm, PROMPTS, cfg, algorithm=AL.get("grpo"), progress=False)
+
+
+def test_yours_hands_on_a_passing_function_says_so_for_a_stub_and_refuses_a_wrong_one(capsys):
+    from b2b.exercises import solved, yours
+
+    def my_rloo_advantages(rewards, k):
+        raise NotImplementedError
+    assert yours(my_rloo_advantages, "rloo_advantages") is solved("rloo_advantages")
+    assert "my_rloo_advantages is not written yet" in capsys.readouterr().out
+    right = (lambda f: lambda r, k: f(r, k))(solved("rloo_advantages"))
+    assert yours(right, "rloo_advantages") is right
+
+    def over_k(rewards, k):  # the group mean divided by k, the sample left in: a classic slip
+        g = rewards.view(-1, k)
+        return (g - g.sum(1, keepdim=True) / k).view(-1)
+    with pytest.raises(ConfigError, match="your over_k fails its check") as e:
+        yours(over_k, "rloo_advantages")
+    assert "\n" not in str(e.value)
