@@ -67,6 +67,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("repeated_ngram_fraction", "dtype=torch.long, device=None)"): "the hashes are made on the default device; the inputs' only differs on a GPU",
     ("repeated_ngram_fraction", "dtype=torch.long, )"): "the hashes are made on the default device; the inputs' only differs on a GPU",
     ("token_level_rewards", "& (mask >= 0)"): "the padding after the last token that this lets in is multiplied by the mask on return",
+    ("clipped_loss_k2", "advantages, None, mask, cfg)"): "the clipped surrogate does not read the reference log-probs (only the k2 term does)",
+    ("dr_grpo_advantages", "scale=None)"): "scale is only tested for truth: None and False both leave the standard deviation out",
     ("reinforce_pp_baseline_advantages", "no_kl, mask, 1.0)"): "the baseline variant's KL tensor is all zeros: any beta times zero is zero",
 }
 

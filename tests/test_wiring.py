@@ -102,6 +102,23 @@ def test_reinforce_pp_baseline_advantages_centre_groups_and_keep_the_kl_out():
     assert torch.allclose(adv, centred[:, None] * MASK)           # no KL in the reward: it is a loss
 
 
+def test_reinforce_pp_baseline_advantages_are_whitened_over_the_batchs_tokens():
+    cfg = RLConfig(algo="reinforce_pp_baseline", k=2, batch_size=4, kl_coef=0.5)
+    raw = pp_advantages(dataclasses.replace(cfg, whiten=False), REWARD, LOGP, REF, MASK)
+    adv = pp_advantages(cfg, REWARD, LOGP, REF, MASK)
+    assert torch.allclose(adv, masked_whiten(raw, MASK)) and not torch.allclose(adv, raw)
+    tokens = adv[MASK.bool()]
+    assert abs(tokens.mean().item()) < 1e-6 and tokens.var(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dr_grpo"])
+def test_group_advantages_take_the_log_probs_dtype(algo):
+    """Per-token advantages come in the log-probs' dtype (float64 here) whatever the rewards' (float32)."""
+    cfg = RLConfig(algo=algo, k=2, batch_size=4)
+    adv = pp_advantages(cfg, REWARD, LOGP.double(), REF.double(), MASK.double())
+    assert adv.dtype == torch.float64 and adv.shape == MASK.shape
+
+
 def test_clipped_loss_adds_the_k2_loss_only_for_the_baseline_variant():
     old = LOGP - 0.1
     adv = torch.tensor([[1.0, -1.0, 2.0, 0.0], [0.5, 0.5, 0.0, 0.0], [-1.0, 1.0, -1.0, 1.0], [3.0, 0, 0, 0]])
@@ -336,3 +353,33 @@ def test_a_non_finite_loss_names_the_step_and_checkpoint(tiny_dir, algo):
     inf = torch.tensor([1.0, float("inf"), 0.0, 2.0])
     with pytest.raises(TrainingError, match=r"^step 7: loss is not finite .* last good checkpoint: ck-5\."):
         update(policy, opt, ro, inf, None, 0.0 if algo == "reinforce" else None, cfg, 7, "ck-5")
+
+
+def test_an_algorithm_without_clipping_takes_one_update_whatever_epochs_and_minibatches_say(tiny_dir):
+    """REINFORCE's record is not clipped: ppo_epochs and minibatches do not apply to it (one forward
+    pass, one optimizer step per batch); its advantages are per answer, REINFORCE++'s one per real token."""
+    policy, tok = _setup(tiny_dir)
+    ro = T.sample_completions(policy, tok, PROMPTS, 8, 1.0, torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(policy.parameters(), lr=0.0)
+    cfg = RLConfig(algo="reinforce", batch_size=4, ppo_epochs=2, minibatches=2)
+    upd = update(policy, opt, ro, REWARD, None, None, cfg, 1, "none")
+    assert len(upd.losses) == len(upd.grad_norms) == 1 and upd.advantages.shape == (4,)
+    pp = update(policy, opt, ro, REWARD, None, None, dataclasses.replace(cfg, algo="reinforce_pp"), 1, "none")
+    assert len(pp.losses) == 4 and upd.clip_fracs == [] and len(pp.clip_fracs) == 4
+    assert pp.advantages.shape == (int(ro.completion_mask.sum()),)   # the real tokens' advantages only
+
+
+def test_a_clipped_algorithms_state_is_carried_through_its_updates(tiny_dir):
+    """The state an algorithm keeps from step to step reaches its advantages and comes back, also
+    for a clipped one that computes them before several updates."""
+    from b2b.algorithms import REINFORCE_PP, derive
+
+    def counting(p, rewards, logprobs, ref_logprobs, mask, cfg, state):
+        return torch.zeros_like(logprobs), state + 1
+    rec = derive(REINFORCE_PP, name="reinforce_pp", label="counting", advantages=counting)
+    policy, tok = _setup(tiny_dir)
+    ro = T.sample_completions(policy, tok, PROMPTS, 8, 1.0, torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(policy.parameters(), lr=0.0)
+    for epochs, minibatches in ((1, 1), (2, 2)):  # advantages in the update's own pass, or before the updates
+        cfg = RLConfig(algo="reinforce_pp", batch_size=4, ppo_epochs=epochs, minibatches=minibatches)
+        assert T.learn(policy, opt, ro, REWARD, None, 5, cfg, rec, 1, "none").state == 6
