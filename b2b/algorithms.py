@@ -89,6 +89,10 @@ class Algorithm:
                 raise ConfigError(f"{self.name}: your {name} ({getattr(fn, '__name__', fn)}) fails its check: {why}")
         return dataclasses.replace(self, parts=MappingProxyType({**self.parts, **parts}))
 
+    def updates(self, cfg) -> int:
+        """Optimizer steps per rollout batch under `cfg`: ppo_epochs x minibatches if clipped, else one."""
+        return cfg.ppo_epochs * cfg.minibatches if self.clipped else 1
+
     def fns(self) -> SimpleNamespace:
         """The parts as attributes: the `p` that `advantages` and `loss` receive."""
         return SimpleNamespace(**self.parts)

@@ -83,9 +83,7 @@ def quick(cfg, budget_s: float = 300.0, evals: int = 5):
     (the same settings, fewer steps, `evals` held-out evaluations): for a learner who wants to see
     a notebook's run train rather than read it back. Never longer than `cfg` itself."""
     algo = get(cfg.algo)  # its `quick_step_s` is at its recipe's updates per batch; more cost proportionally more
-    step_s = algo.quick_step_s
-    if algo.clipped:
-        step_s *= cfg.ppo_epochs * cfg.minibatches / (algo.settings.get("ppo_epochs", 1) * algo.settings.get("minibatches", 1))
+    step_s = algo.quick_step_s * algo.updates(cfg) / algo.updates(RLConfig(**algo.settings))
     steps = int((budget_s - (evals + 1) * QUICK_EVAL_S) / step_s) // 5 * 5
     steps = max(min(cfg.steps, steps), min(cfg.steps, 4))
     return dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // evals),

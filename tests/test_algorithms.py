@@ -43,6 +43,8 @@ def test_every_method_of_the_course_is_one_record_written_as_a_change_to_its_par
     assert grpo.advantages is not base.advantages and grpo.loss is not base.loss
     assert AL.names(groups=True) == ("rloo", "reinforce_pp_baseline", "grpo", "dr_grpo")
     assert AL.names(clipped=True) == ("reinforce_pp", "reinforce_pp_baseline", "grpo", "dr_grpo")
+    several = RLConfig(ppo_epochs=2, minibatches=3)
+    assert AL.get("reinforce").updates(several) == 1 and AL.get("grpo").updates(several) == 6
 
 
 def test_every_list_of_algorithms_is_read_from_the_records():

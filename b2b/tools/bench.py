@@ -136,7 +136,7 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
             res["algos"][algo] = {"peak_mem_mb": round(max(peak_memory_mb(device),
                                                            res["algos"].get(algo, {}).get("peak_mem_mb", 0)), 1),
                                   "wall_s": round(time.perf_counter() - t0, 2), "kl_coef": cfg.kl_coef,
-                                  "updates_per_step": cfg.ppo_epochs * cfg.minibatches}
+                                  "updates_per_step": get(algo).updates(cfg)}
             del policy
     for algo in algos:
         res["algos"][algo] = {**step_stats(measured[algo], 0, batch_size), **res["algos"][algo],
@@ -234,7 +234,7 @@ def phase_flops(cfg, shape: dict, rm_shape: dict, prompt_tokens: float, completi
     if cfg.kl_coef > 0 or cfg.track_kl:
         score += fwd
     learn = cfg.ppo_epochs * fwd * (4 if cfg.gradient_checkpointing else 3)
-    if get(cfg.algo).clipped and cfg.ppo_epochs * cfg.minibatches > 1:
+    if get(cfg.algo).updates(cfg) > 1:
         learn += fwd  # the rollout policy's log-probs before the first update
     return {"generate_s": gen, "score_s": score, "learn_s": learn}
 

@@ -183,17 +183,17 @@ def _cmd_generate(args) -> int:
 
 
 def _print_metrics(m: dict, labels: list[tuple[str, str]]) -> None:
-    """One aligned line per (key, label) present in `m`."""
-    for key, label in labels:
-        if key in m:
-            print(f"  {label:<34} {'n/a' if m[key] is None else format(m[key], '.3f')}")
+    """One aligned line per (key, label) present in `m` (`b2b.course.metric_lines`)."""
+    from b2b.course import metric_lines
+
+    for line in metric_lines(m, labels):
+        print(line)
 
 
 def _print_reward_metrics(m: dict) -> None:
-    _print_metrics(m, [("pair_accuracy", "held-out pair accuracy"), ("train_pair_accuracy", "training-pair accuracy"),
-                       ("gold_accuracy", "agreement with gold (SFT pairs)"),
-                       ("gold_spearman", "Spearman with gold"), ("length_corr", "reward vs length (corr)"),
-                       ("gold_length_corr", "  gold vs length, for comparison"), ("train_seconds", "training seconds")])
+    from b2b.course import REWARD_METRICS
+
+    _print_metrics(m, REWARD_METRICS)
 
 
 def _fits(value, default) -> bool:

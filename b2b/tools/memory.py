@@ -149,7 +149,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
             "prompt_tokens": prompt_tokens,
             "settings": {"batch_size": cfg.batch_size, "k": cfg.k, "max_new_tokens": cfg.max_new_tokens,
                          "prompt_chars": MAX_PROMPT_CHARS, "gradient_checkpointing": cfg.gradient_checkpointing,
-                         "updates": cfg.ppo_epochs * cfg.minibatches if get(algo).clipped else 1},
+                         "updates": get(algo).updates(cfg)},
             "mean_length": m["completions/mean_length"], "tokens": cfg.batch_size * cfg.max_new_tokens}
 
 

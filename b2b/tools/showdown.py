@@ -96,7 +96,7 @@ def update_stats(cfg, run_dir: str | Path) -> dict:
         return {}
     clipped = [r["grad/clipped_frac"] if "grad/clipped_frac" in r else float(r["grad_norm"] > cfg.max_grad_norm)
                for r in rows]
-    return {"updates": cfg.ppo_epochs * cfg.minibatches if get(cfg.algo).clipped else 1,
+    return {"updates": get(cfg.algo).updates(cfg),
             "clipped_share": statistics.fmean(clipped),
             "grad_norm_median": statistics.median(r["grad_norm"] for r in rows)}
 
