@@ -38,3 +38,25 @@ def test_no_committed_notebook_shows_a_bar_at_zero():
                 text = out.get("data", {}).get("text/plain", "")
                 text = "".join(text) if isinstance(text, list) else text
                 assert not re.search(r"(?<!\d)0%\|", text), f"{path.name}: {text[:80]!r}"
+
+
+def test_an_explorers_fallback_text_says_what_it_is():
+    from b2b.tools.execute_notebooks import EXPLORER_TEXT, explorer_text
+
+    nb = _bar_notebook("rloo:\u2007100%", 4.0, 4.0, "\u20074/4")
+    out = nbformat.v4.new_output("display_data", data={WIDGET_VIEW: {"model_id": "x"},
+                                                       "text/plain": "VBox(children=(IntSlider(value=0),))"})
+    nb.cells.append(nbformat.v4.new_code_cell("explore()", outputs=[out]))
+    assert explorer_text(nb) == 1
+    assert nb.cells[2].outputs[0]["data"]["text/plain"] == EXPLORER_TEXT
+    assert nb.cells[0].outputs[0]["data"]["text/plain"].startswith("rloo:")  # a progress bar is not an explorer
+
+
+def test_no_committed_notebook_shows_a_widget_repr_or_a_grad_fn():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            for out in cell.get("outputs", []):
+                text = out.get("data", {}).get("text/plain", "") or out.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                assert not re.match(r"(VBox|HBox|Box|Tab|interactive)\(", text), f"{path.name}: {text[:80]!r}"
+                assert "grad_fn=" not in text, f"{path.name}: {text[:80]!r}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,26 @@ def final_bar_text(nb) -> int:
     return n
 
 
+WIDGET_REPR = re.compile(r"^(VBox|HBox|Box|GridBox|Tab|Accordion|interactive|Output)\(")
+EXPLORER_TEXT = "(an interactive explorer: run the notebook to use it)"
+
+
+def explorer_text(nb) -> int:
+    """Give every other widget output (an explorer: sliders over samples or pairs) a plain-text
+    fallback that says what it is, instead of its Python repr (`VBox(children=(IntSlider(...`);
+    returns how many were replaced."""
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if WIDGET_VIEW in data and WIDGET_REPR.match(text):
+                data["text/plain"] = EXPLORER_TEXT
+                n += 1
+    return n
+
+
 def execute(path: Path, profile: str = "tiny") -> float:
     """Run `path` in a fresh kernel in `profile` and save it; returns the seconds it took."""
     import nbformat
@@ -53,6 +74,7 @@ def execute(path: Path, profile: str = "tiny") -> float:
     NotebookClient(nb, timeout=None, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     final_bar_text(nb)
+    explorer_text(nb)
     nbformat.write(nb, path)
     return time.time() - t0
 
