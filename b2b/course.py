@@ -83,7 +83,7 @@ def run_course(profile, level: int = 1, algo: str = "reinforce", *, data: str | 
     from b2b.evaluate import comparison_table, summary
     from b2b.models import load_config, load_policy, load_reward_model, load_tokenizer
     from b2b.recipes import rl_config
-    from b2b.reward_models import course_reward_dir
+    from b2b.reward_models import course_reward_dir, for_policy
     from b2b.rollout import check_prompts_fit
     from b2b.runs import latest_checkpoint
     from b2b.train import train
@@ -119,20 +119,22 @@ def run_course(profile, level: int = 1, algo: str = "reinforce", *, data: str | 
                 raise ConfigError(f"run: --skip-reward-training: no reward model in {out / 'reward_model'}, none "
                                   f"shipped for profile {profile.name} with this policy and none in {rm_dir}; "
                                   "train one first (drop the flag)")
-        rm = load_reward_model(rm_dir, device=device)
+        rm, rm_tok = load_reward_model(rm_dir, device=device), load_tokenizer(rm_dir)
         say(f"reward model: {rm_dir} ({kind}, not retrained)")
     else:
-        rm, _, m, _, _ = reward_stage(profile, level, data, rm_dir, cfg, progress=progress)
+        rm, rm_tok, m, _, _ = reward_stage(profile, level, data, rm_dir, cfg, progress=progress)
         say(f"reward model: {kind}, {m['train_pairs']} pairs -> {rm_dir}")
         for line in metric_lines(m, REWARD_METRICS):
             say(line)
+    rm = for_policy(profile, rm, rm_tok)  # the policy's answers re-encoded when its tokenizer is not the reward model's
     policy = load_policy(profile.policy, device, trainable=True)
     say(f"RL: {algo}, {rl_cfg.steps} steps x {rl_cfg.batch_size} rollouts ({rl_cfg.k} per prompt), lr {rl_cfg.lr:g}, "
         f"KL coef {rl_cfg.kl_coef:g} ({rl_cfg.kl_estimator}), "
         f"repetition penalty {rl_cfg.repetition_penalty:g} (sampling) / {rl_cfg.ngram_penalty:g} (reward), "
         f"profile={profile.name} -> {out}")
     history = train(policy, tok, rm, prompts, rl_cfg, eval_prompts=eval_prompts, world=world, out=out,
-                    resume=resume, overwrite=overwrite, progress=progress, eval_batch_size=profile.sample_batch)
+                    resume=resume, overwrite=overwrite, progress=progress, eval_batch_size=profile.sample_batch,
+                    profile=profile.name)
     policy.save_pretrained(out / "policy")
     tok.save_pretrained(out / "policy")
     (out / "policy" / "b2b_run.json").write_text(json.dumps(

@@ -329,11 +329,12 @@ def length_batches(lengths: list[int], batch_size: int, g, pool: int = 32):
 
 
 def warmup_cosine(opt, warmup: int, steps: int):
-    """Learning rate x min(1, (s + 1) / warmup) x (1 + cos(pi * s / steps)) / 2 at step s."""
+    """Learning rate x min(1, (s + 1) / warmup) x (1 + cos(pi * s / steps)) / 2 at step s (no
+    warm-up factor when warmup is 0)."""
     import torch
 
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
 # ----------------------------------------------------------------------------- a run's splits

@@ -25,9 +25,10 @@ from b2b.tinyworld.world import reference_responses
 
 
 @torch.no_grad()
-def proxy_rewards(reward_model, rollout: Rollout, readout: str = "expected") -> Tensor:
-    """(B,) reward-model rewards of a rollout, read at each sequence's last real token."""
-    return scalar_reward(rollout_reward_scores(reward_model, rollout), readout)
+def proxy_rewards(reward_model, rollout: Rollout, readout: str = "expected", prompts: list | None = None) -> Tensor:
+    """(B,) reward-model rewards of a rollout, read at each sequence's last real token (a
+    `Retokenized` reward model also needs the rollout's `prompts`)."""
+    return scalar_reward(rollout_reward_scores(reward_model, rollout, prompts=prompts), readout)
 
 
 @torch.no_grad()
@@ -55,7 +56,7 @@ def sample_many(policy, tokenizer, prompts: list, batch_size: int = 128, max_new
         if reward_model is not None and not isinstance(reward_model, torch.nn.Module):  # a reward function
             out["proxy"] += [float(x) for x in reward_model(prompts[i:i + batch_size], texts, finished)]
         elif reward_model is not None:
-            scores = rollout_reward_scores(reward_model, ro)
+            scores = rollout_reward_scores(reward_model, ro, prompts=prompts[i:i + batch_size])
             out["scores"].append(scores.cpu())
             out["proxy"] += scalar_reward(scores, readout).tolist()
     out["scores"] = torch.cat(out["scores"]) if out["scores"] else None

@@ -24,12 +24,18 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, micro_batch_size=2, gradient_checkpointing=True,
                            lr=1e-5, max_length=320, warmup=1, limit=8, eval_every=1)
-    else:
+    else:  # tiny-smollm2 too: its reward models are the tiny ones, read through their own tokenizer
         cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
         if profile.name == "ci":
             # 62 steps: a short warm-up, or the cosine decay would end before the warm-up does
             cfg = dataclasses.replace(cfg, epochs=1.0, limit=int(20_000 * profile.scale), warmup=6, eval_every=25)
     return dataclasses.replace(cfg, **overrides)
+
+
+TINY_SMOLLM2_STEPS = 100
+TINY_SMOLLM2_LR = 2e-5
+"""The `tiny-smollm2` profile's RL run: 100 steps of 16 rollouts at a learning rate fit for a
+pretrained 135M policy that should move within the run (docs/real-model.md)."""
 
 
 def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
@@ -46,6 +52,11 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
                        eval_prompts=profile.eval_prompts,
                        sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # one checkpoint: the final step,
                        checkpoint_optimizer=False,                              # its policy only (0.54 GB, not 1.6)
+                       **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
+    elif profile.name == "tiny-smollm2":  # SmolLM2 in the tiny world: 16 rollouts of up to 48 tokens a step
+        cfg = RLConfig(algo=algo, steps=TINY_SMOLLM2_STEPS, batch_size=16, lr=TINY_SMOLLM2_LR,
+                       max_new_tokens=profile.max_new_tokens, eval_every=10, eval_prompts=profile.eval_prompts,
+                       sample_every=5, checkpoint_every=25, keep_checkpoints=1,
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     else:
         cfg = RLConfig(algo=algo, **algo_cfg)

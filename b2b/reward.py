@@ -28,9 +28,12 @@ NUM_CLASSES = 10
 
 # ----------------------------------------------------------------------------- reading a reward model
 
-def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None) -> Tensor:
+def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None, prompts: list | None = None) -> Tensor:
     """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
-    groups as `rollout_logprobs`."""
+    groups as `rollout_logprobs`. A `Retokenized` reward model (another tokenizer than the
+    policy's) reads the decoded text instead, and needs the rollout's `prompts`."""
+    if isinstance(reward_model, Retokenized):
+        return reward_model.rollout_scores(rollout, prompts)
     return unsort(*by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
                                                                           sub.attention_mask)))
 
@@ -51,6 +54,60 @@ def reward_scores(reward_model, input_ids: Tensor, attention_mask: Tensor) -> Te
     idx = last_token_index(attention_mask)
     last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]  # (B, H)
     return head(last).float()
+
+
+class Retokenized(torch.nn.Module):
+    """A reward model that scores a policy with another tokenizer (TRL's separate reward processing
+    class): each completion is decoded with the policy's tokenizer, then prompt + answer are
+    chat-formatted and encoded with the reward model's own tokenizer and template and read at the
+    last real token, which is the reward model's end-of-turn token exactly where the policy ended
+    its turn (`encode_responses` with `finished`). Batched like `score_sequences`.
+
+        rm = Retokenized(load_reward_model("data/rm-level1"), load_tokenizer("data/rm-level1"), smol_tok)
+
+    `retokenized` wraps a reward model only when the two tokenizers differ. The wrapper's weights
+    are the reward model's (`fingerprint` reads them, so run records key on the same model)."""
+
+    def __init__(self, model, tokenizer, policy_tokenizer, max_length: int = 512):
+        super().__init__()
+        self.model, self.tokenizer, self.policy_tokenizer, self.max_length = model, tokenizer, policy_tokenizer, max_length
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def state_dict(self, *args, **kwargs):
+        return self.model.state_dict(*args, **kwargs)
+
+    def scores(self, prompts: list, texts: list[str], finished: list[bool]) -> Tensor:
+        """(B, num_labels) raw outputs for answers given as text, on the reward model's device."""
+        seqs = encode_responses(self.tokenizer, prompts, texts, self.max_length, finished=list(finished))
+        return score_sequences(self.model, seqs, self.tokenizer.pad_token_id).to(next(self.model.parameters()).device)
+
+    def rollout_scores(self, rollout: Rollout, prompts: list | None) -> Tensor:
+        """(B, num_labels) for a policy's rollout of `prompts` (one per row), on the rollout's device."""
+        from b2b.rollout import decode_completions
+
+        if prompts is None or len(prompts) != rollout.completion_ids.shape[0]:
+            raise TypeError("Retokenized reward model: expected the rollout's prompts, one per row "
+                            "(its text is re-encoded with the reward model's tokenizer)")
+        texts = decode_completions(self.policy_tokenizer, rollout)
+        finished = rollout.finished(self.policy_tokenizer.eos_token_id).tolist()
+        return self.scores(prompts, texts, finished).to(rollout.completion_ids.device)
+
+
+def same_tokenizer(a, b) -> bool:
+    """True when two tokenizers turn every chat into the same ids: the same vocabulary, end-of-turn
+    token and chat template."""
+    return (a is b) or (a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id
+                        and getattr(a, "chat_template", None) == getattr(b, "chat_template", None))
+
+
+def retokenized(reward_model, rm_tokenizer, policy_tokenizer, max_length: int = 512):
+    """`reward_model` itself when it reads the policy's tokens, else a `Retokenized` wrapper."""
+    if isinstance(reward_model, Retokenized) or same_tokenizer(rm_tokenizer, policy_tokenizer):
+        return reward_model
+    return Retokenized(reward_model, rm_tokenizer, policy_tokenizer, max_length)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -131,15 +188,18 @@ def win_probability(scores_chosen: Tensor, scores_rejected: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- data
 
-def encode_responses(tokenizer, prompts: list, responses: list[str], max_length: int = 512) -> list[list[int]]:
+def encode_responses(tokenizer, prompts: list, responses: list[str], max_length: int = 512,
+                     finished: list[bool] | None = None) -> list[list[int]]:
     """Token ids of chat-formatted prompt + response + end-of-turn, exactly as a rollout makes
-    them. Over `max_length`, the prompt loses tokens from its start, then the response its end."""
+    them; with `finished`, the end-of-turn token only where it is True (an answer cut off at
+    `max_new_tokens` is read at its last token, as in the rollout). Over `max_length`, the prompt
+    loses tokens from its start, then the response its end."""
     p_ids = tokenizer(chat_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     out = []
-    for p, r in zip(p_ids, r_ids):
-        r = r[: max_length - 16] + [eos]
+    for i, (p, r) in enumerate(zip(p_ids, r_ids)):
+        r = r[: max_length - 16] + ([eos] if finished is None or finished[i] else [])
         out.append(p[max(0, len(p) + len(r) - max_length):] + r)
     return out
 
@@ -354,6 +414,6 @@ def policy_rewards(reward_model, ro, prompts: list[str], texts: list[str], finis
     gold judge, as an upper bound on what a perfect reward model would give)."""
     if isinstance(reward_model, torch.nn.Module):
         with torch.no_grad():
-            return scalar_reward(rollout_reward_scores(reward_model, ro), readout)
+            return scalar_reward(rollout_reward_scores(reward_model, ro, prompts=prompts), readout)
     r = reward_model(prompts, texts, finished.tolist())
     return torch.as_tensor(r, dtype=torch.float32, device=ro.completion_ids.device)

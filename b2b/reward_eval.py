@@ -17,7 +17,7 @@ import torch
 from b2b.evaluate import sample_many
 from b2b.tinyworld.gold import judge, words
 from b2b.metrics import pearson, spearman
-from b2b.reward import pair_accuracy
+from b2b.reward import pair_accuracy, retokenized
 
 
 def gold_probe(rm, policy, tokenizer, prompts: list[str], samples_per_prompt: int = 2, max_new_tokens: int = 64,
@@ -60,20 +60,25 @@ def gold_metrics(rows: list[dict], samples_per_prompt: int = 2) -> dict:
 def evaluate_reward_model(rm, tokenizer, test_pairs: list[dict], policy=None, prompts: list[str] | None = None,
                           readout: str = "expected", max_new_tokens: int = 64, seed: int = 0,
                           max_length: int = 512, world: bool = True,
-                          train_pairs: list[dict] | None = None) -> tuple[dict, list[dict]]:
+                          train_pairs: list[dict] | None = None,
+                          policy_tokenizer=None) -> tuple[dict, list[dict]]:
     """Metrics (the keys of `b2b run --only-reward-model --json`) and the probe's sample rows.
 
     Without a policy and prompts only `pair_accuracy` is measured; outside the tiny world (no
     gold) the SFT samples give `length_corr` and `reward_mean` only. With
     no held-out pairs (a file too small to split) `pair_accuracy` is None and, given `train_pairs`,
-    `train_pair_accuracy` says how well the model fits the pairs it was trained on.
+    `train_pair_accuracy` says how well the model fits the pairs it was trained on. A policy with
+    another tokenizer than the reward model's (`policy_tokenizer`) is probed through
+    `b2b.reward.retokenized`: its answers are re-encoded with the reward model's tokenizer.
     """
     metrics = {"pair_accuracy": pair_accuracy(rm, tokenizer, test_pairs, readout, max_length) if test_pairs else None}
     if not test_pairs and train_pairs:  # small data: say how well it fits what it saw, labelled as such
         metrics["train_pair_accuracy"] = pair_accuracy(rm, tokenizer, train_pairs[:2000], readout, max_length)
     rows = []
     if policy is not None and prompts:
-        rows = gold_probe(rm, policy, tokenizer, prompts, 2, max_new_tokens, seed, readout, world=world)
+        ptok = policy_tokenizer or tokenizer
+        rows = gold_probe(retokenized(rm, tokenizer, ptok, max_length), policy, ptok, prompts, 2, max_new_tokens, seed,
+                          readout, world=world)
         metrics.update(gold_metrics(rows))
     return metrics, rows
 

@@ -89,7 +89,7 @@ def course_reward_model(profile: Profile, level: int = 1, say=print, progress: b
 
     shipped = shipped_reward_model(profile, level)
     if shipped is not None:
-        return load_reward_model(shipped)
+        return for_policy(profile, load_reward_model(shipped), load_tokenizer(shipped))
     tok = load_tokenizer(profile.reward_backbone)
     train, test = preference_splits(profile, say=lambda _: None)
     cfg = reward_config(profile, level)
@@ -99,7 +99,19 @@ def course_reward_model(profile: Profile, level: int = 1, say=print, progress: b
             f"its recipe on {pairs_text(len(train[: cfg.limit or None]))} -> {course_reward_dir(profile, level)}")
     else:
         say(f"reward model: {source} (notebook 0{level}'s)")
-    return rm
+    return for_policy(profile, rm, tok)
+
+
+def for_policy(profile: Profile, rm, rm_tokenizer):
+    """`rm` as the profile's policy reads it: itself when the policy is its backbone (one
+    tokenizer), else wrapped to re-encode the policy's answers with `rm_tokenizer`
+    (`b2b.reward.retokenized`; the `tiny-smollm2` profile: SmolLM2's answers, tiny reward models)."""
+    from b2b.models import load_tokenizer
+    from b2b.reward import retokenized
+
+    if profile.policy == profile.reward_backbone:
+        return rm
+    return retokenized(rm, rm_tokenizer, load_tokenizer(profile.policy), reward_config(profile, 1).max_length)
 
 
 def train_from_backbone(profile: Profile, cfg: RewardConfig, tokenizer, train_pairs: list[dict],
@@ -144,16 +156,16 @@ def reward_stage(profile: Profile, level: int = 1, data: str | None = None, out:
     t0 = time.time()
     rm, history = train_from_backbone(profile, cfg, tok, train, test, progress)
     train_seconds = time.time() - t0
-    policy = prompts = None
+    policy = prompts = policy_tok = None
     world = in_world(profile, data)
     if world:
         from b2b.models import load_policy
 
-        policy = load_policy(profile.policy)
+        policy, policy_tok = load_policy(profile.policy), load_tokenizer(profile.policy)
         prompts = heldout_prompts(profile, probe_prompts or (64 if profile.name == "ci" else 256))
     metrics, rows = evaluate_reward_model(rm, tok, test, policy, prompts, max_new_tokens=profile.max_new_tokens,
                                           seed=cfg.seed, max_length=cfg.max_length, world=world,
-                                          train_pairs=train[: cfg.limit or None])
+                                          train_pairs=train[: cfg.limit or None], policy_tokenizer=policy_tok)
     metrics.update(level=level, train_seconds=round(train_seconds, 2), train_pairs=len(train[: cfg.limit or None]),
                    test_pairs=len(test))
     if out is not None:

@@ -100,7 +100,7 @@ def latest_checkpoint(path: str | Path) -> Path | None:
 
 
 def save_checkpoint(out: Path, step: int, policy, opt, gen: torch.Generator, baseline, history: History,
-                    cfg, keep: int) -> Path:
+                    cfg, keep: int, identity: dict | None = None) -> Path:
     """Write checkpoints/step-N atomically and keep the last `keep`. Weights that are not finite are
     never checkpointed: the last good checkpoint stays the newest. `cfg.checkpoint_optimizer` False
     leaves AdamW's moments out (resuming restarts them, and says so)."""
@@ -115,7 +115,7 @@ def save_checkpoint(out: Path, step: int, policy, opt, gen: torch.Generator, bas
     torch.save({"optimizer": opt.state_dict() if cfg.checkpoint_optimizer else None, "generator": gen.get_state(),
                 "step": step, "baseline": baseline}, tmp / "trainer.pt")
     (tmp / "history.json").write_text(json.dumps(history.to_dict()))
-    (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    (tmp / "config.json").write_text(json.dumps({**dataclasses.asdict(cfg), **(identity or {})}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in checkpoints(out)[:-keep]:
@@ -186,12 +186,33 @@ def run_files(out: str | Path) -> list[str]:
     return [name for name in RUN_FILES if (Path(out) / name).exists()]
 
 
+IDENTITY = ("policy", "profile")
+"""What a run's config.json holds besides RLConfig's fields (`run_identity`): the policy it started
+from and the profile it ran in, so a reader (and a notebook) can tell which model a curve belongs
+to. A recorded policy must be the run's own for the run to be read back; the profile is for reading."""
+
+
+def run_identity(policy, profile: str | None = None) -> dict:
+    """{"policy": the starting policy's folder or hub name (`data/tiny-sft` -> "tiny-sft"),
+    "profile": the profile's name or None}."""
+    from pathlib import PurePosixPath
+
+    src = str(getattr(getattr(policy, "config", None), "_name_or_path", "") or "")
+    return {"policy": PurePosixPath(src.replace("\\", "/")).name or None, "profile": profile}
+
+
 def same_config(stored: dict | None, want: dict) -> bool:
     """Whether a saved run's config is `want`; a setting the saved run predates counts as its
-    default (so adding an RLConfig field does not invalidate finished runs)."""
+    default (so adding an RLConfig field does not invalidate finished runs). The `IDENTITY` keys
+    are not settings: only a policy both name must agree."""
     from b2b.rl_config import RLConfig
 
-    if not isinstance(stored, dict) or set(stored) - set(want):
+    if not isinstance(stored, dict) or not isinstance(want, dict):
+        return False
+    if stored.get("policy") and want.get("policy") and stored["policy"] != want["policy"]:
+        return False
+    stored, want = ({k: v for k, v in d.items() if k not in IDENTITY} for d in (stored, want))
+    if set(stored) - set(want):
         return False
     defaults = dataclasses.asdict(RLConfig())
     return all(stored.get(k, defaults[k]) == v for k, v in want.items())
@@ -319,7 +340,7 @@ def logged_history(out: Path) -> History:
     return h
 
 
-def finished_in_logs(out: Path, cfg, reward_id: str | None) -> History | None:
+def finished_in_logs(out: Path, cfg, reward_id: str | None, identity: dict | None = None) -> History | None:
     """The first cfg.steps steps of the run in `out`, read from its logs, when `out` holds this run
     (its config.json has these settings but perhaps `steps`, its reward model is `reward_id`) and
     the logs reach cfg.steps; else None."""
@@ -330,7 +351,8 @@ def finished_in_logs(out: Path, cfg, reward_id: str | None) -> History | None:
         stored = json.loads(cfg_file.read_text())
     except ValueError:
         return None
-    if not isinstance(stored, dict) or not same_config({**stored, "steps": cfg.steps}, dataclasses.asdict(cfg)):
+    if not isinstance(stored, dict) or not same_config({**stored, "steps": cfg.steps},
+                                                        {**dataclasses.asdict(cfg), **(identity or {})}):
         return None
     h = logged_history(out).first(cfg.steps)
     if [r["step"] for r in h.steps] != list(range(1, cfg.steps + 1)):
@@ -338,7 +360,8 @@ def finished_in_logs(out: Path, cfg, reward_id: str | None) -> History | None:
     return h
 
 
-def finished_or_resumable(out: Path, cfg, reward_id: str | None) -> tuple[History | None, Path | None]:
+def finished_or_resumable(out: Path, cfg, reward_id: str | None,
+                          identity: dict | None = None) -> tuple[History | None, Path | None]:
     """(history, None) when `out` holds this run (the same settings but perhaps `steps`, the same
     reward model) up to cfg.steps or beyond: its first cfg.steps steps are exactly this run;
     (None, out) when it holds this run killed half way, or a shorter one, to continue from its last
@@ -348,18 +371,19 @@ def finished_or_resumable(out: Path, cfg, reward_id: str | None) -> tuple[Histor
     ck = latest_checkpoint(out) if out.exists() else None
     if ck is None:
         restore_record(out)
-        return (finished_in_logs(out, cfg, reward_id) if out.exists() else None), None
+        return (finished_in_logs(out, cfg, reward_id, identity) if out.exists() else None), None
     if recorded_reward_fingerprint(out) != reward_id:
         return None, None
     stored = json.loads((ck / "config.json").read_text())
-    if not same_config({**stored, "steps": cfg.steps}, dataclasses.asdict(cfg)):
+    if not same_config({**stored, "steps": cfg.steps}, {**dataclasses.asdict(cfg), **(identity or {})}):
         return None, None
     if step_of(ck) >= cfg.steps:
         return History.from_dict(json.loads((ck / "history.json").read_text())).first(cfg.steps), None
     return None, out
 
 
-def open_run(out, cfg, reward_id: str | None, resume=None, overwrite: bool = False, reuse: bool = False) -> Opened:
+def open_run(out, cfg, reward_id: str | None, resume=None, overwrite: bool = False, reuse: bool = False,
+             identity: dict | None = None) -> Opened:
     """Check and prepare the run directory before anything is trained.
 
     resume: a run directory (or checkpoint) to continue, under the reward model it trained against.
@@ -368,7 +392,7 @@ def open_run(out, cfg, reward_id: str | None, resume=None, overwrite: bool = Fal
     Otherwise a directory that holds a run is refused unless `overwrite`."""
     out = Path(out) if out is not None else None
     if reuse and out is not None and resume is None:
-        done, resume = finished_or_resumable(out, cfg, reward_id)
+        done, resume = finished_or_resumable(out, cfg, reward_id, identity)
         if done is not None:
             return Opened(out, done=done)
         overwrite = True
@@ -407,10 +431,11 @@ def read_back(policy, out: Path, cfg, history: History, progress: bool) -> Histo
     return history
 
 
-def start_logs(out: Path | None, cfg, reward_id: str | None, history: History) -> None:
-    """Write the run's config and reward-model record, and logs that hold exactly `history`."""
+def start_logs(out: Path | None, cfg, reward_id: str | None, history: History, identity: dict | None = None) -> None:
+    """Write the run's config (with its `IDENTITY`) and reward-model record, and logs that hold
+    exactly `history`."""
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        (out / "config.json").write_text(json.dumps({**dataclasses.asdict(cfg), **(identity or {})}, indent=1))
         (out / REWARD_FILE).write_text(json.dumps({"fingerprint": reward_id}) + "\n")
         rewrite_logs(out, history)

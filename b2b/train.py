@@ -34,7 +34,8 @@ from b2b.step import rl_step
 
 def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
           algorithm=None, eval_prompts: list[str] | None = None, world: bool = True, out=None, resume=None,
-          overwrite: bool = False, reuse: bool = False, progress: bool = True, eval_batch_size: int = 128) -> History:
+          overwrite: bool = False, reuse: bool = False, progress: bool = True, eval_batch_size: int = 128,
+          profile: str | None = None) -> History:
     """Train `policy` in place with policy gradients; returns the run's `History`.
 
     prompts: training prompts (user messages), drawn uniformly with replacement each step.
@@ -47,6 +48,8 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     out: run directory for `metrics.jsonl`, `samples.jsonl` and `checkpoints/` (`b2b.runs`).
     resume: a run directory (or checkpoint) to continue from; the policy passed in is overwritten
         with the checkpoint's weights and training continues at the next step.
+    profile: the profile's name, recorded in `out/config.json` with the policy's folder name
+        (`b2b.runs.run_identity`); default: the one `b2b.setup` set up, if any.
     eval_batch_size: held-out prompts sampled together (on a GPU at most cfg.batch_size).
     reuse: `out` holding this run (same settings, same reward model) is read back when finished
         (the policy takes its final weights where they were kept) or continued when not; holding
@@ -54,7 +57,7 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     """
     run = Run(policy, tokenizer, reward_model, prompts, cfg, algorithm=algorithm, eval_prompts=eval_prompts,
               world=world, out=out, resume=resume, overwrite=overwrite, reuse=reuse, progress=progress,
-              eval_batch_size=eval_batch_size)
+              eval_batch_size=eval_batch_size, profile=profile)
     while not run.finished:
         run.next()
     return run.close()
@@ -72,6 +75,21 @@ def _algorithm(algorithm, cfg: RLConfig, reuse: bool):
             raise ConfigError("train: reuse reads back a run of the registered algorithm; train your own pieces "
                               "without reuse=True")
     return algo
+
+
+def check_reads_policy(reward_model, policy, tokenizer) -> None:
+    """A reward model whose vocabulary is not the policy's cannot read its token ids: a one-line
+    `ConfigError` saying how to score through the reward model's own tokenizer."""
+    from b2b.reward import Retokenized
+
+    if not isinstance(reward_model, torch.nn.Module) or isinstance(reward_model, Retokenized):
+        return
+    theirs = getattr(getattr(reward_model, "config", None), "vocab_size", None)
+    ours = len(tokenizer)
+    if theirs is not None and theirs != getattr(policy.config, "vocab_size", ours):
+        raise ConfigError(f"train: the reward model reads a vocabulary of {theirs:,} tokens, the policy writes "
+                          f"{policy.config.vocab_size:,}: score through the reward model's own tokenizer with "
+                          "b2b.reward.retokenized(reward_model, its_tokenizer, tokenizer)")
 
 
 def _prepare_policy(policy, cfg: RLConfig):
@@ -92,7 +110,7 @@ class Run:
 
     def __init__(self, policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
                  algorithm=None, eval_prompts=None, world: bool = True, out=None, resume=None, overwrite: bool = False,
-                 reuse: bool = False, progress: bool = True, eval_batch_size: int = 128):
+                 reuse: bool = False, progress: bool = True, eval_batch_size: int = 128, profile: str | None = None):
         from tqdm.auto import tqdm
 
         cfg = (cfg or RLConfig()).validate()
@@ -104,8 +122,12 @@ class Run:
         self.world, self.history = world, None
         eval_prompts = (eval_prompts or [])[: cfg.eval_prompts or None]
         prompt_tokens = check_prompts_fit(policy, tokenizer, reward_model, prompts, eval_prompts, cfg.max_new_tokens)
+        check_reads_policy(reward_model, policy, tokenizer)
         reward_id = fingerprint(reward_model) if out is not None or resume is not None else None
-        self.run = runs.open_run(out, cfg, reward_id, resume, overwrite, reuse)
+        from b2b.config import active_profile
+
+        self.identity = runs.run_identity(policy, profile or active_profile())
+        self.run = runs.open_run(out, cfg, reward_id, resume, overwrite, reuse, self.identity)
         if self.run.done is not None:  # this very run, finished before: read back
             self.history, self.step = runs.read_back(policy, self.run.out, cfg, self.run.done, progress), cfg.steps
             return
@@ -122,7 +144,7 @@ class Run:
         self.step, self.state, self.history = 0, None, History()
         if self.run.resume is not None:
             self.step, self.state, self.history = runs.load_checkpoint(self.run.resume, policy, self.opt, self.gen)
-        runs.start_logs(self.run.out, cfg, reward_id, self.history)
+        runs.start_logs(self.run.out, cfg, reward_id, self.history, self.identity)
         self.last_good = str(latest_checkpoint(self.run.out) or "none") if self.run.out is not None else "none"
         if self.device.type == "cuda":  # on a GPU no evaluation batch outgrows the step the memory estimate checked
             eval_batch_size = min(eval_batch_size, cfg.batch_size)
@@ -160,7 +182,7 @@ class Run:
             self._log("evals", self.evaluate(step, self.last_good))
         if self.run.out is not None and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             self.last_good = str(runs.save_checkpoint(self.run.out, step, self.policy, self.opt, self.gen, self.state,
-                                                      self.history, cfg, cfg.keep_checkpoints))
+                                                      self.history, cfg, cfg.keep_checkpoints, self.identity))
         self.bar.update(1)
         self.bar.set_postfix({"proxy": f"{m['reward/proxy_mean']:.2f}",
                               **({"gold": f"{m['reward/gold_mean']:.2f}"} if self.world else {})})

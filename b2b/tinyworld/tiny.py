@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from b2b.data import length_batches, warmup_cosine  # noqa: F401  (re-exported: the SFT loop uses both)
+from b2b.data import length_batches, warmup_cosine  # noqa: F401  (re-exported)
+from b2b.sft import sft_batch, sft_examples, train_sft  # noqa: F401  (the SFT loop, shared with b2b.sft)
 
 # ChatML, as SmolLM2-Instruct uses, without its default system prompt (saves tokens).
 CHAT_TEMPLATE = (
@@ -86,53 +87,6 @@ def build_model(tokenizer, cfg: TinyConfig):
         max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return LlamaForCausalLM(config)
-
-
-def sft_examples(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
-    """(token ids, prompt length) per row: chat-formatted prompt, then completion + <|im_end|>."""
-    from b2b.rollout import chat_prompts
-
-    p_ids = tokenizer(chat_prompts(tokenizer, [r["prompt"] for r in rows]), add_special_tokens=False)["input_ids"]
-    c_ids = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return [(p + c + [eos], len(p)) for p, c in zip(p_ids, c_ids)]
-
-
-def sft_batch(examples: list[tuple[list[int], int]], pad_id: int):
-    """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
-    T = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), T), pad_id)
-    mask = torch.zeros((len(examples), T), dtype=torch.long)
-    labels = torch.full((len(examples), T), -100)
-    for i, (x, p) in enumerate(examples):
-        ids[i, :len(x)] = torch.tensor(x)
-        mask[i, :len(x)] = 1
-        labels[i, p:len(x)] = torch.tensor(x[p:])
-    return ids, mask, labels
-
-
-def train_sft(model, examples, cfg: TinyConfig, log_every: int = 250, progress=print) -> list[float]:
-    """Plain SFT: AdamW, linear warm-up then cosine decay; returns the loss per step."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    batches = length_batches([len(ids) for ids, _ in examples], cfg.batch_size, g)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
-    pad = model.config.pad_token_id
-    losses, t0 = [], time.time()
-    model.train()
-    for step in range(cfg.steps):
-        ids, mask, labels = sft_batch([examples[i] for i in next(batches)], pad)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if progress and (step + 1) % log_every == 0:
-            progress(f"step {step + 1}/{cfg.steps}  loss {sum(losses[-log_every:]) / log_every:.3f}  {time.time() - t0:.0f}s")
-    model.eval()
-    return losses
 
 
 def build_tiny(data_dir: str | Path = "data", out: str | Path | None = None,

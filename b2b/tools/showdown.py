@@ -293,7 +293,7 @@ def cached_run(profile, cfg, out: str | Path, tokenizer=None, reward_model=None,
     prompts, heldout, world = data or rl_prompts(profile)
     policy = load_policy(profile.policy, trainable=True)
     return train(policy, tokenizer, reward_model, prompts, cfg, eval_prompts=heldout, world=world, out=out,
-                 reuse=True, progress=progress)
+                 reuse=True, progress=progress, profile=profile.name)
 
 
 def run_policy(profile, out: str | Path, step: int):

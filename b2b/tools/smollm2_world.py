@@ -1,0 +1,230 @@
+"""The real model in the tiny world: SmolLM2-135M-Instruct fine-tuned on the tiny world's
+demonstrations (the `tiny-smollm2` profile), scored by the shipped Level 1 reward model through its
+own tokenizer, trained by vanilla REINFORCE (two seeds) and RLOO k=4 + KL, every held-out answer
+rated by the gold judge. The claims below were fixed before the runs (docs/real-model.md).
+
+    python -m b2b.tools.smollm2_world --train    # the reward probe and the runs (hours on 2 cores), then records
+    python -m b2b.tools.smollm2_world            # the figures and claims from the shipped records (seconds)
+
+The runs live in `notebooks/runs/smollm2-tiny/<name>` and ship as records in
+`data/runs/smollm2-tiny/` (logs and evaluations, no weights); `history(name)` reads one back
+without loading any model, so notebook 04 shows them in every profile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+RUNS = {"reinforce-seed0": ("reinforce", 0), "reinforce-seed1": ("reinforce", 1), "rloo-k-4-kl-seed0": ("rloo", 0)}
+"""name -> (algorithm, seed): the runs on the real model, each at `rl_config(tiny-smollm2, algo, seed=seed)`."""
+
+ROOT = Path("notebooks") / "runs" / "smollm2-tiny"
+"""Where `--train` writes the runs (below a folder called `runs`: the record key is `smollm2-tiny/<name>`)."""
+
+PROBE = "reward-probe"
+"""The cached result (`b2b.runs.cached_result`) of the reward models measured on SmolLM2's answers."""
+
+FALL = 1.0
+"""Claim 1's fall: vanilla REINFORCE's held-out gold ends at least this far below its peak."""
+
+
+def configs(profile=None) -> dict:
+    """name -> the RLConfig of each run in `RUNS` (the `tiny-smollm2` profile's recipe)."""
+    import dataclasses
+
+    from b2b.config import Profile
+    from b2b.recipes import rl_config
+
+    profile = profile or _profile_stub()
+    assert isinstance(profile, Profile)
+    return {name: dataclasses.replace(rl_config(profile, algo), seed=seed) for name, (algo, seed) in RUNS.items()}
+
+
+def _profile_stub():
+    """The `tiny-smollm2` profile's settings without its policy folder (reading records needs no model)."""
+    from b2b.config import Profile, data_dir
+
+    d = data_dir()
+    return Profile(name="tiny-smollm2", policy="smollm2-135m-tiny-sft", reward_backbone=str(d / "tiny-sft"),
+                   preferences=str(d), preferences_split=None, world=True, eval_prompts=64, max_new_tokens=48,
+                   sample_batch=64, scale=0.1)
+
+
+def history(name: str, root: str | Path = ROOT):
+    """The `History` of run `name`, read from `root/name` (filled from its shipped record first when
+    it holds no run); no model is loaded. A one-line error when neither holds the finished run."""
+    from b2b.errors import ConfigError
+    from b2b.runs import logged_history, restore_record
+
+    out = Path(root) / name
+    restore_record(out)
+    cfg = configs()[name]
+    h = logged_history(out).first(cfg.steps)
+    if [r["step"] for r in h.steps] != list(range(1, cfg.steps + 1)):
+        raise ConfigError(f"{out}: no finished run of {name} ({cfg.steps} steps) there or in data/runs/smollm2-tiny; "
+                          "python -m b2b.tools.smollm2_world --train trains it")
+    return h
+
+
+def recorded(name: str, root: str | Path = ROOT) -> dict:
+    """The run's config.json (its settings, policy and profile)."""
+    history(name, root)
+    return json.loads((Path(root) / name / "config.json").read_text())
+
+
+def claims(histories: dict) -> list[dict]:
+    """The pre-registered claims (docs/real-model.md), checked on the held-out evaluations of each run:
+
+    1. vanilla REINFORCE (each seed): gold peaks and then falls, the last evaluation at least
+       `FALL` below the peak, while the proxy at the last evaluation is above the proxy at the peak's;
+    2. RLOO k=4 + KL: the last evaluation's gold is above the SFT policy's (step 0) and no more
+       than `FALL` below its own peak.
+    One row per run and claim: the figures and whether the claim held."""
+    rows = []
+    for name, h in histories.items():
+        ev = h.evals
+        sft, last = ev[0], ev[-1]
+        peak = max(ev, key=lambda e: e["gold_mean"])
+        row = {"run": name, "sft_gold": sft["gold_mean"], "peak_gold": peak["gold_mean"], "peak_step": peak["step"],
+               "final_gold": last["gold_mean"], "sft_proxy": sft["proxy_mean"], "proxy_at_peak": peak["proxy_mean"],
+               "final_proxy": last["proxy_mean"], "final_kl": last.get("kl_ref"),
+               "sft_distinct_2": sft["distinct_2"], "final_distinct_2": last["distinct_2"]}
+        if name.startswith("reinforce"):
+            row["claim"] = f"gold peaks, then falls by at least {FALL:g} while the proxy keeps rising"
+            row["held"] = (peak["gold_mean"] - last["gold_mean"] >= FALL and peak["step"] < last["step"]
+                           and last["proxy_mean"] > peak["proxy_mean"])
+        else:
+            row["claim"] = f"gains gold over SFT and ends within {FALL:g} of its peak"
+            row["held"] = last["gold_mean"] > sft["gold_mean"] and peak["gold_mean"] - last["gold_mean"] < FALL
+        rows.append(row)
+    return rows
+
+
+LABELS = {"reinforce-seed0": "vanilla REINFORCE, seed 0", "reinforce-seed1": "vanilla REINFORCE, seed 1",
+          "rloo-k-4-kl-seed0": "RLOO k=4 + KL, seed 0"}
+
+
+def table_rows(histories: dict, tiny: dict | None = None) -> list[dict]:
+    """One row per run (held-out evaluations: the SFT policy's at step 0, the peak's, the last's):
+    the tiny policy's runs first (`tiny`: {label: (History, rollouts per step)}), then this
+    module's (`histories`: {name: History})."""
+    cfgs = configs()
+    smol = {LABELS[n]: (h, cfgs[n].batch_size) for n, h in histories.items()}
+    rows = []
+    for model, runs in (("tiny policy (1.1M)", tiny or {}), ("SmolLM2-135M", smol)):
+        for label, (h, batch) in runs.items():
+            ev, peak = h.evals, h.peak_gold
+            rows.append({"model": model, "run": label, "steps x rollouts": f"{len(h.steps)} x {batch}",
+                         "gold: SFT": ev[0]["gold_mean"], "gold: peak": peak["gold_mean"],
+                         "peak at step": peak["step"], "gold: final": ev[-1]["gold_mean"],
+                         "proxy: SFT": ev[0]["proxy_mean"], "proxy: final": ev[-1]["proxy_mean"],
+                         "KL to SFT (nats)": ev[-1].get("kl_ref"),
+                         "distinct-2 / SFT": ev[-1]["distinct_2"] / ev[0]["distinct_2"]})
+    return rows
+
+
+def sample_rows(histories: dict, n: int = 3) -> list[dict]:
+    """For each run, `n` held-out prompts with the SFT policy's answer (step 0) and the last
+    evaluation's, each with its gold rating."""
+    rows = []
+    for name, h in histories.items():
+        first, last = h.evals[0]["samples"], h.evals[-1]["samples"]
+        for a, b in list(zip(first, last))[:n]:
+            rows.append({"run": LABELS.get(name, name), "prompt": a["prompt"], "SFT answer": a["response"],
+                         "gold (SFT)": a.get("gold"), f"after {h.evals[-1]['step']} steps": b["response"],
+                         "gold (after)": b.get("gold")})
+    return rows
+
+
+def step_seconds(h) -> float:
+    """The median seconds of a run's steps (sampling, scoring and learning; evaluations apart)."""
+    return statistics.median(r["time/step_s"] for r in h.steps)
+
+
+def reward_probe(profile, n: int = 256, retrain: bool = False, root: str | Path = ROOT) -> dict:
+    """The shipped reward models on the SFT SmolLM2's own answers: two answers per held-out prompt
+    (temperature 1), each level's pair accuracy on the pairs gold ranks apart, its Spearman with
+    gold, and its correlation with length (`b2b.reward_eval.gold_metrics`), beside the same
+    measure on the tiny SFT policy's answers. Cached in `root/reward-probe` (and its record)."""
+    from b2b.data import heldout_prompts
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.reward import encode_responses, retokenized, scalar_reward, score_sequences
+    from b2b.reward_eval import gold_metrics, gold_probe
+    from b2b.reward_models import shipped_reward_model
+    from b2b.runs import cached_result
+    from b2b.config import get_profile
+
+    prompts = heldout_prompts(profile, n)
+    tiny = get_profile("tiny")
+
+    def compute() -> dict:
+        out = {}
+        for label, prof in (("smollm2", profile), ("tiny", tiny)):
+            policy, ptok = load_policy(prof.policy), load_tokenizer(prof.policy)
+            rows = None
+            for level in (1, 2):  # one set of answers, scored by each level through its own tokenizer
+                home = shipped_reward_model(tiny, level)
+                rm, rtok = load_reward_model(home), load_tokenizer(home)
+                if rows is None:
+                    rows = gold_probe(retokenized(rm, rtok, ptok), policy, ptok, prompts, 2, profile.max_new_tokens,
+                                      seed=0)
+                seqs = encode_responses(rtok, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                        finished=[r["finished"] for r in rows])
+                reward = scalar_reward(score_sequences(rm, seqs, rtok.pad_token_id)).tolist()
+                m = gold_metrics([{**r, "reward": x} for r, x in zip(rows, reward)])
+                out[f"{label}/level{level}"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+            gold = [r["gold"] for r in rows]
+            out[f"{label}/answers"] = {"n": len(rows), "gold_mean": round(statistics.fmean(gold), 4),
+                                       "eos_rate": round(statistics.fmean(r["finished"] for r in rows), 4),
+                                       "examples": [{k: r[k] for k in ("prompt", "response", "gold")} for r in rows[:6]]}
+        return out
+
+    key = {"prompts": n, "max_new_tokens": profile.max_new_tokens, "policy": Path(profile.policy).name}
+    return cached_result(Path(root) / PROBE, key, compute, retrain)
+
+
+def train_all(root: str | Path = ROOT, names=None, progress: bool = True) -> None:
+    """Train each run of `RUNS` (or `names`) that `root` does not hold yet, in the `tiny-smollm2`
+    profile (a killed run continues from its last checkpoint)."""
+    from b2b.config import get_profile
+    from b2b.data import rl_prompts
+    from b2b.reward_models import course_reward_model
+    from b2b.tools.showdown import cached_run
+
+    profile = get_profile("tiny-smollm2")
+    rm = course_reward_model(profile, level=1)
+    data = rl_prompts(profile)
+    for name, cfg in configs(profile).items():
+        if names and name not in names:
+            continue
+        cached_run(profile, cfg, Path(root) / name, reward_model=rm, data=data, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m b2b.tools.smollm2_world", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train", action="store_true", help="train the runs root does not hold, then pack their records")
+    ap.add_argument("--only", nargs="*", default=None, help="train only these runs (names of RUNS)")
+    ap.add_argument("--root", default=str(ROOT))
+    args = ap.parse_args(argv)
+    if args.train:
+        from b2b.config import get_profile
+        from b2b.tools.records import pack
+
+        print(json.dumps(reward_probe(get_profile("tiny-smollm2"), root=args.root)))
+        train_all(args.root, args.only)
+        pack([Path(args.root) / PROBE] + [Path(args.root) / n for n in RUNS if (Path(args.root) / n).exists()])
+    hs = {}
+    for name in RUNS:
+        try:
+            hs[name] = history(name, args.root)
+        except Exception as e:  # noqa: BLE001 (a run not trained yet: say so and go on)
+            print(f"{name}: {e}")
+    for row in claims(hs):
+        print(json.dumps({**row, "step_s": round(step_seconds(hs[row["run"]]), 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
