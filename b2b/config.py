@@ -1,4 +1,4 @@
-"""Profiles: one code path, four sizes of world.
+"""Profiles: one code path, five sizes of world.
 
 - `ci`:    the tiny world, a few steps; what CI runs through every notebook (minutes on 2 cores).
 - `tiny`:  the tiny world at full length on a CPU; the committed notebook outputs and the figures in img/.

@@ -46,11 +46,11 @@ def smoke_rm(smol, tmp_path_factory):
     return cwd / "rm"
 
 
-SMOKE_ALGOS = ("rloo", "reinforce_pp", "grpo")
-"""One `b2b run` per update and loss on the real model: RLOO (one update per batch, the KL-shaped reward,
-groups), REINFORCE++ (PPO's clipped updates, per-token KL, one sample per prompt) and GRPO (groups, its own
-loss with a k3 KL term). The other algorithms run on SmolLM2 in notebooks 03-08 (colab-smoke, below)
-and through the same command in the tiny world (tests/test_cli.py)."""
+SMOKE_ALGOS = ("rloo", "reinforce_pp")
+"""One colab-smoke `b2b run` per kind of update on the real model: RLOO (one update per batch, the
+KL-shaped reward, groups) and REINFORCE++ (PPO's clipped updates, per-token KL, one sample per prompt).
+Every algorithm takes a step on SmolLM2's real weights in tests/test_real_model_world.py, and runs on
+it in notebooks 03-08 (colab-smoke, below) and through the same command in the tiny world (tests/test_cli.py)."""
 
 
 def test_the_smoke_algorithms_cover_both_updates():

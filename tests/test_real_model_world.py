@@ -27,11 +27,11 @@ def cli(*args, cwd, env=None) -> tuple[dict, str]:
 @pytest.fixture(scope="module")
 def smol_tiny(tmp_path_factory):
     """SmolLM2 fine-tuned for two steps of four demonstrations by `b2b sft`, measured before and after
-    on eight held-out prompts (the profile's own recipe is 60 steps of 16: docs/real-model.md)."""
+    on four held-out prompts (the profile's own recipe is 60 steps of 16: docs/real-model.md)."""
     smol = ensure_smollm2()
     cwd = tmp_path_factory.mktemp("sft")
     res, out = cli("sft", "--policy", smol, "--out", "smol-tiny", "--steps", "2", "--batch-size", "4",
-                   "--eval-prompts", "8", "--max-new-tokens", "8", "--json", cwd=cwd)
+                   "--eval-prompts", "4", "--max-new-tokens", "8", "--json", cwd=cwd)
     assert res["steps"] == 2 and set(res["before"]) == set(res["after"]) == {"gold_mean", "eos_rate", "distinct_2",
                                                                              "mean_length"}
     assert 1.0 <= res["after"]["gold_mean"] <= 10.0 and math.isfinite(res["final_loss"])
@@ -98,8 +98,12 @@ def test_one_step_of_every_algorithm_on_smollm2_in_the_tiny_world(smol_tiny, mon
 
 
 def test_b2b_run_in_the_tiny_smollm2_profile_reports_gold(smol_tiny, tmp_path):
+    """The profile's whole `b2b run` (its shipped reward model, wrapped for SmolLM2's tokenizer, then RL),
+    one step, with short held-out evaluations and no optimizer in its checkpoint."""
+    (tmp_path / "small.yaml").write_text("max_new_tokens: 8\neval_prompts: 4\ncheckpoint_optimizer: false\n")
     res, out = cli("run", "--profile", "tiny-smollm2", "--skip-reward-training", "--steps", "1", "--batch-size", "4",
-                   "--out", "run", "--json", cwd=tmp_path, env={"B2B_SMOLLM2_TINY": str(smol_tiny)})
+                   "--config", "small.yaml", "--out", "run", "--json", cwd=tmp_path,
+                   env={"B2B_SMOLLM2_TINY": str(smol_tiny)})
     assert res["steps"] == 1 and res["sft"]["gold_mean"] is not None and res["final"]["gold_mean"] is not None
     assert "reward model: " in out and "rm-level1" in out
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -232,3 +232,39 @@ def test_the_readme_and_results_showdown_sections_are_the_shipped_records(tmp_pa
     root = Path(__file__).resolve().parents[1]
     assert readme_section(rows) in (root / "README.md").read_text(), "rerun python -m b2b.tools.showdown_docs"
     assert results_section(rows) in (root / "docs" / "results.md").read_text(), "rerun python -m b2b.tools.showdown_docs"
+
+
+def test_the_real_models_section_of_the_readme_is_what_its_records_hold(tmp_path):
+    """The README's SmolLM2-in-the-tiny-world figures are `python -m b2b.tools.smollm2_world --write`'s,
+    from the shipped records (the runs, the fine-tune's record, the reward probe); read without a model."""
+    from pathlib import Path
+
+    from b2b.tools import smollm2_world as w
+
+    hs = {name: w.history(name, tmp_path / "runs" / "smollm2-tiny") for name in w.RUNS}
+    assert all(json.loads((tmp_path / "runs/smollm2-tiny" / n / "config.json").read_text())["policy"]
+               == "smollm2-135m-tiny-sft" for n in w.RUNS)
+    body = w.readme_section(hs, w.sft_record(), w.shipped_probe())
+    assert body in (Path(__file__).resolve().parent.parent / "README.md").read_text(), \
+        "rerun python -m b2b.tools.smollm2_world --write"
+
+
+def test_the_real_models_claims_are_checked_as_written():
+    """Claim 1 (vanilla): the last evaluation at least 1.0 below the peak, the peak before it, the proxy
+    above the proxy at the peak; claim 2 (RLOO + KL): above SFT at the end and within 1.0 of its peak."""
+    from b2b.runs import History
+    from b2b.tools.smollm2_world import claims
+
+    def h(golds, proxies):
+        return History(evals=[{"step": 10 * i, "gold_mean": g, "proxy_mean": p, "distinct_2": 0.5, "kl_ref": i}
+                              for i, (g, p) in enumerate(zip(golds, proxies))])
+
+    rows = claims({"reinforce-seed0": h([3, 5, 4.0], [0, 1, 2]),      # fell 1.0, proxy rose: held
+                   "reinforce-seed1": h([3, 5, 4.1], [0, 1, 2]),      # fell 0.9: not
+                   "reinforce-seed2": h([3, 5, 3.0], [0, 1, 0.5]),    # fell, but the proxy fell too: not
+                   "reinforce-seed3": h([3, 4, 5.0], [0, 1, 2]),      # still rising at the end: not
+                   "rloo-k-4-kl-seed0": h([3, 5, 4.5], [0, 1, 2]),    # above SFT, 0.5 below its peak: held
+                   "rloo-k-4-kl-seed1": h([3, 5, 3.9], [0, 1, 2]),    # fell 1.1 from its peak: not
+                   "rloo-k-4-kl-seed2": h([3, 2.5, 2.9], [0, 1, 2])}) # below SFT: not
+    assert [r["held"] for r in rows] == [True, False, False, False, True, False, False]
+    assert rows[0]["peak_step"] == 10 and rows[0]["final_kl"] == 2 and rows[4]["proxy_at_peak"] == 1

@@ -23,7 +23,7 @@ def other_tokenizer(tiny_dir):
     from b2b.sft import demonstrations
     from b2b.tinyworld.tiny import build_tokenizer
 
-    rows = demonstrations(tiny_dir.parent, limit=2000)
+    rows = demonstrations(tiny_dir.parent, limit=300)
     return build_tokenizer(["user", "assistant"] * 10 + [r["prompt"] + " " + r["completion"] for r in rows], 400)
 
 

@@ -185,6 +185,89 @@ def reward_probe(profile, n: int = 256, retrain: bool = False, root: str | Path 
     return cached_result(Path(root) / PROBE, key, compute, retrain)
 
 
+SFT_FILE = "sft.json"
+"""The record of the profile's fine-tune (`b2b.sft.SFT_RECORD` without its samples) in data/runs/smollm2-tiny/."""
+
+START, END = "<!-- smollm2-world:start -->", "<!-- smollm2-world:end -->"
+
+
+def sft_record() -> dict:
+    """The shipped record of the `tiny-smollm2` policy's fine-tune (settings, loss, seconds, before, after)."""
+    from b2b.runs import record_dir
+
+    return json.loads((record_dir(ROOT.name) / SFT_FILE).read_text())
+
+
+def ship_sft_record(policy_dir: str | Path) -> Path:
+    """Copy a fine-tuned policy's `b2b_sft.json` (samples left out) into the shipped records."""
+    from b2b.runs import record_dir
+    from b2b.sft import SFT_RECORD
+
+    rec = json.loads((Path(policy_dir) / SFT_RECORD).read_text())
+    for k in ("before", "after"):
+        rec.get(k, {}).pop("samples", None)
+    dest = record_dir(ROOT.name) / SFT_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(rec) + "\n")
+    return dest
+
+
+def shipped_probe() -> dict:
+    """The shipped reward probe (`reward_probe`'s result), read without any model."""
+    from b2b.runs import record_dir
+
+    return json.loads((record_dir(f"{ROOT.name}/{PROBE}") / "result.json").read_text())["result"]
+
+
+def _f(x, fmt=".2f"):
+    return "n/a" if x is None else f"{x:{fmt}}"
+
+
+def readme_section(histories: dict, sft: dict, probe: dict) -> str:
+    """The README's section on the real model, every figure from the shipped records."""
+    c, b, a = sft["config"], sft["before"], sft["after"]
+    lines = [START, "", "**The real model, with a gold judge.** SmolLM2-135M-Instruct in the tiny world (the "
+             "`tiny-smollm2` profile: fine-tuned on the tiny world's demonstrations, scored by the shipped Level 1 "
+             "reward model through its own tokenizer, every held-out answer rated by the gold judge; "
+             "[docs/real-model.md](docs/real-model.md)):", "",
+             f"- **SFT** (`b2b sft --steps {c['steps']} --batch-size {c['batch_size']} --lr {c['lr']:g} --eval-prompts "
+             f"{a['n']}`, {sft['seconds']:.0f} s on 2 cores): held-out gold {b['gold_mean']:.2f} -> {a['gold_mean']:.2f} "
+             f"at temperature 1, end of turn {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}, distinct-2 "
+             f"{b['distinct_2']:.2f} -> {a['distinct_2']:.2f}, length {b['mean_length']:.1f} -> {a['mean_length']:.1f} "
+             f"tokens ({a['n']} prompts, answers up to {a['max_new_tokens']} tokens).",
+             f"- **The reward model on SmolLM2's answers** (two per held-out prompt, {probe['smollm2/answers']['n']} "
+             f"in all): Level 1 orders the pairs gold ranks apart as gold does "
+             f"{probe['smollm2/level1']['gold_accuracy']:.0%} of the time, Spearman with gold "
+             f"{probe['smollm2/level1']['gold_spearman']:.2f} (on the tiny policy's answers: "
+             f"{probe['tiny/level1']['gold_accuracy']:.0%}, {probe['tiny/level1']['gold_spearman']:.2f}); Level 2: "
+             f"{probe['smollm2/level2']['gold_accuracy']:.0%}, {probe['smollm2/level2']['gold_spearman']:.2f}.", "",
+             "| run | steps x rollouts | gold: SFT | gold: peak (step) | gold: final | proxy: SFT -> final | "
+             "KL to SFT (nats) | distinct-2 / SFT | step (s) | claim held |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    cfgs = configs()
+    claim = {r["run"]: r for r in claims(histories)}
+    for name, h in histories.items():
+        r = claim[name]
+        lines.append(f"| {LABELS[name]} | {len(h.steps)} x {cfgs[name].batch_size} | {r['sft_gold']:.2f} | "
+                     f"{r['peak_gold']:.2f} ({r['peak_step']}) | {r['final_gold']:.2f} | {r['sft_proxy']:.2f} -> "
+                     f"{r['final_proxy']:.2f} | {_f(r['final_kl'], '.1f')} | "
+                     f"{r['final_distinct_2'] / r['sft_distinct_2']:.2f} | {step_seconds(h):.1f} | "
+                     f"{'yes' if r['held'] else 'no'} |")
+    held = sum(r["held"] for r in claim.values())
+    lines += ["", f"The claims, fixed before the runs: vanilla REINFORCE's gold peaks and then falls by at least {FALL:g} "
+              "while its proxy keeps rising (each seed); RLOO k=4 + KL gains gold over SFT and ends within "
+              f"{FALL:g} of its peak. {held} of {len(claim)} held. Held-out evaluations: 64 prompts every 10 steps; "
+              "step time is the median on a 2-core machine. `python -m b2b.tools.smollm2_world` prints these from "
+              "the shipped records; `--train` reruns them (about 25 minutes a run on 2 cores).", "", END]
+    return "\n".join(lines)
+
+
+def replace_section(text: str, body: str) -> str:
+    """`text` with the part between START and END (markers included) replaced by `body`."""
+    i, j = text.index(START), text.index(END) + len(END)
+    return text[:i] + body + text[j:]
+
+
 def train_all(root: str | Path = ROOT, names=None, progress: bool = True) -> None:
     """Train each run of `RUNS` (or `names`) that `root` does not hold yet, in the `tiny-smollm2`
     profile (a killed run continues from its last checkpoint)."""
@@ -207,12 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", action="store_true", help="train the runs root does not hold, then pack their records")
     ap.add_argument("--only", nargs="*", default=None, help="train only these runs (names of RUNS)")
     ap.add_argument("--root", default=str(ROOT))
+    ap.add_argument("--write", action="store_true", help="rewrite the README's section from the shipped records")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the README's section differs from the records")
     args = ap.parse_args(argv)
     if args.train:
-        from b2b.config import get_profile
+        from b2b.config import get_profile, smollm2_tiny_dir
         from b2b.tools.records import pack
 
-        print(json.dumps(reward_probe(get_profile("tiny-smollm2"), root=args.root)))
+        profile = get_profile("tiny-smollm2")
+        ship_sft_record(smollm2_tiny_dir())
+        print(json.dumps(reward_probe(profile, root=args.root)))
         train_all(args.root, args.only)
         pack([Path(args.root) / PROBE] + [Path(args.root) / n for n in RUNS if (Path(args.root) / n).exists()])
     hs = {}
@@ -223,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {e}")
     for row in claims(hs):
         print(json.dumps({**row, "step_s": round(step_seconds(hs[row["run"]]), 2)}))
+    if args.write or args.check:
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        body = readme_section(hs, sft_record(), shipped_probe())
+        if args.check:
+            return 0 if body in readme.read_text() else 1
+        readme.write_text(replace_section(readme.read_text(), body))
     return 0
 
 
