@@ -3,7 +3,7 @@ demonstrations (the `tiny-smollm2` profile), scored by the shipped Level 1 rewar
 own tokenizer, trained by vanilla REINFORCE (two seeds) and RLOO k=4 + KL, every held-out answer
 rated by the gold judge. The claims below were fixed before the runs (docs/real-model.md).
 
-    python -m b2b.tools.smollm2_world --train    # the reward probe and the runs (hours on 2 cores), then records
+    python -m b2b.tools.smollm2_world --train    # the reward probe and the runs (about 25 minutes a run on 2 cores)
     python -m b2b.tools.smollm2_world            # the figures and claims from the shipped records (seconds)
 
 The runs live in `notebooks/runs/smollm2-tiny/<name>` and ship as records in
@@ -92,7 +92,7 @@ def claims(histories: dict) -> list[dict]:
                "final_proxy": last["proxy_mean"], "final_kl": last.get("kl_ref"),
                "sft_distinct_2": sft["distinct_2"], "final_distinct_2": last["distinct_2"]}
         if name.startswith("reinforce"):
-            row["claim"] = f"gold peaks, then falls by at least {FALL:g} while the proxy keeps rising"
+            row["claim"] = f"gold peaks, then falls by at least {FALL:g} while the proxy ends above its value at gold's peak"
             row["held"] = (peak["gold_mean"] - last["gold_mean"] >= FALL and peak["step"] < last["step"]
                            and last["proxy_mean"] > peak["proxy_mean"])
         else:
@@ -107,21 +107,27 @@ LABELS = {"reinforce-seed0": "vanilla REINFORCE, seed 0", "reinforce-seed1": "va
 
 
 def table_rows(histories: dict, tiny: dict | None = None) -> list[dict]:
-    """One row per run (held-out evaluations: the SFT policy's at step 0, the peak's, the last's):
-    the tiny policy's runs first (`tiny`: {label: (History, rollouts per step)}), then this
+    """One row per run (held-out evaluations: the SFT policy's at step 0, the peak's, the last's, and
+    the first evaluation `b2b.evaluate.collapse_flags` flags): the other runs first (`tiny`: {label: (History, rollouts per step)}), then this
     module's (`histories`: {name: History})."""
+    from b2b.evaluate import collapse_flags
+
     cfgs = configs()
     smol = {LABELS[n]: (h, cfgs[n].batch_size) for n, h in histories.items()}
     rows = []
     for model, runs in (("tiny policy (1.1M)", tiny or {}), ("SmolLM2-135M", smol)):
         for label, (h, batch) in runs.items():
-            ev, peak = h.evals, h.peak_gold
+            ev, peak = h.evals, h.peak_gold or {}
+            flags = collapse_flags([e["proxy_mean"] for e in ev], [e["distinct_2"] for e in ev], keep=0.5).tolist()
+            flagged = [e["step"] for e, f in zip(ev, flags) if f]
             rows.append({"model": model, "run": label, "steps x rollouts": f"{len(h.steps)} x {batch}",
-                         "gold: SFT": ev[0]["gold_mean"], "gold: peak": peak["gold_mean"],
-                         "peak at step": peak["step"], "gold: final": ev[-1]["gold_mean"],
+                         "gold: SFT": ev[0].get("gold_mean"), "gold: peak (step)":
+                             f"{peak['gold_mean']:.2f} ({peak['step']})" if peak else None,
+                         "gold: final": ev[-1].get("gold_mean"),
                          "proxy: SFT": ev[0]["proxy_mean"], "proxy: final": ev[-1]["proxy_mean"],
-                         "KL to SFT (nats)": ev[-1].get("kl_ref"),
-                         "distinct-2 / SFT": ev[-1]["distinct_2"] / ev[0]["distinct_2"]})
+                         "KL to SFT: final (nats per answer)": ev[-1].get("kl_ref"),
+                         "distinct-2: final / SFT's": ev[-1]["distinct_2"] / ev[0]["distinct_2"],
+                         "first flagged (detector)": flagged[0] if flagged else None})
     return rows
 
 
@@ -255,7 +261,8 @@ def readme_section(histories: dict, sft: dict, probe: dict) -> str:
                      f"{'yes' if r['held'] else 'no'} |")
     held = sum(r["held"] for r in claim.values())
     lines += ["", f"The claims, fixed before the runs: vanilla REINFORCE's gold peaks and then falls by at least {FALL:g} "
-              "while its proxy keeps rising (each seed); RLOO k=4 + KL gains gold over SFT and ends within "
+              "while its proxy ends above its value at gold's peak (each seed); RLOO k=4 + KL gains gold over SFT "
+              "and ends within "
               f"{FALL:g} of its peak. {held} of {len(claim)} held. {rloo_reading(claim, histories)}", "",
               "\"gold: SFT\" is each run's own evaluation at step 0 (64 held-out prompts every 10 steps, sampled with "
               "the run's seed + 1), so it differs from the 128-prompt figure above and between seeds; step time is "
