@@ -157,12 +157,21 @@ def test_shipped_records_are_runs_of_the_shipped_reward_model_and_of_todays_sett
     for cfg_file in configs:
         d = cfg_file.parent
         assert json.loads((d / "reward_model.json").read_text())["fingerprint"] == fp, d
-        cfg = RLConfig(**json.loads(cfg_file.read_text())).validate()
+        saved = json.loads(cfg_file.read_text())
+        cfg = RLConfig(**{k: v for k, v in saved.items() if k not in runs.IDENTITY}).validate()
         steps = [json.loads(line)["step"] for line in gzip.decompress((d / "metrics.jsonl.gz").read_bytes()).splitlines()]
         assert steps == list(range(1, cfg.steps + 1)), d
+        # every record names the policy and profile it ran in: the tiny policy's, or the real model's
+        want = ({"policy": "smollm2-135m-tiny-sft", "profile": "tiny-smollm2"} if d.parent.name == "smollm2-tiny"
+                else {"policy": "tiny-sft", "profile": "tiny"})
+        assert {k: saved.get(k) for k in runs.IDENTITY} == want, d
         if d.parent.name == "showdown-tiny":
             method, seed = cells[d.name]
             assert cfg == method_config(get_profile("tiny"), method, seed), d
+        if d.parent.name == "smollm2-tiny":
+            from b2b.tools.smollm2_world import configs
+
+            assert cfg == configs()[d.name], d
 
 
 def test_a_cached_result_is_packed_restored_and_read_back_only_for_its_key(records, tmp_path):
