@@ -87,10 +87,15 @@ def smollm2_dir() -> Path:
     """Where `colab-smoke` finds the real SmolLM2-135M-Instruct weights: `$B2B_SMOLLM2`, else
     `$XDG_CACHE_HOME/b2b/smollm2-135m-instruct` (default `~/.cache/...`), a folder that
     `b2b convert-gguf smollm2 --out DIR` writes (the profile converts it on first use)."""
-    if os.environ.get("B2B_SMOLLM2"):
-        return Path(os.environ["B2B_SMOLLM2"]).expanduser().resolve()
+    return _cached("B2B_SMOLLM2", "smollm2-135m-instruct")
+
+
+def _cached(env: str, name: str) -> Path:
+    """`$env` if set, else `$XDG_CACHE_HOME/b2b/<name>` (default `~/.cache/...`)."""
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser().resolve()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return (cache / "b2b" / "smollm2-135m-instruct").resolve()
+    return (cache / "b2b" / name).resolve()
 
 
 def ensure_smollm2(say=print) -> Path:
@@ -117,10 +122,7 @@ def smollm2_tiny_dir() -> Path:
     """Where the `tiny-smollm2` profile finds its SFT policy: `$B2B_SMOLLM2_TINY`, else
     `smollm2-135m-tiny-sft` beside `smollm2_dir()` in the cache (written by `ensure_smollm2_tiny`,
     or by `b2b sft --policy <SmolLM2> --out DIR`)."""
-    if os.environ.get("B2B_SMOLLM2_TINY"):
-        return Path(os.environ["B2B_SMOLLM2_TINY"]).expanduser().resolve()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return (cache / "b2b" / "smollm2-135m-tiny-sft").resolve()
+    return _cached("B2B_SMOLLM2_TINY", "smollm2-135m-tiny-sft")
 
 
 def ensure_smollm2_tiny(say=print) -> Path:

@@ -249,9 +249,10 @@ def score_sequences(rm, seqs: list[list[int]], pad_id: int, batch_size: int = 12
 
 
 def score_responses(rm, tokenizer, prompts: list, responses: list[str], readout: str = "expected",
-                    max_length: int = 512) -> Tensor:
-    """(N,) rewards of `responses` to `prompts` (text in, one number per response out)."""
-    seqs = encode_responses(tokenizer, prompts, responses, max_length)
+                    max_length: int = 512, finished: list[bool] | None = None) -> Tensor:
+    """(N,) rewards of `responses` to `prompts` (text in, one number per response out; with
+    `finished`, the end-of-turn token only where it is True, see `encode_responses`)."""
+    seqs = encode_responses(tokenizer, prompts, responses, max_length, finished)
     return scalar_reward(score_sequences(rm, seqs, tokenizer.pad_token_id), readout)
 
 

@@ -156,7 +156,7 @@ def reward_probe(profile, n: int = 256, retrain: bool = False, root: str | Path 
     measure on the tiny SFT policy's answers. Cached in `root/reward-probe` (and its record)."""
     from b2b.data import heldout_prompts
     from b2b.models import load_policy, load_reward_model, load_tokenizer
-    from b2b.reward import encode_responses, retokenized, scalar_reward, score_sequences
+    from b2b.reward import retokenized, score_responses
     from b2b.reward_eval import gold_metrics, gold_probe
     from b2b.reward_models import shipped_reward_model
     from b2b.runs import cached_result
@@ -176,9 +176,8 @@ def reward_probe(profile, n: int = 256, retrain: bool = False, root: str | Path 
                 if rows is None:
                     rows = gold_probe(retokenized(rm, rtok, ptok), policy, ptok, prompts, 2, profile.max_new_tokens,
                                       seed=0)
-                seqs = encode_responses(rtok, [r["prompt"] for r in rows], [r["response"] for r in rows],
-                                        finished=[r["finished"] for r in rows])
-                reward = scalar_reward(score_sequences(rm, seqs, rtok.pad_token_id)).tolist()
+                reward = score_responses(rm, rtok, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                         finished=[r["finished"] for r in rows]).tolist()
                 m = gold_metrics([{**r, "reward": x} for r, x in zip(rows, reward)])
                 out[f"{label}/level{level}"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
             gold = [r["gold"] for r in rows]
