@@ -64,6 +64,9 @@ class Profile:
     """Prompts sampled together in one batch when evaluating (memory bound on a GPU)."""
     scale: float
     """Multiplier on steps and sample counts of the notebooks' runs (ci < tiny)."""
+    max_prompt_chars: int | None = None
+    """Prompts sampled from hub-style data are at most this many characters (None:
+    `b2b.data.MAX_PROMPT_CHARS`); colab-smoke keeps to short ones, so its CPU runs are short."""
     own_models: bool = True
     """False when `policy` or `reward_backbone` was swapped for another model (`policy=`,
     `$B2B_POLICY`): reward models shipped for the profile's own policy read its tokens, not the
@@ -170,7 +173,7 @@ def get_profile(name: str | None = None, policy: str | None = None, reward_backb
         smol = str(smollm2_dir() if policy else ensure_smollm2())
         p = Profile(name="colab-smoke", policy=smol, reward_backbone=smol,
                     preferences=str(data_dir() / SMOKE_DATA), preferences_split=None, world=False,
-                    eval_prompts=4, max_new_tokens=16, sample_batch=8, scale=0.02)
+                    eval_prompts=2, max_new_tokens=8, sample_batch=8, scale=0.02, max_prompt_chars=120)
     if policy or backbone:
         new_policy = str(policy or p.policy)
         new_backbone = str(backbone or (p.reward_backbone if name == "tiny-smollm2" else policy) or p.policy)

@@ -222,14 +222,19 @@ def split_prompts(pairs: list[dict], test_fraction: float = 0.05) -> dict[str, l
 MAX_PROMPT_CHARS = 2000  # hub prompts longer than this are skipped for sampling (KV-cache memory)
 
 
+def prompt_chars(profile) -> int:
+    """The longest prompt, in characters, a profile samples from hub-style data."""
+    return getattr(profile, "max_prompt_chars", None) or MAX_PROMPT_CHARS
+
+
 def heldout_prompts(profile, n: int | None = None) -> list[str]:
     """The first `n` held-out prompts of a profile (tiny world: family round-robin order;
-    hub data: the hash-split test prompts of at most `MAX_PROMPT_CHARS` characters)."""
+    hub data: the hash-split test prompts of at most `prompt_chars(profile)` characters)."""
     n = n or profile.eval_prompts
     if profile.world:
         return load_prompts(profile.preferences, "test", limit=n)
     pairs = load_preferences(profile.preferences, profile.preferences_split)
-    return [p for p in split_prompts(pairs)["test"] if len(p) <= MAX_PROMPT_CHARS][:n]
+    return [p for p in split_prompts(pairs)["test"] if len(p) <= prompt_chars(profile)][:n]
 
 
 # ----------------------------------------------------------------------------- prompt lengths
@@ -398,5 +403,5 @@ def rl_prompts(profile, data: str | None = None) -> tuple[list[str], list[str], 
         return family_balanced(prompts, [world.spec(p).family for p in prompts]), heldout_prompts(profile), True
     train, test = preference_splits(profile, data, say=lambda _: None)  # the reward stage says it
     def uniq(pairs):
-        return [p for p in dict.fromkeys(x["prompt"] for x in pairs) if len(p) <= MAX_PROMPT_CHARS]
+        return [p for p in dict.fromkeys(x["prompt"] for x in pairs) if len(p) <= prompt_chars(profile)]
     return uniq(train), uniq(test)[: profile.eval_prompts], False

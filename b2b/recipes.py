@@ -23,7 +23,7 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
                            lr=1e-5, max_length=1024, eval_every=50)
     elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, micro_batch_size=2, gradient_checkpointing=True,
-                           lr=1e-5, max_length=320, warmup=1, limit=8, eval_every=1)
+                           lr=1e-5, max_length=160, warmup=1, limit=8, eval_every=1)
     else:  # tiny-smollm2 too: its reward models are the tiny ones, read through their own tokenizer
         cfg = RewardConfig(level=level, epochs=2.0, eval_every=250)  # tiny: two passes over 100,000 pairs
         if profile.name == "ci":
