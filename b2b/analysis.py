@@ -24,7 +24,8 @@ def _flat_grad(policy, loss: torch.Tensor) -> torch.Tensor:
 
 def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: int = 4, n_batches: int = 12,
                       prompts_per_batch: int = 16, max_new_tokens: int = 64, decay: float = 0.9,
-                      seed: int = 0, readout: str = "expected", shift: float = 0.0) -> dict:
+                      seed: int = 0, readout: str = "expected", shift: float = 0.0,
+                      shifts: tuple[float, ...] | None = None) -> dict:
     """Spread of the REINFORCE gradient estimate over independent batches from the same policy.
 
     Each batch: `prompts_per_batch` prompts drawn at random, k samples each. Per batch and
@@ -41,13 +42,21 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
     per-batch ||g_n - g_bar||^2 (for `variance_ratio`'s interval), and `reward_mean`, the mean
     (shifted) reward of the measured batches. The policy is not updated (its
     gradients are cleared at the end).
+
+    `shifts` (several c at once) returns {c: that result} from the same batches for the cost of
+    one: g is linear in A, so with g(1) the gradient of A_i = 1,
+
+        no baseline at c:  g(R + c) = g(R - b) + (b + c) g(1)
+        moving average:    (R + c) - (b + c) = R - b       leave-one-out: unchanged by c
+
+    three backward passes per batch whatever the number of shifts.
     """
     from b2b.reward import policy_rewards
 
     device = next(policy.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
-    grads = {name: [] for name in ESTIMATORS}
-    baseline, means = None, []
+    moving, ones, loo = [], [], []
+    baseline, means, baselines = None, [], []
     was_training = policy.training
     for j in range(n_batches + 1):
         idx = torch.randint(len(prompts), (prompts_per_batch,), generator=gen, device=device).tolist()
@@ -55,29 +64,33 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
         policy.eval()
         ro = sample_completions(policy, tokenizer, batch, max_new_tokens, 1.0, gen)
         texts = decode_completions(tokenizer, ro)
-        R = policy_rewards(reward_model, ro, batch, texts, ro.finished(tokenizer.eos_token_id), readout) + shift
+        R = policy_rewards(reward_model, ro, batch, texts, ro.finished(tokenizer.eos_token_id), readout)
         mean = R.mean().item()
         if j == 0:  # warm-up batch: only starts the moving average
             baseline = mean
             continue
         means.append(mean)
+        baselines.append(baseline)
         logp = rollout_logprobs(policy, ro)
-        for name, adv in (("no baseline", R), ("moving average", R - baseline),
-                          ("leave-one-out", rloo_advantages(R, k))):
-            grads[name].append(_flat_grad(policy, reinforce_loss(adv, logp, ro.completion_mask)))
+        for store, adv in ((moving, R - baseline), (ones, torch.ones_like(R)), (loo, rloo_advantages(R, k))):
+            store.append(_flat_grad(policy, reinforce_loss(adv, logp, ro.completion_mask)))
         baseline = decay * baseline + (1 - decay) * mean
     policy.zero_grad(set_to_none=True)
     policy.train(was_training)
-    out = {}
-    for name, gs in grads.items():
-        g = torch.stack(gs)
-        g_bar = g.mean(0)
-        sq_dev = ((g - g_bar) ** 2).sum(1)
-        var = sq_dev.mean().item()
-        norm2 = g_bar.pow(2).sum().item()
-        out[name] = {"variance": var, "mean_norm": norm2 ** 0.5, "snr": norm2 / var if var > 0 else float("inf"),
-                     "sq_dev": sq_dev.tolist(), "reward_mean": sum(means) / len(means)}
-    return out
+    moving, ones, loo = torch.stack(moving), torch.stack(ones), torch.stack(loo)
+    b = torch.tensor(baselines, dtype=moving.dtype, device=moving.device)[:, None]
+    results = {}
+    for c in (shifts if shifts is not None else (shift,)):
+        out = {}
+        for name, g in (("no baseline", moving + (b + c) * ones), ("moving average", moving), ("leave-one-out", loo)):
+            g_bar = g.mean(0)
+            sq_dev = ((g - g_bar) ** 2).sum(1)
+            var = sq_dev.mean().item()
+            norm2 = g_bar.pow(2).sum().item()
+            out[name] = {"variance": var, "mean_norm": norm2 ** 0.5, "snr": norm2 / var if var > 0 else float("inf"),
+                         "sq_dev": sq_dev.tolist(), "reward_mean": sum(means) / len(means) + c}
+        results[c] = out
+    return results if shifts is not None else results[shift]
 
 
 def variance_ratio(res: dict, a: str, b: str, n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict:

@@ -46,8 +46,8 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
         cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
                        eval_prompts=128, gradient_checkpointing=True,  # a T4 by the memory table
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
-    elif profile.name == "colab-smoke":  # colab's settings, a step or two of 4 short rollouts on a CPU
-        cfg = RLConfig(algo=algo, steps=2 if "steps" in algo_cfg else 1, batch_size=4, lr=1e-6,
+    elif profile.name == "colab-smoke":  # colab's settings, one step of 4 short rollouts on a CPU
+        cfg = RLConfig(algo=algo, steps=1, batch_size=4, lr=1e-6,  # one step: `b2b run --steps 2` tests the second
                        gradient_checkpointing=True, max_new_tokens=profile.max_new_tokens, eval_every=0,
                        eval_prompts=profile.eval_prompts,
                        sample_every=1, checkpoint_every=10, keep_checkpoints=1,  # one checkpoint: the final step,
@@ -61,7 +61,8 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     else:
         cfg = RLConfig(algo=algo, **algo_cfg)
         if profile.name == "ci":
-            cfg = dataclasses.replace(cfg, steps=max(4, int(RLConfig.steps * profile.scale)), batch_size=16,
+            # 30 steps of 16: every cell's code runs (the test command's budget: docs/testing.md)
+            cfg = dataclasses.replace(cfg, steps=max(4, int(RLConfig.steps * profile.scale) // 2), batch_size=16,
                                       eval_every=5, eval_prompts=32, checkpoint_every=5)
     return dataclasses.replace(cfg, **overrides)
 

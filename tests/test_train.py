@@ -278,6 +278,20 @@ def test_gradient_variance_is_paired_and_loo_cancels_a_constant_reward(tiny_dir,
     # a constant added to every reward: the same samples (same seed), LOO's advantages unchanged, no baseline's not
     assert shifted["leave-one-out"]["sq_dev"] == pytest.approx(res["leave-one-out"]["sq_dev"], rel=1e-4)
     assert shifted["no baseline"]["variance"] > 10 * res["no baseline"]["variance"]
+    # both shifts from one pass (g linear in A) give what a reward function that adds the shift itself gives
+    both = gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, k=2, n_batches=3, prompts_per_batch=2,
+                             max_new_tokens=8, shifts=(0.0, 100.0))
+
+    def length_plus_100(prompts, texts, finished):
+        return [float(len(t)) + 100.0 for t in texts]
+    folded = gradient_variance(_policy(tiny_dir), tokenizer, length_plus_100, PROMPTS, k=2, n_batches=3,
+                               prompts_per_batch=2, max_new_tokens=8)
+    assert set(both) == {0.0, 100.0}
+    for c, one in ((0.0, res), (100.0, folded)):
+        for name in one:
+            for key in ("sq_dev", "mean_norm", "reward_mean"):
+                assert both[c][name][key] == pytest.approx(one[name][key], rel=1e-3, abs=1e-9), (c, name, key)
+    assert both[100.0]["no baseline"]["variance"] > 10 * both[0.0]["no baseline"]["variance"]
 
 
 def test_variance_ratio_is_a_paired_bootstrap_interval():
