@@ -1,5 +1,6 @@
 """The tiny profile's Level 1 reward-model recipe against time: train it at several settings and
-report, for each, held-out pair accuracy, agreement with gold and seconds (docs/tuning.md#the-reward-model).
+report, for each, held-out pair accuracy, agreement with gold and seconds
+(docs/performance.md, the reward model's step).
 
     python -m b2b.tools.reward_sweep --json sweep.jsonl                 # the default grid
     python -m b2b.tools.reward_sweep --set epochs=1,batch_size=64,lr=1e-3 --set epochs=2
