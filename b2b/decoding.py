@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from b2b.models import cache_argument, returned_cache
+
 def position_ids(attention_mask: Tensor) -> Tensor:
     """(B, T) positions that skip left padding: 0 at the first real token (as `generate` does)."""
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
@@ -204,12 +206,13 @@ class ModelForward:
 
     def __init__(self, model, ids: Tensor, mask: Tensor):
         self.model, self.ids, self.attn = model, ids, mask
+        self.cache_kw = cache_argument(model)
 
     def prefill(self) -> Tensor:
         pos = position_ids(self.attn)
         out = self.model(input_ids=self.ids, attention_mask=self.attn, position_ids=pos, use_cache=True,
                          logits_to_keep=1)
-        self.cache, self.next_pos = out.past_key_values, pos[:, -1] + 1
+        self.cache, self.next_pos = returned_cache(out), pos[:, -1] + 1
         return out.logits[:, -1]
 
     def keep(self, rows: Tensor) -> None:
@@ -220,8 +223,8 @@ class ModelForward:
     def step(self, tok: Tensor) -> Tensor:
         self.attn = torch.cat([self.attn, self.attn.new_ones(len(tok), 1)], dim=1)
         out = self.model(input_ids=tok[:, None], attention_mask=self.attn, position_ids=self.next_pos[:, None],
-                         past_key_values=self.cache, use_cache=True)
-        self.cache, self.next_pos = out.past_key_values, self.next_pos + 1
+                         use_cache=True, **{self.cache_kw: self.cache})
+        self.cache, self.next_pos = returned_cache(out), self.next_pos + 1
         return out.logits[:, -1]
 
 

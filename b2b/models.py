@@ -176,6 +176,46 @@ def load_reward_model(name_or_path: str | Path, num_labels: int | None = None, d
     return model
 
 
+def checkpointing(model, on: bool = True) -> None:
+    """Turn activation (gradient) checkpointing on or off, non-reentrant, through the installed
+    transformers' own call: `activation_checkpointing_enable` / `_disable` where it has them (5.x;
+    `gradient_checkpointing_*` is deprecated there and goes in v6), else `gradient_checkpointing_*`."""
+    kw = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def is_checkpointing(model) -> bool:
+    """Whether activation checkpointing is on (`is_activation_checkpointing`, else the older
+    `is_gradient_checkpointing`)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name) or name in dir(model):
+            return bool(getattr(model, name))
+    return False
+
+
+def cache_argument(model) -> str:
+    """The name the model's forward takes its KV cache by: `cache` in transformers releases that
+    renamed it (`past_key_values` is deprecated there, going in 5.40), else `past_key_values`."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward returned: `out.cache`, or `out.past_key_values` where it has no `cache`."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
 def frozen_copy(model, device: str | None = None, dtype="auto"):
     """A frozen copy of `model` (eval mode, no gradients) in the frozen models' dtype,
     `pick_dtype(device)` (`device`: where the model's weights are), or `dtype` ("float32", a torch

@@ -323,6 +323,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     from tqdm.auto import tqdm
 
     from b2b.data import length_batches, warmup_cosine
+    from b2b.models import checkpointing
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -347,7 +348,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     check_fits(estimate_reward_training(rm, cfg), device, f"reward model ({cfg.micro_batch_size or batch_size} pairs "
                f"of up to max_length {cfg.max_length} tokens per pass)", reward_hints(cfg))
     if cfg.gradient_checkpointing:
-        rm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing(rm)
     bar = tqdm(range(steps), desc=f"reward model (level {cfg.level})", disable=not progress)
     for step in bar:
         idx = next(batches)
@@ -367,7 +368,7 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{acc:.2f}")
     if cfg.gradient_checkpointing:
-        rm.gradient_checkpointing_disable()
+        checkpointing(rm, on=False)
     rm.eval()
     return history
 

@@ -25,7 +25,7 @@ from b2b.errors import ConfigError
 from b2b.evaluate import evaluator, logged_samples
 from b2b.guards import oom_guard, smaller_batch
 from b2b.memory import check_fits, estimate_rl_step, rl_hints
-from b2b.models import add_lora, fingerprint, frozen_copy
+from b2b.models import add_lora, checkpointing, fingerprint, frozen_copy
 from b2b.rl_config import RLConfig
 from b2b.rollout import check_prompts_fit
 from b2b.runs import History, latest_checkpoint
@@ -98,7 +98,7 @@ def _prepare_policy(policy, cfg: RLConfig):
     gradient checkpointing and LoRA adapters as cfg asks."""
     ref = frozen_copy(policy, dtype=cfg.ref_dtype) if cfg.kl_coef > 0 or cfg.track_kl else None
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing(policy)
     return (add_lora(policy, cfg) if cfg.lora_r else policy), ref
 
 
@@ -193,6 +193,6 @@ class Run:
         if hasattr(self, "bar"):
             self.bar.close()
             if self.cfg.gradient_checkpointing:
-                self.policy.gradient_checkpointing_disable()
+                checkpointing(self.policy, on=False)
             self.policy.eval()
         return self.history

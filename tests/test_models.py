@@ -267,3 +267,37 @@ def test_on_the_cpu_every_model_is_fp32(tiny_dir, data_dir):
     ref = frozen_copy(policy)
     assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
     assert all(p.requires_grad for p in policy.parameters())
+
+
+def test_checkpointing_and_the_kv_cache_use_the_installed_transformers_own_names(tiny_dir):
+    """`checkpointing` turns activation checkpointing on and off through the call the installed
+    transformers keeps (no FutureWarning from its deprecated alias), and the model's forward takes
+    and returns its KV cache by the name `cache_argument` / `returned_cache` read off it: sampling
+    through the model's own forward gives the lean decoder's logits with no deprecation warning."""
+    import warnings
+
+    from b2b.models import cache_argument, checkpointing, is_checkpointing, load_policy, load_tokenizer
+    from b2b.decoding import ModelForward
+    from b2b.rollout import encode_prompts
+
+    policy = load_policy(tiny_dir, trainable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        checkpointing(policy)
+        assert is_checkpointing(policy)
+        checkpointing(policy, on=False)
+        assert not is_checkpointing(policy)
+    assert cache_argument(policy) in ("cache", "past_key_values")
+    tok = load_tokenizer(tiny_dir)
+    ids, mask = encode_prompts(tok, ["What colour is a banana?", "Name an animal."])
+    policy.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        fwd = ModelForward(policy, ids, mask)
+        first = fwd.prefill()
+        nxt = fwd.step(first.argmax(-1))
+        full_ids = torch.cat([ids, first.argmax(-1)[:, None]], 1)
+        full_mask = torch.cat([mask, mask.new_ones(2, 1)], 1)
+        from b2b.decoding import position_ids
+        want = policy(input_ids=full_ids, attention_mask=full_mask, position_ids=position_ids(full_mask)).logits[:, -1]
+    assert torch.allclose(nxt, want, atol=1e-4)

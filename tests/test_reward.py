@@ -372,7 +372,7 @@ def test_micro_batches_and_checkpointing_give_the_whole_batch_gradient(num_label
     """6 pairs as one batch, as micro-batches of 4 + 2 (each weighted by its share of the pairs, not
     by 1/2), and with gradient checkpointing: the same loss and the same gradient."""
     from b2b.data import load_preferences
-    from b2b.models import load_reward_model
+    from b2b.models import checkpointing as set_checkpointing, load_reward_model
     from b2b.reward import accumulated_pair_loss, encode_pairs
 
     pairs = load_preferences(str(data_dir), "train")[:6]
@@ -383,11 +383,11 @@ def test_micro_batches_and_checkpointing_give_the_whole_batch_gradient(num_label
 
     def grads(micro, checkpointing=False):
         if checkpointing:
-            rm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            set_checkpointing(rm)
         rm.zero_grad(set_to_none=True)
         loss, sc, sr = accumulated_pair_loss(rm, chosen, rejected, tokenizer.pad_token_id, "cpu", micro)
         if checkpointing:
-            rm.gradient_checkpointing_disable()
+            set_checkpointing(rm, on=False)
         assert sc.shape == sr.shape == (6, num_labels) and not sc.requires_grad
         return loss, torch.cat([p.grad.flatten() for p in rm.parameters() if p.grad is not None])
 

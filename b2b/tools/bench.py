@@ -447,7 +447,7 @@ def reward_training_bench(profile, batch_size: int | None = None, steps: int = 2
     (`machine_limits`): no step doing the same fp32 work is faster; `pairs_per_s`."""
     from b2b.config import default_device
     from b2b.data import epoch_batches, preference_splits
-    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.models import checkpointing, load_reward_model, load_tokenizer
     from b2b.recipes import reward_config
     from b2b.reward import accumulated_pair_loss, encode_pairs
 
@@ -463,7 +463,7 @@ def reward_training_bench(profile, batch_size: int | None = None, steps: int = 2
                            device=device)
     rm.train()
     if cfg.gradient_checkpointing:
-        rm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing(rm)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = epoch_batches([max(len(c), len(r)) for c, r in zip(chosen, rejected)], batch_size,
                             torch.Generator().manual_seed(seed))

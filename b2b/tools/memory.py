@@ -112,7 +112,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
     import torch
 
     from b2b.data import MAX_PROMPT_CHARS, load_preferences
-    from b2b.models import frozen_copy, load_policy, load_reward_model, load_tokenizer
+    from b2b.models import checkpointing, frozen_copy, load_policy, load_reward_model, load_tokenizer
     from b2b.recipes import rl_config
     from b2b.step import rl_step
 
@@ -131,7 +131,7 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
     rm = load_reward_model(profile.reward_backbone, num_labels=1, device=device, pad_token_id=tok.pad_token_id)
     rm.requires_grad_(False).eval()
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     for p in policy.parameters():  # AdamW's moments allocated by a step on zero gradients (which moves nothing)
         p.grad = torch.zeros_like(p)
