@@ -36,7 +36,7 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
         leave-one-out:   A_i = R_i - mean of the other k-1 rewards of the same prompt
     `shift` is added to every reward (R_i + c): the optimum is the same, the expected gradient is
     the same, but an estimator without a baseline now multiplies every log-prob gradient by a
-    large number (the reward model's scores average near zero, which hides that).
+    large number (where the rewards' mean is small next to their spread, the raw rewards hide that).
     Returns, per estimator, `variance` = (1/N) sum_n ||g_n - g_bar||^2 (total variance over all
     parameters), `mean_norm` = ||g_bar||, `snr` = ||g_bar||^2 / variance and `sq_dev`, the N
     per-batch ||g_n - g_bar||^2 (for `variance_ratio`'s interval), and `reward_mean`, the mean
