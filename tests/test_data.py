@@ -177,3 +177,22 @@ def test_plain_string_responses_and_csv_files(tmp_path):
     bad.write_text("")
     with pytest.raises(DataError, match="empty file"):
         load_preferences(bad)
+
+
+def test_a_profiles_prompt_cap_keeps_only_prompts_that_short():
+    """`Profile.max_prompt_chars` (colab-smoke: 120) caps the training and held-out prompts sampled from
+    hub-style data; without it the cap is `MAX_PROMPT_CHARS`."""
+    import dataclasses
+
+    from b2b.config import SMOKE_DATA, data_dir, get_profile
+    from b2b.data import MAX_PROMPT_CHARS, heldout_prompts, prompt_chars, rl_prompts
+
+    hub = dataclasses.replace(get_profile("ci"), world=False, preferences=str(data_dir() / SMOKE_DATA),
+                              preferences_split=None, eval_prompts=50)
+    assert prompt_chars(hub) == MAX_PROMPT_CHARS
+    train, test, world = rl_prompts(hub)
+    assert not world and max(map(len, train)) > 120
+    short = dataclasses.replace(hub, max_prompt_chars=120)
+    s_train, s_test, _ = rl_prompts(short)
+    assert s_train == [p for p in train if len(p) <= 120] and s_test == [p for p in test if len(p) <= 120]
+    assert heldout_prompts(short) == [p for p in heldout_prompts(hub) if len(p) <= 120] and s_test
