@@ -137,7 +137,12 @@ TRL_TRAINERS = {a.name: a.trl_trainer for a in ALGORITHMS.values() if a.trl_trai
 """b2b's algorithms that a maintained TRL trainer runs (`trl_trainer` in their records, `b2b.algorithms`): RLOO as RLOOTrainer; REINFORCE++-baseline as
 GRPOTrainer with the group mean subtracted and the advantages scaled by the whole batch's standard
 deviation (`scale_rewards="batch"`), a token-mean clipped loss (`loss_type="dapo"`) and the KL to the
-reference as a loss (TRL's is the k3 estimator, b2b's the k2)."""
+reference as a loss. Two differences remain. The advantages: TRL divides the group-centred rewards
+by the standard deviation of the raw rewards and subtracts no batch mean, where b2b whitens the
+group-centred returns over the batch's tokens (their own mean and standard deviation). The KL loss: TRL's is k3
+multiplied by the importance ratio (`use_bias_correction_kl`, on by default), whose gradient on
+policy, where the ratio is 1, is k2's, b2b's: grad(rho k3) = (k3 + 1 - r) grad log pi = -log r grad
+log pi, with r = pi_ref / pi."""
 
 
 def trl_args(algo: str, cfg, out_dir: str, processes: int = 1, progress: bool = False, use_cpu: bool | None = None):
