@@ -82,7 +82,7 @@ def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: in
     results = {}
     for c in (shifts if shifts is not None else (shift,)):
         out = {}
-        for name, g in (("no baseline", moving + (b + c) * ones), ("moving average", moving), ("leave-one-out", loo)):
+        for name, g in zip(ESTIMATORS, (moving + (b + c) * ones, moving, loo)):
             g_bar = g.mean(0)
             sq_dev = ((g - g_bar) ** 2).sum(1)
             var = sq_dev.mean().item()

@@ -195,10 +195,8 @@ def checkpointing(model, on: bool = True) -> None:
 def is_checkpointing(model) -> bool:
     """Whether activation checkpointing is on (`is_activation_checkpointing`, else the older
     `is_gradient_checkpointing`)."""
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if hasattr(type(model), name) or name in dir(model):
-            return bool(getattr(model, name))
-    return False
+    flag = getattr(model, "is_activation_checkpointing", None)
+    return bool(model.is_gradient_checkpointing if flag is None else flag)
 
 
 def cache_argument(model) -> str:

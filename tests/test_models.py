@@ -272,12 +272,12 @@ def test_on_the_cpu_every_model_is_fp32(tiny_dir, data_dir):
 def test_checkpointing_and_the_kv_cache_use_the_installed_transformers_own_names(tiny_dir):
     """`checkpointing` turns activation checkpointing on and off through the call the installed
     transformers keeps (no FutureWarning from its deprecated alias), and the model's forward takes
-    and returns its KV cache by the name `cache_argument` / `returned_cache` read off it: sampling
-    through the model's own forward gives the lean decoder's logits with no deprecation warning."""
+    and returns its KV cache by the name `cache_argument` / `returned_cache` read off it: a cached step
+    through the model's own forward gives the full forward's logits with no deprecation warning."""
     import warnings
 
+    from b2b.decoding import ModelForward, position_ids
     from b2b.models import cache_argument, checkpointing, is_checkpointing, load_policy, load_tokenizer
-    from b2b.decoding import ModelForward
     from b2b.rollout import encode_prompts
 
     policy = load_policy(tiny_dir, trainable=True)
@@ -298,6 +298,5 @@ def test_checkpointing_and_the_kv_cache_use_the_installed_transformers_own_names
         nxt = fwd.step(first.argmax(-1))
         full_ids = torch.cat([ids, first.argmax(-1)[:, None]], 1)
         full_mask = torch.cat([mask, mask.new_ones(2, 1)], 1)
-        from b2b.decoding import position_ids
         want = policy(input_ids=full_ids, attention_mask=full_mask, position_ids=position_ids(full_mask)).logits[:, -1]
     assert torch.allclose(nxt, want, atol=1e-4)
