@@ -80,6 +80,37 @@ def estimate_reward_training(rm, cfg) -> dict:
     return {"states": states, "learn": learn, "total": states + learn}
 
 
+def estimate_gradient_variance(policy, reward_model, prompts_per_batch: int, k: int, max_new_tokens: int,
+                               prompt_tokens: int, gradient_checkpointing: bool, n_batches: int,
+                               keep_gradients_bytes: int | None = None) -> dict:
+    """Bytes `b2b.analysis.gradient_variance` needs at its peak, by part:
+
+        states   the policy's weights and one set of gradients (no optimizer), the four running sums
+                 and the three flattened gradients of the batch at hand (4 bytes a trainable
+                 parameter each); all 3 x n_batches flattened gradients when it keeps them
+                 (`keep_gradients_bytes`, default `b2b.analysis.KEEP_GRADIENTS_BYTES`)
+        frozen   the reward model
+        learn    the batch's log-prob forward, kept for three backward passes (its activations as an RL
+                 step's, checkpointed or not, and the (B, C, V) logits three times)
+        sample   the KV cache and sampling logits of the batch's B = prompts_per_batch x k rollouts
+    """
+    from b2b.analysis import KEEP_GRADIENTS_BYTES
+
+    d = _dims(policy)
+    B, C, T = prompts_per_batch * k, max_new_tokens, prompt_tokens + max_new_tokens
+    n = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    limit = KEEP_GRADIENTS_BYTES if keep_gradients_bytes is None else keep_gradients_bytes
+    kept = 3 * n_batches * n * 4
+    flat = kept + 4 * n * 4 if kept <= limit else 7 * n * 4
+    states = _bytes(policy) + 4 * n + flat
+    frozen = _bytes(reward_model) if isinstance(reward_model, torch.nn.Module) else 0
+    learn = activation_bytes(policy, B * T, gradient_checkpointing) + 3 * 4 * B * (C + 1) * d["V"]
+    sample = 2 * d["L"] * B * d["h_kv"] * T * next(policy.parameters()).element_size() + 3 * 4 * B * d["V"]
+    parts = {"states": states, "frozen": frozen, "learn": learn, "sample": sample}
+    parts["total"] = states + frozen + max(learn, sample)
+    return parts
+
+
 def device_memory(device) -> int | None:
     """Bytes a CUDA device holds for torch (free now + allocated by this process); None elsewhere (a
     CPU run is not checked: the operating system has swap and its own out-of-memory report)."""

@@ -71,9 +71,11 @@ def step_metrics(cfg, ro, texts, finished, proxy, rewards, rep, clipped, ref_log
     m = {"reward/proxy_mean": proxy.mean().item(), "reward/shaped_mean": rewards.mean().item(),
          "reward/rep_frac": rep.mean().item(), "reward/clipped_frac": clipped.mean().item(),
          "adv/mean": adv.mean().item(), "adv/std": adv.std().item() if adv.numel() > 1 else 0.0,
-         "loss": statistics.fmean(upd.losses), "grad_norm": statistics.fmean(upd.grad_norms),
+         "loss": statistics.fmean(upd.losses),
+         "grad_norm": statistics.fmean(upd.grad_norms) if upd.grad_norms else float("nan"),
          # share of this step's optimizer updates whose gradient norm was above max_grad_norm, so clipped
-         "grad/clipped_frac": statistics.fmean(float(g > cfg.max_grad_norm) for g in upd.grad_norms),
+         "grad/clipped_frac": statistics.fmean(float(g > cfg.max_grad_norm) for g in upd.grad_norms)
+         if upd.grad_norms else 0.0,
          "policy/entropy": (upd.entropy.sum() / n_tok).item(),
          "sampler/offpolicy_gap": ((ro.sampler_logprobs - upd.logprobs).abs() * fmask).sum().item() / n_tok.item(),
          "completions/mean_length": ro.lengths.float().mean().item(),
@@ -84,6 +86,8 @@ def step_metrics(cfg, ro, texts, finished, proxy, rewards, rep, clipped, ref_log
         m["kl/ref"] = ((upd.logprobs - ref_logp) * fmask).sum(1).mean().item()
     if upd.clip_fracs:
         m["ppo/clip_frac"] = statistics.fmean(upd.clip_fracs)
+    if getattr(upd, "skipped", 0):  # fp16: updates the gradient scaler skipped (b2b.precision)
+        m["grad/skipped"] = upd.skipped
     return m
 
 

@@ -67,6 +67,36 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
+def variance_settings(profile: Profile) -> dict:
+    """Notebook 06's gradient-variance measurement (`b2b.analysis.gradient_variance`'s keyword
+    arguments) in a profile: 40 batches of 16 prompts x 4 answers in `tiny`; on SmolLM2 (`colab`)
+    half the prompts per batch and checkpointed log-probs, so the batch's retained forward and the
+    running sums fit a T4 (`b2b.memory.estimate_gradient_variance`); a few batches where a run only
+    shows the code runs."""
+    kw = {"k": 4, "n_batches": 40, "prompts_per_batch": 16, "max_new_tokens": profile.max_new_tokens,
+          "gradient_checkpointing": False}
+    if profile.name == "colab":
+        kw.update(n_batches=16, prompts_per_batch=8, gradient_checkpointing=True)
+    elif profile.name == "tiny-smollm2":
+        kw.update(n_batches=20, prompts_per_batch=8, gradient_checkpointing=True)
+    elif profile.name == "colab-smoke":  # two: the fewest a variance needs
+        kw.update(n_batches=2, prompts_per_batch=1, gradient_checkpointing=True)
+    elif profile.name == "ci":
+        kw.update(n_batches=3)
+    return kw
+
+
+def trl_check_config(profile: Profile, cfg: RewardConfig) -> RewardConfig:
+    """Notebook 01's cross-check with `trl.RewardTrainer`: both trainers, one pass over the same
+    pairs at `cfg`'s settings; 20,000 pairs in `tiny`, 512 of at most 512 tokens on SmolLM2 (`colab`:
+    micro-batches of 8 pairs, checkpointed, as `cfg`; `b2b.memory.estimate_reward_training`)."""
+    limit = {"tiny": 20_000, "ci": 1_000, "colab": 512}.get(profile.name, cfg.limit)
+    check = dataclasses.replace(cfg, epochs=1.0, limit=limit)
+    if profile.name == "colab":
+        check = dataclasses.replace(check, max_length=512)
+    return check
+
+
 NO_CLIP = 1e9
 """A clip range epsilon no ratio reaches: PPO's clipped objective without the clipping."""
 

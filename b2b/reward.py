@@ -316,10 +316,13 @@ class RewardConfig:
 
 
 def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval_pairs: list[dict] | None = None,
-                       progress: bool = True) -> list[dict]:
+                       progress: bool = True, precision: str = "auto") -> list[dict]:
     """Train `rm` (a fresh model from `b2b.load_reward_model(backbone, cfg.num_labels)`) on
     preference pairs; returns the history: one dict per step (loss, train accuracy, lr) plus
-    `eval_accuracy` every `cfg.eval_every` steps."""
+    `eval_accuracy` every `cfg.eval_every` steps. `precision`: the forward and backward passes
+    (`b2b.precision`; "auto": autocast on a GPU, fp16 with a gradient scaler on a T4, bf16 on
+    compute capability 8+; fp32 on a CPU); the weights and AdamW stay fp32. A step fp16's scaler
+    skipped (its scaled gradients overflowed) is marked `skipped` in its row."""
     from tqdm.auto import tqdm
 
     from b2b.data import length_batches, warmup_cosine
@@ -344,6 +347,9 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup, steps)
     history, t0 = [], time.time()
+    from b2b.precision import Precision
+
+    prec = Precision(device, precision)
     rm.train()
     check_fits(estimate_reward_training(rm, cfg), device, f"reward model ({cfg.micro_batch_size or batch_size} pairs "
                f"of up to max_length {cfg.max_length} tokens per pass)", reward_hints(cfg))
@@ -354,13 +360,13 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
         idx = next(batches)
         opt.zero_grad(set_to_none=True)
         loss, sc, sr = accumulated_pair_loss(rm, [chosen[i] for i in idx], [rejected[i] for i in idx],
-                                             tokenizer.pad_token_id, device, cfg.micro_batch_size)
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-        opt.step()
+                                             tokenizer.pad_token_id, device, cfg.micro_batch_size, prec)
+        prec.clip(opt, rm.parameters(), 1.0)
+        stepped = prec.step(opt)
         sched.step()
         acc = (scalar_reward(sc.detach()) > scalar_reward(sr.detach())).float().mean().item()
         row = {"step": step + 1, "loss": loss.item(), "accuracy": acc, "lr": sched.get_last_lr()[0],
-               "seconds": time.time() - t0}
+               "seconds": time.time() - t0, **({} if stepped else {"skipped": True})}
         if eval_pairs and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
             rm.eval()
             row["eval_accuracy"] = pair_accuracy(rm, tokenizer, eval_pairs, max_length=cfg.max_length)
@@ -374,23 +380,31 @@ def train_reward_model(rm, tokenizer, pairs: list[dict], cfg: RewardConfig, eval
 
 
 def accumulated_pair_loss(rm, chosen: list[list[int]], rejected: list[list[int]], pad_id: int, device,
-                          micro_batch_size: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                          micro_batch_size: int | None = None, precision=None) -> tuple[Tensor, Tensor, Tensor]:
     """Backward of the pair loss of one batch, `micro_batch_size` pairs per forward pass; returns
     (loss, chosen scores, rejected scores), detached. Each micro-batch's mean loss is weighted by
     its share of the pairs, so the accumulated gradient is the whole batch's:
 
         grad (1/B) sum_i l_i  =  sum_m (B_m / B) grad (1/B_m) sum_{i in m} l_i
-    """
+
+    `precision` (`b2b.precision.Precision`): the forward passes under its autocast, the backward
+    pass through it (scaled in fp16); default fp32."""
+    import contextlib
+
     B = len(chosen)
     step = micro_batch_size or B
     total, scores_c, scores_r = 0.0, [], []
     for s in range(0, B, step):
         c, r = chosen[s:s + step], rejected[s:s + step]
         ids, mask = pad_left(c + r, pad_id, device)
-        scores = reward_scores(rm, ids, mask)                     # (2 B_m, K)
-        sc, sr = scores[: len(c)], scores[len(c):]
-        loss = pair_loss(sc, sr) * (len(c) / B)
-        loss.backward()
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            scores = reward_scores(rm, ids, mask).float()         # (2 B_m, K)
+            sc, sr = scores[: len(c)], scores[len(c):]
+            loss = pair_loss(sc, sr) * (len(c) / B)
+        if precision is not None:
+            precision.backward(loss)
+        else:
+            loss.backward()
         total += loss.detach()
         scores_c.append(sc.detach())
         scores_r.append(sr.detach())

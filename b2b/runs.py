@@ -186,10 +186,12 @@ def run_files(out: str | Path) -> list[str]:
     return [name for name in RUN_FILES if (Path(out) / name).exists()]
 
 
-IDENTITY = ("policy", "profile")
+IDENTITY = ("policy", "profile", "precision")
 """What a run's config.json holds besides RLConfig's fields (`run_identity`): the policy it started
-from and the profile it ran in, so a reader (and a notebook) can tell which model a curve belongs
-to. A recorded policy must be the run's own for the run to be read back; the profile is for reading."""
+from, the profile it ran in and the precision its learn phase computed in (`b2b.precision`: fp32,
+bf16 or fp16; runs recorded before it was written computed in fp32), so a reader (and a notebook) can
+tell which model a curve belongs to. A recorded policy must be the run's own for the run to be read
+back; the others are for reading."""
 
 
 def run_identity(policy, profile: str | None = None) -> dict:

@@ -35,7 +35,7 @@ from b2b.step import rl_step
 def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
           algorithm=None, eval_prompts: list[str] | None = None, world: bool = True, out=None, resume=None,
           overwrite: bool = False, reuse: bool = False, progress: bool = True, eval_batch_size: int = 128,
-          profile: str | None = None) -> History:
+          profile: str | None = None, precision: str = "auto") -> History:
     """Train `policy` in place with policy gradients; returns the run's `History`.
 
     prompts: training prompts (user messages), drawn uniformly with replacement each step.
@@ -51,13 +51,16 @@ def train(policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | N
     profile: the profile's name, recorded in `out/config.json` with the policy's folder name
         (`b2b.runs.run_identity`); default: the one `b2b.setup` set up, if any.
     eval_batch_size: held-out prompts sampled together (on a GPU at most cfg.batch_size).
+    precision: the learn phase's forward and backward passes (`b2b.precision`): "auto" runs them
+        under autocast on a GPU (fp16 with a gradient scaler on a T4, bf16 on compute capability 8+)
+        and in fp32 on a CPU; "off", "bf16" or "fp16" choose. The weights and AdamW stay fp32.
     reuse: `out` holding this run (same settings, same reward model) is read back when finished
         (the policy takes its final weights where they were kept) or continued when not; holding
         another run, it is started over.
     """
     run = Run(policy, tokenizer, reward_model, prompts, cfg, algorithm=algorithm, eval_prompts=eval_prompts,
               world=world, out=out, resume=resume, overwrite=overwrite, reuse=reuse, progress=progress,
-              eval_batch_size=eval_batch_size, profile=profile)
+              eval_batch_size=eval_batch_size, profile=profile, precision=precision)
     while not run.finished:
         run.next()
     return run.close()
@@ -110,8 +113,11 @@ class Run:
 
     def __init__(self, policy, tokenizer, reward_model, prompts: list[str], cfg: RLConfig | None = None, *,
                  algorithm=None, eval_prompts=None, world: bool = True, out=None, resume=None, overwrite: bool = False,
-                 reuse: bool = False, progress: bool = True, eval_batch_size: int = 128, profile: str | None = None):
+                 reuse: bool = False, progress: bool = True, eval_batch_size: int = 128, profile: str | None = None,
+                 precision: str = "auto"):
         from tqdm.auto import tqdm
+
+        from b2b.precision import Precision
 
         cfg = (cfg or RLConfig()).validate()
         self.algo = _algorithm(algorithm, cfg, reuse)
@@ -126,12 +132,13 @@ class Run:
         reward_id = fingerprint(reward_model) if out is not None or resume is not None else None
         from b2b.config import active_profile
 
-        self.identity = runs.run_identity(policy, profile or active_profile())
+        self.device = next(policy.parameters()).device
+        self.precision = Precision(self.device, precision)
+        self.identity = {**runs.run_identity(policy, profile or active_profile()), "precision": self.precision.name}
         self.run = runs.open_run(out, cfg, reward_id, resume, overwrite, reuse, self.identity)
         if self.run.done is not None:  # this very run, finished before: read back
             self.history, self.step = runs.read_back(policy, self.run.out, cfg, self.run.done, progress), cfg.steps
             return
-        self.device = next(policy.parameters()).device
         if isinstance(reward_model, torch.nn.Module):
             reward_model.eval()
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
@@ -171,7 +178,7 @@ class Run:
         batch = [self.prompts[i] for i in idx for _ in range(cfg.k)]  # groups of k samples of one prompt
         m, texts, self.state = oom_guard(
             lambda: rl_step(self.policy, self.tokenizer, self.reward_model, batch, self.opt, self.gen, self.state,
-                            cfg, self.world, step, self.last_good, self.ref, self.algo),
+                            cfg, self.world, step, self.last_good, self.ref, self.algo, self.precision),
             step, "the RL step", "batch_size", cfg.batch_size, self.smaller, self.last_good)
         self.step = step
         self._log("steps", {"step": step, **m})

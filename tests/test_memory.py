@@ -73,6 +73,36 @@ def test_colab_recipes_fit_a_t4_with_headroom_by_the_estimate_and_did_not_before
         assert memory.estimate_reward_training(rm, old)["total"] > T4_BYTES
 
 
+def test_trl_check_and_gradient_variance_fit_a_t4_at_colab_size_and_did_not_before():
+    """Notebook 01's TRL cross-check (micro-batches and checkpointing through TRL's own settings)
+    and notebook 06's gradient-variance measurement (running sums, checkpointed log-probs) keep 25%
+    of a T4 free by the estimate; the old settings (TRL at 16 pairs a pass without checkpointing at
+    1,024 tokens; every flattened gradient kept, 40 batches of 64 answers) did not fit at all."""
+    from b2b.config import get_profile
+    from b2b.recipes import reward_config, trl_check_config, variance_settings
+    from b2b.tools.memory import HEADROOM, T4_BYTES
+
+    policy, ref, rm = smollm2_shaped()
+    colab = get_profile("colab")
+    trainable = LlamaForSequenceClassification_like(rm, 1)
+    check = trl_check_config(colab, reward_config(colab, 1))
+    assert check.micro_batch_size == 8 and check.gradient_checkpointing and check.limit == 512
+    assert memory.estimate_reward_training(trainable, check)["total"] <= (1 - HEADROOM) * T4_BYTES
+    old = dataclasses.replace(check, micro_batch_size=None, gradient_checkpointing=False, max_length=1024)
+    assert memory.estimate_reward_training(trainable, old)["total"] > 2 * T4_BYTES
+    kw = variance_settings(colab)
+    assert kw["gradient_checkpointing"]
+    need = memory.estimate_gradient_variance(policy, rm, kw["prompts_per_batch"], kw["k"], kw["max_new_tokens"], 560,
+                                             kw["gradient_checkpointing"], kw["n_batches"])
+    assert need["total"] <= (1 - HEADROOM) * T4_BYTES, need
+    n = sum(p.numel() for p in policy.parameters())
+    assert need["states"] == 4 * n + 4 * n + 7 * 4 * n         # weights, gradients, four sums + three gradients
+    old = memory.estimate_gradient_variance(policy, rm, 16, 4, 128, 560, False, 40, keep_gradients_bytes=10**12)
+    assert old["states"] == 8 * n + (3 * 40 + 4) * 4 * n and old["total"] > 4 * T4_BYTES
+    # keeping the gradients is chosen only where they are small (the tiny policy's)
+    assert memory.estimate_gradient_variance(policy, rm, 16, 4, 128, 560, True, 40)["states"] == need["states"]
+
+
 def test_check_fits_refuses_only_a_clear_overflow():
     need = {"total": 10 * 10**9}
     memory.check_fits(need, "cuda", "the RL step", "batch_size=16", available=9 * 10**9)    # within the margin

@@ -282,6 +282,18 @@ def test_trl_reward_trainer_bridge_trains_and_scores(tiny_dir, data_dir):
     assert out["model"].config.num_labels == 1
     with pytest.raises(ValueError, match="level 1"):
         trl_reward_model(tiny_dir, pairs, pairs, RewardConfig(level=2))
+    # what fits a T4 (issue: the TRL cross-check at colab size): micro-batches of the step's pairs with
+    # their gradients accumulated, and activation checkpointing, through TRL's own settings: the same
+    # training up to float rounding, in the same number of optimizer steps
+    small = trl_reward_model(tiny_dir, pairs[:64], pairs[64:], RewardConfig(epochs=1, batch_size=16, warmup=1,
+                                                                          micro_batch_size=4, gradient_checkpointing=True))
+    assert small["model"].model.embed_tokens.weight.shape == out["model"].model.embed_tokens.weight.shape
+    assert max(e.get("step", 0) for e in small["log"]) == max(e.get("step", 0) for e in out["log"]) == 4
+    for (name, a), b in zip(out["model"].named_parameters(), small["model"].parameters()):
+        assert torch.allclose(a, b, atol=2e-5, rtol=1e-4), name
+    assert not torch.equal(before, small["model"].model.embed_tokens.weight)
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        trl_reward_model(tiny_dir, pairs, pairs, RewardConfig(batch_size=16, micro_batch_size=5))
 
 
 @pytest.mark.parametrize("level,name", [(1, "rm-level1"), (2, "rm-level2")])

@@ -294,6 +294,53 @@ def test_gradient_variance_is_paired_and_loo_cancels_a_constant_reward(tiny_dir,
     assert both[100.0]["no baseline"]["variance"] > 10 * both[0.0]["no baseline"]["variance"]
 
 
+def test_gradient_variance_from_sums_matches_the_kept_gradients_and_recomputes_them_when_short_of_memory(
+        tiny_dir, tokenizer, monkeypatch):
+    """The deviations come from dot products with four running sums (no per-batch gradient kept on
+    the device): they must equal ||g_n - g_bar||^2 computed from the gradients themselves, whether
+    the gradients are kept for the second pass, recomputed from the kept rollouts, or taken with
+    activation checkpointing on."""
+    import b2b.analysis as analysis
+
+    def length(prompts, texts, finished):
+        return [float(len(t)) for t in texts]
+    seen, rewards = [], []
+    real_grad, real_rewards = analysis._flat_grad, __import__("b2b.reward", fromlist=["x"]).policy_rewards
+
+    def recording(policy, loss):
+        seen.append(real_grad(policy, loss))
+        return seen[-1]
+
+    def recorded_rewards(*a, **kw):
+        rewards.append(real_rewards(*a, **kw))
+        return rewards[-1]
+    monkeypatch.setattr(analysis, "_flat_grad", recording)
+    monkeypatch.setattr("b2b.reward.policy_rewards", recorded_rewards)
+    kw = dict(k=2, n_batches=4, prompts_per_batch=2, max_new_tokens=8, shifts=(0.0, 7.0))
+    kept = analysis.gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, **kw)
+    assert len(seen) == 3 * 4 and len(rewards) == 1 + 4      # one backward pass per gradient; a warm-up batch
+    m, o, l = (torch.stack(seen[i::3]) for i in range(3))    # per batch: g(R - b), g(1), g(loo)
+    b, baselines = rewards[0].mean().item(), []              # the loop's moving average, decay 0.9
+    for R in rewards[1:]:
+        baselines.append(b)
+        b = 0.9 * b + 0.1 * R.mean().item()
+    bn = torch.tensor(baselines)[:, None]
+    seen.clear()
+    redone = analysis.gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, keep_gradients_bytes=0, **kw)
+    assert len(seen) == 2 * 3 * 4                            # recomputed: a second pass over the kept rollouts
+    assert torch.equal(torch.stack(seen[:12]), torch.stack(seen[12:]))  # the same rollouts, the same gradients
+    ckpt = analysis.gradient_variance(_policy(tiny_dir), tokenizer, length, PROMPTS, gradient_checkpointing=True,
+                                      keep_gradients_bytes=0, **kw)
+    for c in (0.0, 7.0):
+        by_name = {"no baseline": m + (bn + c) * o, "moving average": m, "leave-one-out": l}  # g(R + c) = g(R - b) + (b + c) g(1)
+        for name, g in by_name.items():
+            dev = ((g - g.mean(0)) ** 2).sum(1)
+            for res in (kept, redone, ckpt):
+                assert res[c][name]["sq_dev"] == pytest.approx(dev.tolist(), rel=1e-3, abs=1e-9), (c, name)
+                assert res[c][name]["mean_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-4), (c, name)
+    assert kept[7.0]["no baseline"]["variance"] > kept[0.0]["no baseline"]["variance"]  # rewards of about 30: +7 adds a little
+
+
 def test_variance_ratio_is_a_paired_bootstrap_interval():
     from b2b.analysis import variance_ratio
 

@@ -46,8 +46,10 @@ def _dataset(pairs: list[dict]):
 def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[dict], cfg: RewardConfig,
                      out_dir: str | None = None, progress: bool = False) -> dict:
     """Train a Bradley-Terry reward model with `trl.RewardTrainer` on b2b's settings (batch size,
-    learning rate, warm-up + cosine schedule, epochs, gradient clipping at 1, fp32, no gradient
-    checkpointing) and return its held-out accuracy, training time and the trained model."""
+    learning rate, warm-up + cosine schedule, epochs, gradient clipping at 1, fp32; `micro_batch_size`
+    pairs per pass with the step's gradients accumulated, and gradient checkpointing, as `cfg` says,
+    through TRL's own `per_device_train_batch_size`, `gradient_accumulation_steps` and
+    `gradient_checkpointing`) and return its held-out accuracy, training time and the trained model."""
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig as TRLRewardConfig
     from transformers import PrinterCallback
@@ -58,6 +60,9 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
     if cfg.level != 1:
         raise ValueError("TRL's RewardTrainer trains Bradley-Terry (level 1) reward models only")
     train_pairs = train_pairs[: cfg.limit] if cfg.limit else train_pairs
+    micro = cfg.micro_batch_size or cfg.batch_size
+    if cfg.batch_size % micro:
+        raise ValueError(f"trl_reward_model: batch_size {cfg.batch_size} is not a multiple of micro_batch_size {micro}")
     tok = load_tokenizer(backbone)
     torch.manual_seed(cfg.seed)
     model = load_reward_model(backbone, num_labels=1, pad_token_id=tok.pad_token_id)
@@ -66,10 +71,13 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
     with warnings.catch_warnings():  # transformers renames gradient_checkpointing; TRL still sets it
         warnings.simplefilter("ignore", FutureWarning)
         args = TRLRewardConfig(
-            output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+            output_dir=out_dir, per_device_train_batch_size=micro, gradient_accumulation_steps=cfg.batch_size // micro,
+            learning_rate=cfg.lr,
             num_train_epochs=cfg.epochs, lr_scheduler_type="cosine", warmup_steps=cfg.warmup,
             weight_decay=cfg.weight_decay, max_grad_norm=1.0, max_length=cfg.max_length, seed=cfg.seed,
-            bf16=False, fp16=False, gradient_checkpointing=False, report_to="none", save_strategy="no",
+            bf16=False, fp16=False, gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+            report_to="none", save_strategy="no",
             eval_strategy="no", logging_steps=50, disable_tqdm=not progress,
             use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
     level = _quiet(progress)
