@@ -18,9 +18,10 @@ from b2b.rl_config import RLConfig
 def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
     if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts; sized for a
-        # T4 by the measured memory table (docs/performance.md#memory): 2 passes of 8 pairs, checkpointed
+        # T4 by the measured memory table (docs/performance.md#memory): 2 passes of 8 pairs, checkpointed;
+        # 2,048 of HelpSteer2's 8,207 pairs, so that it trains in minutes on a T4 (b2b.budget, docs/colab.md)
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, micro_batch_size=8, gradient_checkpointing=True,
-                           lr=1e-5, max_length=1024, eval_every=50)
+                           lr=1e-5, max_length=1024, eval_every=32, limit=COLAB_REWARD_PAIRS)
     elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=4, micro_batch_size=2, gradient_checkpointing=True,
                            lr=1e-5, max_length=160, warmup=1, limit=8, eval_every=1)
@@ -31,6 +32,12 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
             cfg = dataclasses.replace(cfg, epochs=1.0, limit=int(20_000 * profile.scale), warmup=6, eval_every=25)
     return dataclasses.replace(cfg, **overrides)
 
+
+COLAB_REWARD_PAIRS = 2048
+"""The colab reward models' training pairs: the first 2,048 of HelpSteer2-binarized's 8,207 (one pass;
+b2b.budget puts it at a few minutes on a T4, the whole set at about 20)."""
+COLAB_RL_STEPS = 100
+"""The colab profile's RL run: 100 steps of 32 rollouts (b2b.budget: about 6 minutes on a T4)."""
 
 TINY_SMOLLM2_STEPS = 100
 TINY_SMOLLM2_LR = 2e-5
@@ -43,8 +50,9 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
     `ci`, SmolLM2-sized ones in `colab`. `b2b run` uses these, so the CLI and the notebooks agree."""
     algo_cfg = get(algo).settings  # the algorithm's recipe (b2b.algorithms; the sweeps: docs/tuning.md)
     if profile.name == "colab":  # a pretrained 135M policy: small steps, longer answers
-        cfg = RLConfig(algo=algo, steps=150, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
+        cfg = RLConfig(algo=algo, steps=COLAB_RL_STEPS, batch_size=32, lr=1e-6, max_new_tokens=128, eval_every=25,
                        eval_prompts=128, gradient_checkpointing=True,  # a T4 by the memory table
+                       checkpoint_every=25, keep_checkpoints=1, checkpoint_optimizer=False,  # 0.54 GB of disk a run
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     elif profile.name == "colab-smoke":  # colab's settings, one step of 4 short rollouts on a CPU
         cfg = RLConfig(algo=algo, steps=1, batch_size=4, lr=1e-6,  # one step: `b2b run --steps 2` tests the second
@@ -120,13 +128,20 @@ QUICK_EVAL_S = 6.0
 """Seconds per held-out evaluation of a `tiny` run (512 prompts)."""
 
 
-def quick(cfg, budget_s: float = 300.0, evals: int = 5):
+def quick(cfg, budget_s: float = 300.0, evals: int = 5, profile: Profile | None = None):
     """A version of `cfg` that trains within about `budget_s` seconds on a 2-core CPU in `tiny`
     (the same settings, fewer steps, `evals` held-out evaluations): for a learner who wants to see
-    a notebook's run train rather than read it back. Never longer than `cfg` itself."""
+    a notebook's run train rather than read it back. Never longer than `cfg` itself. In the `colab`
+    profile the step and evaluation times are `b2b.budget`'s estimates on a T4."""
     algo = get(cfg.algo)  # its `quick_step_s` is at its recipe's updates per batch; more cost proportionally more
     step_s = algo.quick_step_s * algo.updates(cfg) / algo.updates(RLConfig(**algo.settings))
-    steps = int((budget_s - (evals + 1) * QUICK_EVAL_S) / step_s) // 5 * 5
+    eval_s = QUICK_EVAL_S
+    if profile is not None and profile.name == "colab":
+        from b2b.budget import rl_stage
+
+        est = rl_stage("quick", cfg).detail
+        step_s, eval_s = est["step_s"]["total"], est["eval_s"]
+    steps = int((budget_s - (evals + 1) * eval_s) / step_s) // 5 * 5
     steps = max(min(cfg.steps, steps), min(cfg.steps, 4))
     return dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // evals),
                                checkpoint_every=min(cfg.checkpoint_every, steps))

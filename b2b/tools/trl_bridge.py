@@ -44,9 +44,11 @@ def _dataset(pairs: list[dict]):
 
 
 def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[dict], cfg: RewardConfig,
-                     out_dir: str | None = None, progress: bool = False) -> dict:
+                     out_dir: str | None = None, progress: bool = False, precision: str = "auto") -> dict:
     """Train a Bradley-Terry reward model with `trl.RewardTrainer` on b2b's settings (batch size,
-    learning rate, warm-up + cosine schedule, epochs, gradient clipping at 1, fp32; `micro_batch_size`
+    learning rate, warm-up + cosine schedule, epochs, gradient clipping at 1, `precision` as
+    `b2b.train_reward_model` takes it (Trainer's `fp16` / `bf16` flags: "auto" is fp32 on a CPU,
+    fp16 on a T4, bf16 on compute capability 8+); `micro_batch_size`
     pairs per pass with the step's gradients accumulated, and gradient checkpointing, as `cfg` says,
     through TRL's own `per_device_train_batch_size`, `gradient_accumulation_steps` and
     `gradient_checkpointing`) and return its held-out accuracy, training time and the trained model."""
@@ -55,12 +57,14 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
     from transformers import PrinterCallback
     from trl import RewardTrainer
 
-    from b2b.models import load_reward_model, load_tokenizer
+    from b2b.models import default_device, load_reward_model, load_tokenizer
+    from b2b.precision import autocast_dtype
 
     if cfg.level != 1:
         raise ValueError("TRL's RewardTrainer trains Bradley-Terry (level 1) reward models only")
     train_pairs = train_pairs[: cfg.limit] if cfg.limit else train_pairs
     micro = cfg.micro_batch_size or cfg.batch_size
+    half = autocast_dtype(default_device(), precision)
     if cfg.batch_size % micro:
         raise ValueError(f"trl_reward_model: batch_size {cfg.batch_size} is not a multiple of micro_batch_size {micro}")
     tok = load_tokenizer(backbone)
@@ -75,7 +79,7 @@ def trl_reward_model(backbone: str, train_pairs: list[dict], test_pairs: list[di
             learning_rate=cfg.lr,
             num_train_epochs=cfg.epochs, lr_scheduler_type="cosine", warmup_steps=cfg.warmup,
             weight_decay=cfg.weight_decay, max_grad_norm=1.0, max_length=cfg.max_length, seed=cfg.seed,
-            bf16=False, fp16=False, gradient_checkpointing=cfg.gradient_checkpointing,
+            bf16=half is torch.bfloat16, fp16=half is torch.float16, gradient_checkpointing=cfg.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
             report_to="none", save_strategy="no",
             eval_strategy="no", logging_steps=50, disable_tqdm=not progress,

@@ -1,0 +1,122 @@
+"""The step-time model (`b2b.budget`) against this CPU's measured phases, and the colab plans
+against their budget: 15 minutes a notebook on a T4, 5 GB of disk."""
+import statistics
+from pathlib import Path
+
+import pytest
+
+from b2b import budget
+
+
+def test_cpu_model_predicts_the_measured_phases_of_the_real_model_runs():
+    """The CPU's rates come from one measurement (the SmolLM2 RLOO bench: 64 rollouts of 32 tokens);
+    the shipped tiny-smollm2 runs (16 rollouts of up to 48, vanilla REINFORCE and RLOO + KL, every
+    step timed) are other batches, lengths and a retokenizing reward model: each phase's median
+    measured / predicted must be within a factor of 1.5, on every run."""
+    from b2b.tools import smollm2_world
+
+    hw = budget.cpu_here()
+    prompt = budget.TINY_WORLD_PROMPT_TOKENS
+    for name in smollm2_world.RUNS:
+        h, cfg = smollm2_world.history(name), smollm2_world.recorded(name)
+        ratios = {"generate": [], "score": [], "learn": []}
+        for s in h.steps:
+            p = budget.rl_step_seconds(hw, budget.SMOLLM2, budget.TINY_RM, cfg["batch_size"], prompt,
+                                       s["completions/mean_length"], cfg["max_new_tokens"], reference=True,
+                                       checkpointing=cfg["gradient_checkpointing"])
+            for phase in ratios:
+                ratios[phase].append(s[f"time/{phase}_s"] / p[phase])
+        for phase, r in ratios.items():
+            assert 1 / 1.5 <= statistics.median(r) <= 1.5, (name, phase, statistics.median(r))
+
+
+def test_the_model_scales_with_what_it_counts():
+    """Twice the rollouts, twice the learn FLOPs; checkpointing adds a forward; a reference policy
+    adds the score phase's policy forward; a T4 outruns this CPU on every phase."""
+    hw, cpu = budget.T4, budget.cpu_here()
+    one = budget.rl_step_seconds(cpu, budget.SMOLLM2, budget.TINY_RM, 16, 40, 24, 48)
+    two = budget.rl_step_seconds(cpu, budget.SMOLLM2, budget.TINY_RM, 32, 40, 24, 48)
+    adamw = budget.ADAMW_BYTES * budget.SMOLLM2.params / cpu.bandwidth
+    assert two["learn"] - adamw == pytest.approx(2 * (one["learn"] - adamw), rel=1e-9)
+    ckpt = budget.rl_step_seconds(cpu, budget.SMOLLM2, budget.TINY_RM, 16, 40, 24, 48, checkpointing=True)
+    assert (ckpt["learn"] - adamw) / (one["learn"] - adamw) == pytest.approx(4 / 3)
+    no_ref = budget.rl_step_seconds(cpu, budget.SMOLLM2, budget.TINY_RM, 16, 40, 24, 48, reference=False)
+    assert no_ref["score"] < one["score"] / 10
+    t4 = budget.rl_step_seconds(hw, budget.SMOLLM2, budget.TINY_RM, 16, 40, 24, 48)
+    assert all(t4[k] < one[k] for k in ("generate", "score", "learn"))
+    assert budget.SMOLLM2.params == pytest.approx(134.5e6, rel=0.01)
+
+
+@pytest.mark.parametrize("notebook", budget.PLANNED)
+def test_each_planned_colab_notebook_fits_15_minutes_and_5_gb_on_a_t4(notebook):
+    from b2b.config import get_profile
+
+    stages = budget.colab_plan(notebook, get_profile("colab"))
+    assert stages, notebook
+    assert budget.plan_seconds(stages) <= budget.NOTEBOOK_BUDGET_S, budget.budget_line(stages)
+    assert sum(s.disk for s in stages) <= budget.T4.disk_bytes
+    assert all(s.memory <= 0.75 * budget.T4.memory_bytes for s in stages), [(s.label, s.memory) for s in stages]
+
+
+def test_each_notebook_announces_exactly_its_planned_stages():
+    """Every stage in a notebook's colab plan is announced in the notebook (`b2b.budget.announce`,
+    which prints its estimate before the bar starts and, in colab-smoke, fails on a label the plan
+    does not hold), and the notebook announces nothing the plan leaves out."""
+    import json
+    import re
+    from pathlib import Path
+
+    from b2b.config import get_profile
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    for notebook in budget.PLANNED:
+        nb = json.loads(next(root.glob(f"{notebook}_*.ipynb")).read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        announced = set(re.findall(r'b2b\.budget\.announce\(profile, "(\d\d)", "([^"]+)"', code))
+        assert {n for n, _ in announced} <= {notebook}, (notebook, announced)
+        planned = {s.label for s in budget.colab_plan(notebook, get_profile("colab"))}
+        assert {label for _, label in announced} == planned, notebook
+
+
+def test_announce_prints_the_estimate_in_colab_and_refuses_an_unplanned_stage(capsys):
+    from b2b.config import get_profile
+    from b2b.errors import ConfigError
+
+    colab = get_profile("colab")
+    label = budget.colab_plan("01", colab)[0].label
+    budget.announce(colab, "01", label)
+    out = capsys.readouterr().out
+    assert out.startswith(f"{label}: about ") and "on a Colab T4" in out
+    with pytest.raises(ConfigError, match="not in notebook 01's colab plan"):
+        budget.announce(colab, "01", "something else")
+    budget.announce(get_profile("ci"), "01", "something else")  # the tiny world: nothing to say
+    assert capsys.readouterr().out == ""
+
+
+def test_drive_keeps_runs_across_runtimes_on_colab_and_says_the_cost_without_it(monkeypatch, tmp_path, capsys):
+    """On Colab (faked: `google.colab` imported), `setup(drive=True)` moves the working directory to
+    the Drive folder, so `runs/...` written by one notebook is found by the next in a fresh runtime;
+    without Drive one line says what a new runtime costs; off Colab the working directory stays."""
+    import os
+    import sys
+    import types
+
+    from b2b.config import get_profile, keep_on_drive
+
+    monkeypatch.chdir(tmp_path)
+    colab = get_profile("colab")
+    assert keep_on_drive(True, colab) is None and os.getcwd() == str(tmp_path)   # not on Colab
+    assert "not on Colab" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    drive = tmp_path / "MyDrive" / "b2b"
+    monkeypatch.setenv("B2B_DRIVE_DIR", str(drive))
+    assert keep_on_drive(False, colab) is None and os.getcwd() == str(tmp_path)
+    out = capsys.readouterr().out
+    assert "for this runtime only" in out and "trains the reward model again (about" in out and "DRIVE = True" in out
+    (drive / "runs" / "rm-colab-level1").mkdir(parents=True)                    # notebook 01 saved it there
+    assert keep_on_drive(True, colab) == drive and os.getcwd() == str(drive)
+    out = capsys.readouterr().out
+    assert "kept on Google Drive" in out and "(1 saved there: rm-colab-level1)" in out
+    from b2b.reward_models import course_reward_dir
+
+    assert (Path(os.getcwd()) / course_reward_dir(colab, 1)).is_dir()           # where notebook 03 looks
