@@ -8,7 +8,8 @@ directories), `guards` (one-line errors), `decoding` (the rollout's fast path), 
 helpers (`plots`, `widgets`, `exercises`, `reward_eval`, `analysis`). `b2b.tinyworld` is the
 simulator and its gold judge; `b2b.tools` the command line, benchmark, showdown and checks.
 """
-from b2b.config import Profile, data_dir, get_profile, pick_dtype, setup
+from b2b.config import Profile, data_dir, get_profile, pick_dtype
+from b2b.session import setup
 from b2b.data import heldout_prompts, load_preferences, load_prompts
 from b2b.advantages import moving_average_baseline, reinforce_loss, repeated_ngram_fraction
 from b2b.errors import B2BError, ConfigError, DataError, ModelError, TrainingError
@@ -33,7 +34,8 @@ def __getattr__(name: str):
     """Notebook helpers load on first use (`b2b.plots`, `b2b.widgets`, ...), keeping `import b2b` light."""
     if name in ("plots", "widgets", "reward_eval", "exercises", "analysis", "recipes", "reward_models", "runs",
                 "tinyworld", "tools", "decoding", "guards", "rl_config", "algorithms", "step", "data", "memory",
-                "metrics", "models", "reward", "rollout", "evaluate", "config", "advantages", "course"):
+                "metrics", "models", "reward", "rollout", "evaluate", "config", "advantages", "course",
+                "budget", "colab", "precision", "session"):
         import importlib
         return importlib.import_module(f"b2b.{name}")
     raise AttributeError(f"module 'b2b' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from b2b.advantages import reinforce_loss, rloo_advantages
+from b2b.memory import KEEP_GRADIENTS_BYTES
 from b2b.rollout import decode_completions, rollout_logprobs, sample_completions
 
 ESTIMATORS = ("no baseline", "moving average", "leave-one-out")
@@ -20,12 +21,6 @@ def _flat_grad(policy, loss: torch.Tensor) -> torch.Tensor:
     policy.zero_grad(set_to_none=True)
     loss.backward(retain_graph=True)
     return torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]).detach()  # a new tensor
-
-
-KEEP_GRADIENTS_BYTES = 2 * 10**9
-"""`gradient_variance` keeps the per-batch gradients for its second pass while they take at most
-this many bytes (the tiny policy's: 0.5 GB for 40 batches); above it (SmolLM2: 0.54 GB each, three
-a batch) it recomputes them from the kept rollouts instead, so the device holds only four sums."""
 
 
 def gradient_variance(policy, tokenizer, reward_model, prompts: list[str], k: int = 4, n_batches: int = 12,

@@ -47,10 +47,20 @@ class Shape:
     params: int
 
 
+def model_shape(config) -> dict:
+    """What the FLOP account needs of a Llama-style config: the parameters of the transformer blocks
+    (every matrix a token passes through, embeddings and LM head excluded), the LM head's size, the
+    number of layers and the hidden and MLP widths."""
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    per_layer = h * config.num_attention_heads * head_dim * 2 + 2 * h * kv + 3 * h * i  # q, o; k, v; gate, up, down
+    return {"block_params": n * per_layer, "head_params": h * config.vocab_size, "layers": n, "hidden": h,
+            "intermediate": i}
+
+
 def shape_of(config, name: str = "") -> Shape:
     """A `Shape` from a transformers Llama config (no weights needed)."""
-    from b2b.tools.bench import model_shape
-
     s = model_shape(config)
     emb = config.vocab_size * config.hidden_size
     tied = getattr(config, "tie_word_embeddings", True)
@@ -256,7 +266,7 @@ def budget_line(stages: list[Stage], hw: Hardware = T4) -> str:
     return f"estimated on a {hw.name}: {minutes(total)} ({parts})"
 
 
-# ----------------------------------------------------------------------------- the colab notebooks' plans
+# ----------------------------------------------------------------------------- stages of the colab profile
 
 NOTEBOOK_BUDGET_S = 15 * 60
 """Each notebook's colab default finishes within this on a T4 (install excluded)."""
@@ -288,13 +298,12 @@ def _meta_models():
     return policy, ref.requires_grad_(False), rm
 
 
-def reward_stage(profile, level: int, hw: Hardware = T4, cfg=None, fp32: bool = False) -> Stage:
-    """Training the profile's level-`level` reward model (`reward_config`), with its held-out
+def reward_stage(cfg, hw: Hardware = T4, fp32: bool = False) -> Stage:
+    """Training a SmolLM2 reward model of `cfg` (a RewardConfig) on HelpSteer2, with its held-out
     accuracy checks (500 pairs every `eval_every` steps), saved in fp32 (0.54 GB)."""
     from b2b.memory import estimate_reward_training
-    from b2b.recipes import reward_config
 
-    cfg = cfg or reward_config(profile, level)
+    level = cfg.level
     pairs = cfg.limit or 8_207
     tokens = HS2_TEXT_TOKENS.get(cfg.max_length, min(cfg.max_length, 700))
     train = reward_training_seconds(hw, SMOLLM2_RM, pairs, cfg.epochs, tokens, cfg.batch_size,
@@ -328,63 +337,3 @@ def rl_stage(label: str, cfg, hw: Hardware = T4, prompt: float = HS2_PROMPT_TOKE
                               cfg, int(prompt * 2.4))["total"]  # the longest prompts, as the memory table measures
     return Stage(label, cfg.steps * step["total"] + evals * ev, disk=n_ckpt * ckpt, memory=memory,
                  detail={"steps": cfg.steps, "step_s": step, "evals": evals, "eval_s": ev})
-
-
-def colab_plan(notebook: str, profile) -> list[Stage]:
-    """What notebook `notebook` ("01".."03") trains and measures in its colab default, each with
-    its estimate on a T4 (`Stage`). The stages marked `saved` are read back when an earlier notebook
-    saved them where this one looks (Drive, `b2b.setup(drive=True)`)."""
-    import dataclasses
-
-    from b2b.recipes import quick, reward_config, rl_config, trl_check_config
-
-    if notebook == "01":
-        cfg = reward_config(profile, 1)
-        check = trl_check_config(profile, cfg)
-        trl = reward_stage(profile, 1, cfg=check)
-        trl = dataclasses.replace(trl, label="cross-check with trl.RewardTrainer", saved=False, disk=0,
-                                  seconds=2 * trl.seconds)  # b2b's trainer and TRL's, the same pairs and settings
-        return [reward_stage(profile, 1), _probe_stage(1), trl]
-    if notebook == "02":  # the ordinal model, notebook 01's (unless saved), both probed, 256 fresh samples scored
-        return [reward_stage(profile, 2), reward_stage(profile, 1), _probe_stage(2, fresh=256)]
-    if notebook == "03":
-        cfg = rl_config(profile)
-        short = quick(cfg, budget_s=90, evals=2, profile=profile)
-        mine = rl_stage("your functions' short run", short)
-        return [reward_stage(profile, 1), rl_stage("vanilla REINFORCE run", cfg), dataclasses.replace(mine, disk=0)]
-    raise ValueError(f"colab_plan: no plan for notebook {notebook!r} (planned: {', '.join(PLANNED)})")
-
-
-def _probe_stage(models: int, fresh: int = 0, hw: Hardware = T4, prompts: int = 256, max_new: int = 128) -> Stage:
-    """Notebooks 01-02's probes: 256 SFT answers sampled and scored by `models` reward models (and
-    `fresh` more sampled and scored), and 500 held-out pairs scored by each."""
-    ev = sum(eval_seconds(hw, SMOLLM2, SMOLLM2_RM, n, HS2_PROMPT_TOKENS, HS2_NEW_SHARE * max_new, max_new, 32)
-             for n in (prompts, fresh) if n)
-    return Stage("probes: SFT samples and held-out pairs", ev + models * 2 * scoring_seconds(
-        hw, SMOLLM2_RM, 2 * 500, HS2_TEXT_TOKENS[1024]))
-
-
-PLANNED = ("01", "02", "03")
-"""The notebooks whose colab default is planned so far (the others: docs/colab.md)."""
-
-_PRINTED: set = set()
-
-
-def announce(profile, notebook: str, label: str, hw: Hardware = T4) -> None:
-    """Before a long stage of notebook `notebook` in the colab profile: print its estimate on a T4
-    from the notebook's plan (`colab_plan`), once. colab-smoke (the colab code path on a CPU, in
-    CI) checks that the plan holds the stage, so a notebook cannot train what its plan leaves out;
-    the tiny world says nothing (its headers give its measured times)."""
-    from b2b.errors import ConfigError
-
-    if profile.name not in ("colab", "colab-smoke") or notebook not in PLANNED:
-        return
-    from b2b.config import get_profile
-
-    stages = {s.label: s for s in colab_plan(notebook, get_profile("colab") if profile.name != "colab" else profile)}
-    if label not in stages:
-        raise ConfigError(f"budget: stage {label!r} is not in notebook {notebook}'s colab plan "
-                          f"({', '.join(stages)}); add it to b2b.budget.colab_plan")
-    s = stages[label]
-    saved = " (read back instead when a saved copy is found)" if s.saved else ""
-    print(f"{label}: {minutes(s.seconds)} on a {hw.name} by b2b.budget's estimate{saved}")

@@ -80,6 +80,12 @@ def estimate_reward_training(rm, cfg) -> dict:
     return {"states": states, "learn": learn, "total": states + learn}
 
 
+KEEP_GRADIENTS_BYTES = 2 * 10**9
+"""`gradient_variance` keeps the per-batch gradients for its second pass while they take at most
+this many bytes (the tiny policy's: 0.5 GB for 40 batches); above it (SmolLM2: 0.54 GB each, three
+a batch) it recomputes them from the kept rollouts instead, so the device holds only four sums."""
+
+
 def estimate_gradient_variance(policy, reward_model, prompts_per_batch: int, k: int, max_new_tokens: int,
                                prompt_tokens: int, gradient_checkpointing: bool, n_batches: int,
                                keep_gradients_bytes: int | None = None) -> dict:
@@ -88,14 +94,12 @@ def estimate_gradient_variance(policy, reward_model, prompts_per_batch: int, k: 
         states   the policy's weights and one set of gradients (no optimizer), the four running sums
                  and the three flattened gradients of the batch at hand (4 bytes a trainable
                  parameter each); all 3 x n_batches flattened gradients when it keeps them
-                 (`keep_gradients_bytes`, default `b2b.analysis.KEEP_GRADIENTS_BYTES`)
+                 (`keep_gradients_bytes`, default `KEEP_GRADIENTS_BYTES`)
         frozen   the reward model
         learn    the batch's log-prob forward, kept for three backward passes (its activations as an RL
                  step's, checkpointed or not, and the (B, C, V) logits three times)
         sample   the KV cache and sampling logits of the batch's B = prompts_per_batch x k rollouts
     """
-    from b2b.analysis import KEEP_GRADIENTS_BYTES
-
     d = _dims(policy)
     B, C, T = prompts_per_batch * k, max_new_tokens, prompt_tokens + max_new_tokens
     n = sum(p.numel() for p in policy.parameters() if p.requires_grad)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from b2b import budget
+from b2b import budget, colab
 
 
 def test_cpu_model_predicts_the_measured_phases_of_the_real_model_runs():
@@ -47,11 +47,11 @@ def test_the_model_scales_with_what_it_counts():
     assert budget.SMOLLM2.params == pytest.approx(134.5e6, rel=0.01)
 
 
-@pytest.mark.parametrize("notebook", budget.PLANNED)
+@pytest.mark.parametrize("notebook", colab.PLANNED)
 def test_each_planned_colab_notebook_fits_15_minutes_and_5_gb_on_a_t4(notebook):
     from b2b.config import get_profile
 
-    stages = budget.colab_plan(notebook, get_profile("colab"))
+    stages = colab.colab_plan(notebook, get_profile("colab"))
     assert stages, notebook
     assert budget.plan_seconds(stages) <= budget.NOTEBOOK_BUDGET_S, budget.budget_line(stages)
     assert sum(s.disk for s in stages) <= budget.T4.disk_bytes
@@ -59,7 +59,7 @@ def test_each_planned_colab_notebook_fits_15_minutes_and_5_gb_on_a_t4(notebook):
 
 
 def test_each_notebook_announces_exactly_its_planned_stages():
-    """Every stage in a notebook's colab plan is announced in the notebook (`b2b.budget.announce`,
+    """Every stage in a notebook's colab plan is announced in the notebook (`b2b.colab.announce`,
     which prints its estimate before the bar starts and, in colab-smoke, fails on a label the plan
     does not hold), and the notebook announces nothing the plan leaves out."""
     import json
@@ -69,12 +69,12 @@ def test_each_notebook_announces_exactly_its_planned_stages():
     from b2b.config import get_profile
 
     root = Path(__file__).resolve().parents[1] / "notebooks"
-    for notebook in budget.PLANNED:
+    for notebook in colab.PLANNED:
         nb = json.loads(next(root.glob(f"{notebook}_*.ipynb")).read_text())
         code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-        announced = set(re.findall(r'b2b\.budget\.announce\(profile, "(\d\d)", "([^"]+)"', code))
+        announced = set(re.findall(r'b2b\.colab\.announce\(profile, "(\d\d)", "([^"]+)"', code))
         assert {n for n, _ in announced} <= {notebook}, (notebook, announced)
-        planned = {s.label for s in budget.colab_plan(notebook, get_profile("colab"))}
+        planned = {s.label for s in colab.colab_plan(notebook, get_profile("colab"))}
         assert {label for _, label in announced} == planned, notebook
 
 
@@ -82,14 +82,14 @@ def test_announce_prints_the_estimate_in_colab_and_refuses_an_unplanned_stage(ca
     from b2b.config import get_profile
     from b2b.errors import ConfigError
 
-    colab = get_profile("colab")
-    label = budget.colab_plan("01", colab)[0].label
-    budget.announce(colab, "01", label)
+    cp = get_profile("colab")
+    label = colab.colab_plan("01", cp)[0].label
+    colab.announce(cp, "01", label)
     out = capsys.readouterr().out
     assert out.startswith(f"{label}: about ") and "on a Colab T4" in out
     with pytest.raises(ConfigError, match="not in notebook 01's colab plan"):
-        budget.announce(colab, "01", "something else")
-    budget.announce(get_profile("ci"), "01", "something else")  # the tiny world: nothing to say
+        colab.announce(cp, "01", "something else")
+    colab.announce(get_profile("ci"), "01", "something else")  # the tiny world: nothing to say
     assert capsys.readouterr().out == ""
 
 
@@ -101,7 +101,8 @@ def test_drive_keeps_runs_across_runtimes_on_colab_and_says_the_cost_without_it(
     import sys
     import types
 
-    from b2b.config import get_profile, keep_on_drive
+    from b2b.config import get_profile
+    from b2b.session import keep_on_drive
 
     monkeypatch.chdir(tmp_path)
     colab = get_profile("colab")

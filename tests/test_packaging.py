@@ -14,7 +14,22 @@ def test_top_level_layout():
     names = {p.name for p in ROOT.iterdir() if not p.name.startswith(".") or p.name == ".ci"}
     names -= {"__pycache__", "b2b.egg-info", "build", "venv", ".venv", "mutants"}  # mutants: tests/mutation.py's work folder
     assert names == {"notebooks", "b2b", "data", "docs", "img", "tests", "environment.yml", "README.md",
-                     "pyproject.toml", ".ci"}
+                     "pyproject.toml", ".ci", "colab-constraints.txt"}
+
+
+def test_colab_constraints_pin_colab_images_versions_and_the_lower_bounds_admit_them():
+    """The setup cell installs with colab-constraints.txt (Colab's own transformers, datasets, peft,
+    ipywidgets kept); pyproject's lower bounds are at most those versions, and torch is not pinned."""
+    pins = dict(line.split("==") for line in (ROOT / "colab-constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert set(pins) == {"transformers", "datasets", "peft", "ipywidgets"}
+    deps = {re.split(r"[<>=!~ \[]", d)[0].lower(): d for d in PYPROJECT["project"]["dependencies"]}
+
+    def version(v):
+        return tuple(int(x) for x in v.split("."))
+    for name, pinned in pins.items():
+        lower = deps[name].split(">=")[1]
+        assert version(lower) <= version(pinned), (name, lower, pinned)
 
 
 def test_dependencies_cover_the_course_and_leave_torch_unpinned():
@@ -92,7 +107,9 @@ def test_every_notebook_opens_with_the_colab_badge_runtime_note_and_the_same_set
         assert re.search(r"\*Runtime: .*`tiny`.*`colab`", head), path.name
         setup = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
         assert f"git clone -q --depth 1 https://github.com/{badge.group(1)} " in setup, path.name
-        assert "%pip install -q /content/b2b" in setup and " -e " not in setup  # from the repository, not editable
-        assert setup.rstrip().endswith("profile = b2b.setup()")
+        # from the repository, not editable, with the constraints file of Colab's tested versions
+        assert "%pip install -q -c /content/b2b/colab-constraints.txt /content/b2b " in setup and " -e " not in setup
+        assert (ROOT / "colab-constraints.txt").exists()
+        assert setup.rstrip().endswith("profile = b2b.setup(drive=DRIVE)")
         setups.add(setup)
     assert len(setups) == 1, "the setup cell differs between notebooks"

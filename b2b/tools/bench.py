@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from b2b.budget import model_shape  # noqa: F401 (b2b.tools.bench.model_shape, as before)
 from b2b.algorithms import get, names
 
 BENCH_ALGOS = names(bench=True)
@@ -161,18 +162,6 @@ def run_bench(profile, algos=BENCH_ALGOS, batch_size: int = 64, k: int = 4, max_
 
 
 # ----------------------------------------------------------------------------- where the step's time goes
-
-def model_shape(config) -> dict:
-    """What the FLOP account needs of a Llama-style config: the parameters of the transformer blocks
-    (every matrix a token passes through, embeddings and LM head excluded), the LM head's size, the
-    number of layers and the hidden and MLP widths."""
-    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
-    kv = config.num_key_value_heads * head_dim
-    per_layer = h * config.num_attention_heads * head_dim * 2 + 2 * h * kv + 3 * h * i  # q, o; k, v; gate, up, down
-    return {"block_params": n * per_layer, "head_params": h * config.vocab_size, "layers": n, "hidden": h,
-            "intermediate": i}
-
 
 def machine_limits(hidden: int, intermediate: int, device, rows: int = 2048, reps: int = 10) -> dict:
     """This machine's ceilings for the account: `matmul_gflops`, the faster of a model's two MLP
