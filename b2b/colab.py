@@ -72,3 +72,26 @@ def announce(profile, notebook: str, label: str, hw: Hardware = T4) -> None:
     s = stages[label]
     saved = " (read back instead when a saved copy is found)" if s.saved else ""
     print(f"{label}: {minutes(s.seconds)} on a {hw.name} by b2b.budget's estimate{saved}")
+
+
+def plan_table(profile=None) -> str:
+    """The planned notebooks' stages as a Markdown table: estimated minutes on a T4, disk, memory,
+    and the total with and without the saved copies (`python -m b2b.colab`; docs/colab.md)."""
+    from b2b.budget import plan_seconds
+    from b2b.config import get_profile
+
+    profile = profile or get_profile("colab")
+    rows = ["| notebook | stage | T4 minutes (estimate) | disk (GB) | peak memory (GB, estimate) |",
+            "|---|---|---:|---:|---:|"]
+    for nb in PLANNED:
+        stages = colab_plan(nb, profile)
+        for s in stages:
+            rows.append(f"| {nb} | {s.label}{' (saved: read back)' if s.saved else ''} | {s.seconds / 60:.1f} | "
+                        f"{s.disk / 1e9:.2f} | {s.memory / 1e9:.1f} |")
+        rows.append(f"| **{nb}** | **in a fresh runtime / with saved copies** | **{plan_seconds(stages) / 60:.1f} / "
+                    f"{plan_seconds(stages, have_saved=True) / 60:.1f}** | **{sum(s.disk for s in stages) / 1e9:.2f}** | |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(plan_table())
