@@ -150,6 +150,35 @@ def cpu_here() -> Hardware:
         source="measured: b2b bench's ceilings and its SmolLM2 RLOO phase account on this machine")
 
 
+def measured_hardware(rows: list[dict], base: Hardware = T4, policy: Shape = SMOLLM2, reward: Shape = SMOLLM2_RM,
+                      name: str | None = None) -> Hardware:
+    """`base` with the efficiencies a measurement gives: `b2b memory --profile colab --json` run on
+    that machine (each RL stage records its second step's phases, `phases`, at known sizes). From the
+    first RL row: the frozen models' share (`score`), the trained model's (`learn`, less AdamW's
+    bytes; under autocast when the row's `precision` is half, else fp32), and the decode loop's cost
+    per position beyond its FLOP or bandwidth floor (`generate`). The rates themselves stay `base`'s."""
+    rl = next(r for r in rows if r["stage"].startswith("rl ") and "phases" in r)
+    st, ph = rl["settings"], rl["phases"]
+    B, P, C, max_new = st["batch_size"], rl["prompt_tokens"], rl["mean_length"], st["max_new_tokens"]
+    updates, ckpt = st.get("updates", 1), st["gradient_checkpointing"]
+    tokens = P + C
+    score = _forward_flops(reward, B, tokens, 0) + (_forward_flops(policy, B, tokens, C) if rl.get("reference", True) else 0)
+    fwd = _forward_flops(policy, B, tokens, C)
+    learn = fwd * (4 if ckpt else 3) + (fwd if updates > 1 else 0)
+    learn_rate = learn / max(1e-9, ph["learn"] - updates * ADAMW_BYTES * policy.params / base.bandwidth)
+    half = rl.get("precision", "fp32") != "fp32"
+    floor = max(_forward_flops(policy, B, tokens, C + 1) / (base.decode_eff * base.fp32_flops),
+                max_new * 4 * policy.params / base.bandwidth)
+    return dataclasses.replace(
+        base, name=name or base.name,
+        frozen_eff=score / ph["score"] / (base.half_flops if base.half_frozen else base.fp32_flops),
+        autocast_eff=learn_rate / base.half_flops if half else 0.0,
+        train_eff=base.train_eff if half else learn_rate / base.fp32_flops,
+        decode_overhead_s=max(0.0, (ph["generate"] - floor) / max_new),
+        source=f"measured: b2b memory's {rl['stage']} ({rl.get('device', '?')}, {rl.get('precision', 'fp32')}); "
+               f"rates from {base.name}")
+
+
 ADAMW_BYTES = 28
 """Bytes AdamW moves per trained parameter and step: reads weight, gradient and two moments, writes
 weight and two moments (fp32)."""

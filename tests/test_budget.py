@@ -128,3 +128,28 @@ def test_each_planned_notebooks_header_states_its_plans_minutes():
         fresh, saved = (round(budget.plan_seconds(stages, s) / 60) for s in (False, True))
         assert (f"on a Colab T4 (`colab` profile) about {fresh} minutes in a fresh runtime, about {saved} with "
                 in head.replace("\n", " ")), notebook
+
+
+def test_the_readme_states_the_plans_minutes():
+    from b2b.config import get_profile
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\n", " ")
+    mins = [round(budget.plan_seconds(colab.colab_plan(nb, get_profile("colab"))) / 60) for nb in ("01", "02", "03")]
+    assert f"notebooks 01-03 at about {mins[0]}, {mins[1]} and {mins[2]} minutes in a fresh runtime" in readme
+
+
+def test_a_measured_run_calibrates_the_model_round_trip():
+    """`measured_hardware` inverts the model: phases predicted with known efficiencies, read back as
+    a `b2b memory` row, give those efficiencies again (fp16 autocast, frozen share, decode overhead)."""
+    import dataclasses
+
+    truth = dataclasses.replace(budget.T4, autocast_eff=0.2, frozen_eff=0.3, decode_overhead_s=0.01)
+    p = budget.rl_step_seconds(truth, budget.SMOLLM2, budget.SMOLLM2_RM, 32, 609, 128, 128, checkpointing=True)
+    row = {"stage": "rl reinforce", "prompt_tokens": 609, "mean_length": 128, "precision": "fp16", "reference": True,
+           "settings": {"batch_size": 32, "max_new_tokens": 128, "gradient_checkpointing": True, "updates": 1},
+           "phases": {k: p[k] for k in ("generate", "score", "learn")}}
+    got = budget.measured_hardware([{"stage": "reward level 1"}, row])
+    assert got.autocast_eff == pytest.approx(0.2) and got.frozen_eff == pytest.approx(0.3)
+    assert got.decode_overhead_s == pytest.approx(0.01) and got.train_eff == budget.T4.train_eff
+    fp32 = budget.measured_hardware([{**row, "precision": "fp32"}])
+    assert fp32.autocast_eff == 0.0 and fp32.train_rate == pytest.approx(got.train_rate)

@@ -174,3 +174,19 @@ def test_the_readme_and_docs_show_the_measured_table():
     table = memory_table(json.loads(MEASURED.read_text()))
     for doc in ("README.md", "docs/performance.md"):
         assert table in (ROOT / doc).read_text(), doc
+
+
+def test_random_copy_keeps_the_shapes_and_tokenizer_and_draws_fresh_weights(tiny_dir, tmp_path):
+    """`b2b memory --random-weights` measures a model of the policy's config with fresh weights (a
+    GPU that cannot receive the real ones): same config and tokenizer, other weights, loadable."""
+    import json as _json
+
+    from b2b.models import load_policy, load_tokenizer
+    from b2b.tools.memory import random_copy
+
+    out = random_copy(str(tiny_dir), tmp_path / "random")
+    a, b = load_policy(tiny_dir), load_policy(out)
+    assert _json.loads((out / "config.json").read_text())["hidden_size"] == a.config.hidden_size
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert not torch.equal(a.model.embed_tokens.weight, b.model.embed_tokens.weight)
+    assert load_tokenizer(out)("Hello!")["input_ids"] == load_tokenizer(tiny_dir)("Hello!")["input_ids"]

@@ -116,6 +116,15 @@ def test_memory_is_measured_on_the_real_model(smol):
     assert rows[1]["mean_length"] == rows[1]["settings"]["max_new_tokens"] and rows[1]["prompt_tokens"] > 400
     assert rows[0]["settings"]["gradient_checkpointing"] and rows[1]["settings"]["gradient_checkpointing"]
     assert "| rl rloo |" in memory_table(rows)
+    # the same run calibrates the step-time model (b2b.budget.measured_hardware: what a GPU's run would
+    # give the T4's assumptions): the second step's phases, read back as this CPU's shares of its rates
+    from b2b.budget import cpu_here, measured_hardware
+
+    assert rows[0]["step_seconds"] > 0 and set(rows[1]["phases"]) == {"generate", "score", "learn"}
+    assert rows[1]["precision"] == "fp32"                                   # a CPU: no autocast
+    here, fitted = cpu_here(), measured_hardware(rows, cpu_here())
+    for field in ("train_eff", "frozen_eff"):  # colab-smoke's 4 short rows against the bench's 64: within 5x
+        assert getattr(here, field) / 5 < getattr(fitted, field) < 5 * getattr(here, field), field
 
 
 def test_lean_decoder_equals_smollm2s_own_forward(smol):

@@ -9,7 +9,7 @@
             [--profile P] [--policy PATH] [--data PATH] [--seed S] [--out DIR] [--resume DIR] [--json]
     b2b showdown [--seeds ...] [--methods ...] [--profile P] [--policy PATH] [--no-train] [--json]
     b2b bench [--algos ...] [--profile P] [--policy PATH] [--vs-trl] [--sampling] [--reward-model] [--json]
-    b2b memory [--profile colab] [--policy PATH] [--levels 1 2] [--algos ...] [--json]   # the T4 table
+    b2b memory [--profile colab] [--policy PATH] [--levels 1 2] [--algos ...] [--random-weights] [--json]   # the T4 table
     b2b scale-out [--algo rloo] [--num-processes N] [--cpu] [--config-file F] [--profile P] [--steps N] [--json]
     b2b convert-gguf smollm2|FILE.gguf --out DIR    # real weights without the hub
     b2b build-reward-models [--data data]        # the shipped tiny reward models
@@ -343,9 +343,17 @@ def _cmd_memory(args) -> int:
     bad = [a for a in args.algos or [] if a not in ALGORITHMS]
     if bad:
         raise ConfigError(f"memory: --algos: unknown {bad[0]!r} (expected some of: {', '.join(ALGORITHMS)})")
-    get_profile(args.profile, policy=args.policy)  # a bad profile or policy is named before any process starts
+    profile = get_profile(args.profile, policy=args.policy)  # a bad profile or policy is named before any process starts
+    policy = args.policy
+    if args.random_weights:  # the model's shapes and tokenizer, fresh weights: where its real weights are not at hand
+        import tempfile
+        from pathlib import Path
+
+        from b2b.tools.memory import random_copy
+
+        policy = str(random_copy(profile.policy, Path(tempfile.mkdtemp(prefix="b2b-random-"))))
     stages = [f"reward{level}" for level in args.levels] + [f"rl:{a}" for a in (args.algos or RL_ALGOS)]
-    rows = measure_all(stages, args.profile, args.policy, say=lambda m: print(m, file=sys.stderr))
+    rows = measure_all(stages, args.profile, policy, say=lambda m: print(m, file=sys.stderr))
     print(memory_table(rows))
     if args.json:
         print(json.dumps(rows))
@@ -604,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--levels", nargs="*", type=int, default=[1, 2], choices=(1, 2), help="reward-model levels")
     mm.add_argument("--algos", nargs="*", default=None, metavar="ALGO", help="RL algorithms (default: all four)")
     mm.add_argument("--json", action="store_true", help="last stdout line: one JSON list")
+    mm.add_argument("--random-weights", action="store_true",
+                    help="the policy's config and tokenizer with freshly initialised weights (a GPU without the real "
+                         "weights: times and memory do not depend on the weights' values)")
     mm.set_defaults(func=_cmd_memory)
     so = sub.add_parser("scale-out", help="the course's RLOO on several GPUs (or CPU processes) via TRL + accelerate")
     so.add_argument("--algo", default="rloo", choices=[a for a in names() if get(a).trl_trainer])

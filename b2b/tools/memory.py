@@ -10,11 +10,14 @@ inputs, and reports its peak memory:
                          are long texts cut to fit), then held-out scoring of 8 such pairs.
                          Accumulating more micro-batches per step adds no memory (gradients add in
                          place), so this is the peak of the whole run.
-    rl <algo>            one RL step (`b2b.step.rl_step`: sample, score, learn) of `batch_size`
+    rl <algo>            two RL steps (`b2b.step.rl_step`: sample, score, learn) of `batch_size`
                          rollouts whose prompts are `MAX_PROMPT_CHARS` characters long (the longest
                          a run samples from) and whose completions all run to `max_new_tokens`
                          (the end-of-turn token is hidden from the sampler), with AdamW's moments
-                         already allocated, as from the second step on.
+                         already allocated, as from the second step on. The second step's
+                         phase times are recorded too (`phases`), as the reward stage's second
+                         optimizer step (`step_seconds`): `b2b.budget.measured_hardware` reads
+                         them, so a run of `b2b memory --json` on a GPU calibrates the step-time model.
 
 On the CPU the figure is the process's peak resident memory (Linux `ru_maxrss`) minus its
 resident memory after the imports, before any model is loaded: weights, gradients, optimizer
@@ -36,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from b2b.algorithms import get, names
 
@@ -99,13 +103,18 @@ def _reward_stage(profile, level: int, device: str) -> dict:
     from b2b.memory import estimate_reward_training
 
     estimate = estimate_reward_training(rm, cfg)
+    from b2b.precision import Precision
+
     t0 = time.time()
-    train_reward_model(rm, tok, pairs, run_cfg, progress=False)
+    hist = train_reward_model(rm, tok, pairs, run_cfg, progress=False)
     pair_accuracy(rm, tok, [pair] * 8, max_length=cfg.max_length)
     return {"stage": f"reward level {level}", "baseline": base, "seconds": time.time() - t0, "estimate": estimate,
             "settings": {"batch_size": cfg.batch_size, "micro_batch_size": cfg.micro_batch_size,
                          "max_length": cfg.max_length, "gradient_checkpointing": cfg.gradient_checkpointing},
-            "tokens": 2 * micro * cfg.max_length}
+            "tokens": 2 * micro * cfg.max_length,
+            # the second optimizer step's seconds (the first pays for warm-up): micro pairs of max_length tokens
+            "step_seconds": hist[-1]["seconds"] - hist[-2]["seconds"], "step_pairs": micro,
+            "precision": Precision(device).name}
 
 
 def _rl_stage(profile, algo: str, device: str) -> dict:
@@ -143,14 +152,41 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
 
     prompt_tokens = check_prompt_lengths(tok, batch, cfg.max_new_tokens, None)
     estimate = estimate_rl_step(policy, rm, ref, cfg, prompt_tokens)
+    from b2b.precision import Precision
+
+    prec = Precision(device)  # as b2b.train runs it: autocast on a GPU
     t0 = time.time()
-    m, _, _ = rl_step(policy, tok, rm, batch, opt, gen, None, cfg, world=False, step=1, ref=ref)
-    return {"stage": f"rl {algo}", "baseline": base, "seconds": time.time() - t0, "estimate": estimate,
+    m, _, state = rl_step(policy, tok, rm, batch, opt, gen, None, cfg, world=False, step=1, ref=ref, precision=prec)
+    seconds = time.time() - t0
+    m, _, _ = rl_step(policy, tok, rm, batch, opt, gen, state, cfg, world=False, step=2, ref=ref, precision=prec)
+    return {"stage": f"rl {algo}", "baseline": base, "seconds": seconds, "estimate": estimate,
             "prompt_tokens": prompt_tokens,
             "settings": {"batch_size": cfg.batch_size, "k": cfg.k, "max_new_tokens": cfg.max_new_tokens,
                          "prompt_chars": MAX_PROMPT_CHARS, "gradient_checkpointing": cfg.gradient_checkpointing,
                          "updates": get(algo).updates(cfg)},
-            "mean_length": m["completions/mean_length"], "tokens": cfg.batch_size * cfg.max_new_tokens}
+            "mean_length": m["completions/mean_length"], "tokens": cfg.batch_size * cfg.max_new_tokens,
+            # the second step's phases (the first pays for warm-up), for b2b.budget.measured_hardware
+            "phases": {k: m[f"time/{k}_s"] for k in ("generate", "score", "learn")}, "precision": prec.name,
+            "reference": ref is not None}
+
+
+def random_copy(src: str, out: Path) -> Path:
+    """A model folder at `out` with `src`'s config and tokenizer and freshly initialised weights
+    (safetensors): what `b2b memory --random-weights` measures where the real weights are not at hand
+    (the memory and the time of a step do not depend on the weights' values). `src` needs only its
+    config.json and tokenizer files."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from b2b.models import load_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))
+    model.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(src).save_pretrained(out)
+    return out
 
 
 def _smoke_data():
