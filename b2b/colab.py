@@ -17,11 +17,16 @@ from b2b.budget import (HS2_NEW_SHARE, HS2_PROMPT_TOKENS, HS2_TEXT_TOKENS, SMOLL
 
 
 def colab_plan(notebook: str, profile) -> list[Stage]:
-    """What notebook `notebook` ("01".."03") trains and measures in its colab default, each with
+    """What notebook `notebook` ("00".."03") trains and measures in its colab default, each with
     its estimate on a T4 (`Stage`). The stages marked `saved` are read back when an earlier notebook
     saved them where this one looks (Drive, `b2b.setup(drive=True)`)."""
     from b2b.recipes import quick, reward_config, rl_config, trl_check_config
 
+    if notebook == "00":  # the tour: samples of the SFT policy, five temperatures over 48 held-out prompts
+        mean_new = HS2_NEW_SHARE * 128
+        gen = sum(eval_seconds(T4, SMOLLM2, SMOLLM2_RM, n, HS2_PROMPT_TOKENS, mean_new, 128, 128)
+                  for n in (12, 48, 48, 48, 48, 48))
+        return [Stage("samples and the temperature sweep", gen)]
     if notebook == "01":
         cfg = reward_config(profile, 1)
         check = trl_check_config(profile, cfg)
@@ -50,7 +55,7 @@ def _probe_stage(models: int, fresh: int = 0, hw: Hardware = T4, prompts: int = 
         hw, SMOLLM2_RM, 2 * 500, HS2_TEXT_TOKENS[1024]))
 
 
-PLANNED = ("01", "02", "03")
+PLANNED = ("00", "01", "02", "03")
 """The notebooks whose colab default is planned so far (the others: docs/colab.md)."""
 
 

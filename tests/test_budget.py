@@ -125,9 +125,10 @@ def test_each_planned_notebooks_header_states_its_plans_minutes():
     for notebook in colab.PLANNED:
         head = "".join(json.loads(next(root.glob(f"{notebook}_*.ipynb")).read_text())["cells"][0]["source"])
         stages = colab.colab_plan(notebook, get_profile("colab"))
-        fresh, saved = (round(budget.plan_seconds(stages, s) / 60) for s in (False, True))
-        assert (f"on a Colab T4 (`colab` profile) about {fresh} minutes in a fresh runtime, about {saved} with "
-                in head.replace("\n", " ")), notebook
+        fresh, saved = (budget.minutes(budget.plan_seconds(stages, s)) for s in (False, True))
+        head = head.replace("\n", " ")
+        assert f"on a Colab T4 (`colab` profile) {fresh} in a fresh runtime" in head, notebook
+        assert fresh == saved or f"in a fresh runtime, {saved} with " in head, notebook
 
 
 def test_the_readme_states_the_plans_minutes():
@@ -153,3 +154,8 @@ def test_a_measured_run_calibrates_the_model_round_trip():
     assert got.decode_overhead_s == pytest.approx(0.01) and got.train_eff == budget.T4.train_eff
     fp32 = budget.measured_hardware([{**row, "precision": "fp32"}])
     assert fp32.autocast_eff == 0.0 and fp32.train_rate == pytest.approx(got.train_rate)
+
+
+def test_docs_colab_shows_the_plans_as_the_code_computes_them():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "colab.md").read_text()
+    assert colab.plan_table() in doc
