@@ -47,10 +47,11 @@ def colab_plan(notebook: str, profile) -> list[Stage]:
 
 
 def _probe_stage(models: int, fresh: int = 0, hw: Hardware = T4, prompts: int = 256, max_new: int = 128) -> Stage:
-    """Notebooks 01-02's probes: 256 SFT answers sampled and scored by `models` reward models (and
-    `fresh` more sampled and scored), and 500 held-out pairs scored by each."""
-    ev = sum(eval_seconds(hw, SMOLLM2, SMOLLM2_RM, n, HS2_PROMPT_TOKENS, HS2_NEW_SHARE * max_new, max_new, 32)
-             for n in (prompts, fresh) if n)
+    """Notebooks 01-02's probes: each of `models` reward models scores two fresh SFT answers to each
+    of 256 prompts (`b2b.reward_eval.evaluate_reward_model`, sampled 128 at a time) and 500 held-out
+    pairs; `fresh` more answers sampled and scored besides (notebook 02)."""
+    ev = sum(eval_seconds(hw, SMOLLM2, SMOLLM2_RM, n, HS2_PROMPT_TOKENS, HS2_NEW_SHARE * max_new, max_new, 128)
+             for n in [2 * prompts] * models + ([fresh] if fresh else []))
     return Stage("probes: SFT samples and held-out pairs", ev + models * 2 * scoring_seconds(
         hw, SMOLLM2_RM, 2 * 500, HS2_TEXT_TOKENS[1024]))
 

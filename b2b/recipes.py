@@ -19,7 +19,7 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     """The reward-model settings of a profile (notebooks 01-02 and `b2b run` use these)."""
     if profile.name == "colab":  # a pretrained 135M backbone: a gentle learning rate, longer texts; sized for a
         # T4 by the measured memory table (docs/performance.md#memory): 2 passes of 8 pairs, checkpointed;
-        # 2,048 of HelpSteer2's 8,207 pairs, so that it trains in minutes on a T4 (b2b.budget, docs/colab.md)
+        # 1,536 of HelpSteer2's 8,207 pairs, so that it trains in minutes on a T4 (b2b.budget, docs/colab.md)
         cfg = RewardConfig(level=level, epochs=1.0, batch_size=16, micro_batch_size=8, gradient_checkpointing=True,
                            lr=1e-5, max_length=1024, eval_every=32, limit=COLAB_REWARD_PAIRS)
     elif profile.name == "colab-smoke":  # colab's recipe, two steps of 4 pairs: it runs, it does not learn much
@@ -33,8 +33,8 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-COLAB_REWARD_PAIRS = 2048
-"""The colab reward models' training pairs: the first 2,048 of HelpSteer2-binarized's 8,207 (one pass;
+COLAB_REWARD_PAIRS = 1536
+"""The colab reward models' training pairs: the first 1,536 of HelpSteer2-binarized's 8,207 (one pass;
 b2b.budget puts it at a few minutes on a T4, the whole set at about 20)."""
 COLAB_RL_STEPS = 100
 """The colab profile's RL run: 100 steps of 32 rollouts (b2b.budget: about 6 minutes on a T4)."""

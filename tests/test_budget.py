@@ -130,7 +130,7 @@ def test_each_planned_notebooks_header_states_its_plans_minutes():
         fresh, saved = (budget.minutes(budget.plan_seconds(stages, s)) for s in (False, True))
         head = head.replace("\n", " ")
         assert f"on a Colab T4 (`colab` profile) {fresh} in a fresh runtime" in head, notebook
-        assert fresh == saved or f"in a fresh runtime, {saved} with " in head, notebook
+        assert fresh == saved or f"in a fresh runtime, {saved} " in head, notebook
 
 
 def test_the_readme_states_the_plans_minutes():
