@@ -5,9 +5,9 @@ its assumptions stated, checked against this CPU's measured phases (tests/test_b
     t["generate"], t["score"], t["learn"], t["total"]        # seconds of one RL step on a Colab T4
     print(budget_line(stages))                               # what a notebook prints before a long bar
 
-The FLOPs are `b2b.tools.bench.phase_flops`'s (2 x block parameters a token forward, the LM head
-on completion positions only, a backward pass twice its forward, three times with gradient
-checkpointing). Each phase runs at a share of the machine's rate (`Hardware`'s efficiencies):
+The FLOPs are `step_flops`' (2 x block parameters a token forward, the LM head on completion
+positions only, a backward pass twice its forward, three times with gradient checkpointing), the
+same count `b2b bench`'s phase account uses. Each phase runs at a share of the machine's rate (`Hardware`'s efficiencies):
 
     generate  max(FLOPs at the decode rate, the weights read once per sampled position at the
               memory bandwidth) + a fixed cost per sampled position (a GPU's kernel launches and
@@ -25,7 +25,6 @@ issue that asked for this model used: fp32 training at 30-40% of 8.1 TFLOP/s, fp
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import json
@@ -161,17 +160,14 @@ def measured_hardware(rows: list[dict], base: Hardware = T4, policy: Shape = SMO
     st, ph = rl["settings"], rl["phases"]
     B, P, C, max_new = st["batch_size"], rl["prompt_tokens"], rl["mean_length"], st["max_new_tokens"]
     updates, ckpt = st.get("updates", 1), st["gradient_checkpointing"]
-    tokens = P + C
-    score = _forward_flops(reward, B, tokens, 0) + (_forward_flops(policy, B, tokens, C) if rl.get("reference", True) else 0)
-    fwd = _forward_flops(policy, B, tokens, C)
-    learn = fwd * (4 if ckpt else 3) + (fwd if updates > 1 else 0)
-    learn_rate = learn / max(1e-9, ph["learn"] - updates * ADAMW_BYTES * policy.params / base.bandwidth)
+    f = step_flops(policy, reward, B, P, C, reference=rl.get("reference", True), checkpointing=ckpt,
+                   rollout_pass=updates > 1)
+    learn_rate = f["learn"] / max(1e-9, ph["learn"] - updates * ADAMW_BYTES * policy.params / base.bandwidth)
     half = rl.get("precision", "fp32") != "fp32"
-    floor = max(_forward_flops(policy, B, tokens, C + 1) / (base.decode_eff * base.fp32_flops),
-                max_new * 4 * policy.params / base.bandwidth)
+    floor = _gen_seconds(dataclasses.replace(base, decode_overhead_s=0.0), policy, B, P, C, max_new)
     return dataclasses.replace(
         base, name=name or base.name,
-        frozen_eff=score / ph["score"] / (base.half_flops if base.half_frozen else base.fp32_flops),
+        frozen_eff=f["score"] / ph["score"] / (base.half_flops if base.half_frozen else base.fp32_flops),
         autocast_eff=learn_rate / base.half_flops if half else 0.0,
         train_eff=base.train_eff if half else learn_rate / base.fp32_flops,
         decode_overhead_s=max(0.0, (ph["generate"] - floor) / max_new),
@@ -184,33 +180,52 @@ ADAMW_BYTES = 28
 weight and two moments (fp32)."""
 
 
-def _gen_seconds(hw: Hardware, policy: Shape, rows: int, prompt: float, mean_new: float, max_new: int) -> float:
-    flops = 2 * policy.block_params * rows * (prompt + mean_new) + 2 * policy.head_params * rows * (mean_new + 1)
-    positions = max_new
-    weights = 4 * policy.params  # the trained policy samples in fp32
-    return max(flops / (hw.decode_eff * hw.fp32_flops), positions * weights / hw.bandwidth) \
-        + positions * hw.decode_overhead_s
-
-
 def _forward_flops(shape: Shape, rows: int, tokens: float, head_tokens: float) -> float:
     return 2 * shape.block_params * rows * tokens + 2 * shape.head_params * rows * head_tokens
 
 
+def step_flops(policy: Shape, reward: Shape, batch: int, prompt: float, new: float, *, reference: bool = True,
+               epochs: int = 1, checkpointing: bool = False, rollout_pass: bool = False) -> dict:
+    """Dense matrix-product FLOPs of one RL step, per phase, over real (unpadded) tokens: a token
+    through a model's blocks costs 2 x its block parameters forward (attention scores, norms and
+    other element-wise work left out: a few percent at these lengths), the LM head 2 x hidden x
+    vocabulary per completion position only (as b2b computes it), and a backward pass twice its
+    forward (three times with gradient checkpointing, which repeats the forward).
+
+        generate  prompts once (prefill) + every sampled token through the blocks and the head
+        score     reward model over prompt + completion; the reference policy's log-probs (when
+                  the run keeps a reference, `reference`)
+        learn     forward + backward over the batch, once per epoch (`epochs`); with several updates
+                  per batch, the rollout policy's own log-prob pass before the first (`rollout_pass`)
+
+    `b2b bench`'s phase account (`b2b.tools.bench.phase_flops`) and the step-time model both count
+    with it.
+    """
+    fwd = _forward_flops(policy, batch, prompt + new, new)
+    return {"generate": _forward_flops(policy, batch, prompt + new, new + 1),
+            "score": _forward_flops(reward, batch, prompt + new, 0) + (fwd if reference else 0),
+            "learn": epochs * fwd * (4 if checkpointing else 3) + (fwd if rollout_pass else 0)}
+
+
+def _gen_seconds(hw: Hardware, policy: Shape, rows: int, prompt: float, mean_new: float, max_new: int) -> float:
+    flops = _forward_flops(policy, rows, prompt + mean_new, mean_new + 1)
+    weights = 4 * policy.params  # the trained policy samples in fp32; every position reads all of it
+    return max(flops / (hw.decode_eff * hw.fp32_flops), max_new * weights / hw.bandwidth) + max_new * hw.decode_overhead_s
+
+
 def rl_step_seconds(hw: Hardware, policy: Shape, reward: Shape, batch: int, prompt: float, mean_new: float,
-                    max_new: int, updates: int = 1, reference: bool = True, checkpointing: bool = False) -> dict:
+                    max_new: int, updates: int = 1, reference: bool = True, checkpointing: bool = False,
+                    epochs: int = 1) -> dict:
     """Seconds of one RL step of `batch` rollouts (`prompt` tokens, completions of `mean_new` on
-    average and at most `max_new`), by phase. `updates`: optimizer steps per batch (PPO's epochs x
-    minibatches; more than one adds the rollout policy's own log-prob pass); `reference`: the
-    reference policy's log-probs are taken (a KL penalty, or the tracked KL)."""
-    tokens = prompt + mean_new
-    gen = _gen_seconds(hw, policy, batch, prompt, mean_new, max_new)
-    score = _forward_flops(reward, batch, tokens, 0)
-    if reference:
-        score += _forward_flops(policy, batch, tokens, mean_new)
-    fwd = _forward_flops(policy, batch, tokens, mean_new)
-    learn = fwd * (4 if checkpointing else 3) + (fwd if updates > 1 else 0)
-    learn_s = learn / hw.train_rate + updates * ADAMW_BYTES * policy.params / hw.bandwidth
-    out = {"generate": gen, "score": score / hw.frozen_rate, "learn": learn_s}
+    average and at most `max_new`), by phase (`step_flops` on the machine's rates). `updates`:
+    optimizer steps per batch (PPO's epochs x minibatches; more than one adds the rollout policy's own
+    log-prob pass), `epochs` the passes over the batch; `reference`: the reference policy's log-probs
+    are taken (a KL penalty, or the tracked KL)."""
+    f = step_flops(policy, reward, batch, prompt, mean_new, reference=reference, epochs=epochs,
+                   checkpointing=checkpointing, rollout_pass=updates > 1)
+    out = {"generate": _gen_seconds(hw, policy, batch, prompt, mean_new, max_new),
+           "score": f["score"] / hw.frozen_rate,
+           "learn": f["learn"] / hw.train_rate + updates * ADAMW_BYTES * policy.params / hw.bandwidth}
     out["total"] = sum(out.values())
     return out
 
@@ -241,25 +256,6 @@ def reward_training_seconds(hw: Hardware, reward: Shape, pairs: int, epochs: flo
 def scoring_seconds(hw: Hardware, reward: Shape, texts: int, mean_tokens: float) -> float:
     """Scoring `texts` texts with a reward model (held-out accuracy, probes)."""
     return _forward_flops(reward, texts, mean_tokens, 0) / hw.frozen_rate
-
-
-def sft_seconds(hw: Hardware, policy: Shape, steps: int, batch_size: int, mean_tokens: float) -> float:
-    """Supervised fine-tuning: forward + backward over `batch_size` demonstrations a step."""
-    fwd = _forward_flops(policy, batch_size, mean_tokens, mean_tokens)
-    return steps * (3 * fwd / hw.train_rate + ADAMW_BYTES * policy.params / hw.bandwidth)
-
-
-def variance_seconds(hw: Hardware, policy: Shape, reward: Shape, n_batches: int, prompts_per_batch: int, k: int,
-                     prompt: float, mean_new: float, max_new: int, checkpointing: bool, recompute: bool) -> float:
-    """`b2b.analysis.gradient_variance`: n_batches + 1 batches sampled and scored, then per batch one
-    forward and three backward passes, twice when the gradients are recomputed (`recompute`)."""
-    rows = prompts_per_batch * k
-    tokens = prompt + mean_new
-    sample = (n_batches + 1) * (_gen_seconds(hw, policy, rows, prompt, mean_new, max_new)
-                                + _forward_flops(reward, rows, tokens, 0) / hw.frozen_rate)
-    fwd = _forward_flops(policy, rows, tokens, mean_new)
-    per_pass = fwd + 3 * 2 * fwd + (3 * fwd if checkpointing else 0)  # each backward 2 x forward (+ its recompute)
-    return sample + n_batches * (2 if recompute else 1) * per_pass / hw.train_rate
 
 
 @dataclass
@@ -315,7 +311,8 @@ cut at 1,024, 460 cut at 512 (padding to the longest of a length-sorted batch in
 
 @functools.lru_cache(maxsize=1)
 def _meta_models():
-    """SmolLM2-135M's policy, reference and reward model on the meta device (shapes, no weights)."""
+    """SmolLM2-135M's policy, its frozen fp16 reference, a reward model in training and a frozen fp16
+    one, on the meta device (shapes, no weights; on a T4 the frozen models load in fp16)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -324,7 +321,8 @@ def _meta_models():
     with torch.device("meta"):
         policy, ref = LlamaForCausalLM(LlamaConfig(**kw)), LlamaForCausalLM(LlamaConfig(**kw)).half()
         rm = LlamaForSequenceClassification(LlamaConfig(**kw, num_labels=1))
-    return policy, ref.requires_grad_(False), rm
+        frozen_rm = LlamaForSequenceClassification(LlamaConfig(**kw, num_labels=1)).half()
+    return policy, ref.requires_grad_(False), rm, frozen_rm.requires_grad_(False)
 
 
 def reward_stage(cfg, hw: Hardware = T4, fp32: bool = False) -> Stage:
@@ -346,22 +344,29 @@ def reward_stage(cfg, hw: Hardware = T4, fp32: bool = False) -> Stage:
                  detail={"pairs": pairs, "max_length": cfg.max_length, "epochs": cfg.epochs})
 
 
+def rl_timing(cfg, hw: Hardware = T4, prompt: float = HS2_PROMPT_TOKENS, reward: Shape = SMOLLM2_RM,
+              sample_batch: int = 32) -> tuple[dict, float]:
+    """(one step's seconds by phase, one held-out evaluation's seconds) of SmolLM2 at `cfg` (an RLConfig)."""
+    from b2b.algorithms import get
+
+    algo, mean_new = get(cfg.algo), HS2_NEW_SHARE * cfg.max_new_tokens
+    step = rl_step_seconds(hw, SMOLLM2, reward, cfg.batch_size, prompt, mean_new, cfg.max_new_tokens,
+                           updates=algo.updates(cfg), reference=cfg.kl_coef > 0 or cfg.track_kl,
+                           checkpointing=cfg.gradient_checkpointing, epochs=cfg.ppo_epochs if algo.clipped else 1)
+    ev = eval_seconds(hw, SMOLLM2, reward, cfg.eval_prompts or 128, prompt, mean_new, cfg.max_new_tokens, sample_batch)
+    return step, ev
+
+
 def rl_stage(label: str, cfg, hw: Hardware = T4, prompt: float = HS2_PROMPT_TOKENS, reward: Shape = SMOLLM2_RM,
              sample_batch: int = 32) -> Stage:
     """One RL run of `cfg` (an RLConfig) with its held-out evaluations and checkpoints."""
-    from b2b.algorithms import get
     from b2b.memory import estimate_rl_step
 
-    mean_new = HS2_NEW_SHARE * cfg.max_new_tokens
-    step = rl_step_seconds(hw, SMOLLM2, reward, cfg.batch_size, prompt, mean_new, cfg.max_new_tokens,
-                           updates=get(cfg.algo).updates(cfg), reference=cfg.kl_coef > 0 or cfg.track_kl,
-                           checkpointing=cfg.gradient_checkpointing)
+    step, ev = rl_timing(cfg, hw, prompt, reward, sample_batch)
     evals = (cfg.steps // cfg.eval_every if cfg.eval_every else 0) + 2
-    ev = eval_seconds(hw, SMOLLM2, reward, cfg.eval_prompts or 128, prompt, mean_new, cfg.max_new_tokens, sample_batch)
     ckpt = 4 * SMOLLM2.params * (3 if cfg.checkpoint_optimizer else 1)
     n_ckpt = min(cfg.keep_checkpoints, max(1, cfg.steps // max(1, cfg.checkpoint_every))) if cfg.checkpoint_every else 0
-    policy, ref, rm = _meta_models()
-    frozen_rm = copy.deepcopy(rm).half().requires_grad_(False)  # on a GPU the reward model is frozen in fp16
+    policy, ref, _, frozen_rm = _meta_models()
     memory = estimate_rl_step(policy, frozen_rm, ref if (cfg.kl_coef > 0 or cfg.track_kl) else None,
                               cfg, int(prompt * 2.4))["total"]  # the longest prompts, as the memory table measures
     return Stage(label, cfg.steps * step["total"] + evals * ev, disk=n_ckpt * ckpt, memory=memory,

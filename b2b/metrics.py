@@ -86,7 +86,7 @@ def step_metrics(cfg, ro, texts, finished, proxy, rewards, rep, clipped, ref_log
         m["kl/ref"] = ((upd.logprobs - ref_logp) * fmask).sum(1).mean().item()
     if upd.clip_fracs:
         m["ppo/clip_frac"] = statistics.fmean(upd.clip_fracs)
-    if getattr(upd, "skipped", 0):  # fp16: updates the gradient scaler skipped (b2b.precision)
+    if upd.skipped:  # fp16: updates the gradient scaler skipped (b2b.precision)
         m["grad/skipped"] = upd.skipped
     return m
 

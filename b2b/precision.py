@@ -97,3 +97,8 @@ class Precision:
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+FP32 = Precision("cpu", "off")
+"""No autocast, no scaler: what `b2b.step.learn` and `b2b.reward.accumulated_pair_loss` use when
+not given a precision."""

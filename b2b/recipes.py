@@ -137,10 +137,10 @@ def quick(cfg, budget_s: float = 300.0, evals: int = 5, profile: Profile | None 
     step_s = algo.quick_step_s * algo.updates(cfg) / algo.updates(RLConfig(**algo.settings))
     eval_s = QUICK_EVAL_S
     if profile is not None and profile.name == "colab":
-        from b2b.budget import rl_stage
+        from b2b.budget import rl_timing
 
-        est = rl_stage("quick", cfg).detail
-        step_s, eval_s = est["step_s"]["total"], est["eval_s"]
+        step, eval_s = rl_timing(cfg)
+        step_s = step["total"]
     steps = int((budget_s - (evals + 1) * eval_s) / step_s) // 5 * 5
     steps = max(min(cfg.steps, steps), min(cfg.steps, 4))
     return dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // evals),

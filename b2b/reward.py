@@ -389,22 +389,20 @@ def accumulated_pair_loss(rm, chosen: list[list[int]], rejected: list[list[int]]
 
     `precision` (`b2b.precision.Precision`): the forward passes under its autocast, the backward
     pass through it (scaled in fp16); default fp32."""
-    import contextlib
+    from b2b.precision import FP32
 
+    precision = precision or FP32
     B = len(chosen)
     step = micro_batch_size or B
     total, scores_c, scores_r = 0.0, [], []
     for s in range(0, B, step):
         c, r = chosen[s:s + step], rejected[s:s + step]
         ids, mask = pad_left(c + r, pad_id, device)
-        with precision.autocast() if precision is not None else contextlib.nullcontext():
+        with precision.autocast():
             scores = reward_scores(rm, ids, mask).float()         # (2 B_m, K)
             sc, sr = scores[: len(c)], scores[len(c):]
             loss = pair_loss(sc, sr) * (len(c) / B)
-        if precision is not None:
-            precision.backward(loss)
-        else:
-            loss.backward()
+        precision.backward(loss)
         total += loss.detach()
         scores_c.append(sc.detach())
         scores_r.append(sr.detach())

@@ -97,9 +97,9 @@ def learn(policy, opt, ro, rewards, ref_logp, state, cfg: RLConfig, algo: Algori
     update, or, with a single update, that update's own forward pass (the same policy, one pass fewer).
     `precision`: the policy's forward passes and the loss under its autocast, the backward pass and
     step through it (`b2b.precision`; default fp32)."""
-    from b2b.precision import Precision
+    from b2b.precision import FP32
 
-    prec = precision or Precision("cpu", "off")
+    prec = precision or FP32
     mask, p = ro.completion_mask, algo.fns()
     epochs, n_mb = (cfg.ppo_epochs, cfg.minibatches) if algo.clipped else (1, 1)
     old_logp = entropy = adv = None
@@ -139,15 +139,12 @@ def learn(policy, opt, ro, rewards, ref_logp, state, cfg: RLConfig, algo: Algori
 def optimizer_step(policy, opt, loss, max_grad_norm: float, step: int, ckpt: str, precision=None) -> float | None:
     """One optimizer step on `loss` (checked finite), gradients clipped; returns the norm before
     clipping, or None when fp16's gradient scaler skipped the step (its scaled gradients overflowed;
-    `b2b.precision`). A non-finite gradient norm is an error otherwise."""
+    `b2b.precision`, default fp32). A non-finite gradient norm is an error otherwise."""
+    from b2b.precision import FP32
+
+    precision = precision or FP32
     check_finite("loss", loss, step, ckpt)
     opt.zero_grad(set_to_none=True)
-    if precision is None:
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-        check_finite("gradient norm", grad_norm, step, ckpt)
-        opt.step()
-        return grad_norm.item()
     precision.backward(loss)
     grad_norm = precision.clip(opt, policy.parameters(), max_grad_norm)
     if precision.scaler is None:  # fp32 / bf16: a non-finite gradient is an error, before any step

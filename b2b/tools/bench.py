@@ -205,27 +205,15 @@ def mean_prompt_tokens(tokenizer, prompts: list) -> float:
 
 
 def phase_flops(cfg, shape: dict, rm_shape: dict, prompt_tokens: float, completion_tokens: float) -> dict:
-    """Dense matrix-product FLOPs of one RL step, per phase, over real (unpadded) tokens: a token
-    through a model's blocks costs 2 x its block parameters forward (attention scores, norms and
-    other element-wise work left out: a few percent at these lengths), the LM head 2 x hidden x
-    vocabulary per completion position only (as b2b computes it), and a backward pass twice its
-    forward (three times with gradient checkpointing, which repeats the forward).
+    """`b2b.budget.step_flops` for an RLConfig and `model_shape` dicts, keyed by the step's timing
+    names (`generate_s`, `score_s`, `learn_s`)."""
+    from b2b.budget import Shape, step_flops
 
-        generate  prompts once (prefill) + every sampled token through the blocks and the head
-        score     reward model over prompt + completion; the reference policy's log-probs (when
-                  the run keeps a reference); the rollout policy's own (several updates per batch)
-        learn     forward + backward over the batch, once per epoch
-    """
-    B, P, C = cfg.batch_size, prompt_tokens, completion_tokens
-    fwd = 2 * shape["block_params"] * B * (P + C) + 2 * shape["head_params"] * B * C
-    gen = 2 * shape["block_params"] * B * (P + C) + 2 * shape["head_params"] * B * (C + 1)
-    score = 2 * rm_shape["block_params"] * B * (P + C)
-    if cfg.kl_coef > 0 or cfg.track_kl:
-        score += fwd
-    learn = cfg.ppo_epochs * fwd * (4 if cfg.gradient_checkpointing else 3)
-    if get(cfg.algo).updates(cfg) > 1:
-        learn += fwd  # the rollout policy's log-probs before the first update
-    return {"generate_s": gen, "score_s": score, "learn_s": learn}
+    flops = step_flops(Shape("policy", shape["block_params"], shape["head_params"], 0),
+                       Shape("reward", rm_shape["block_params"], 0, 0), cfg.batch_size, prompt_tokens,
+                       completion_tokens, reference=cfg.kl_coef > 0 or cfg.track_kl, epochs=cfg.ppo_epochs,
+                       checkpointing=cfg.gradient_checkpointing, rollout_pass=get(cfg.algo).updates(cfg) > 1)
+    return {f"{phase}_s": f for phase, f in flops.items()}
 
 
 def phase_account(stats: dict, cfg, shape: dict, rm_shape: dict, prompt_tokens: float, limits: dict) -> dict:
