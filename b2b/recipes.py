@@ -35,7 +35,7 @@ def reward_config(profile: Profile, level: int, **overrides) -> RewardConfig:
 
 COLAB_REWARD_PAIRS = 1536
 """The colab reward models' training pairs: the first 1,536 of HelpSteer2-binarized's 8,207 (one pass;
-b2b.budget puts it at a few minutes on a T4, the whole set at about 20)."""
+b2b.budget puts it at about 5 minutes on a T4, the whole set at about 24)."""
 COLAB_RL_STEPS = 100
 """The colab profile's RL run: 100 steps of 32 rollouts (b2b.budget: about 6 minutes on a T4)."""
 
