@@ -253,6 +253,13 @@ def reward_training_seconds(hw: Hardware, reward: Shape, pairs: int, epochs: flo
     return flops / rate + steps * ADAMW_BYTES * reward.params / hw.bandwidth
 
 
+def sft_seconds(hw: Hardware, policy: Shape, steps: int, batch_size: int, tokens: float) -> float:
+    """Fine-tuning a policy (`b2b.sft`, fp32): forward + backward over `tokens` per example (prompt and
+    demonstration), AdamW once per step."""
+    flops = steps * _forward_flops(policy, batch_size, tokens, tokens) * 3
+    return flops / (hw.train_eff * hw.fp32_flops) + steps * ADAMW_BYTES * policy.params / hw.bandwidth
+
+
 def scoring_seconds(hw: Hardware, reward: Shape, texts: int, mean_tokens: float) -> float:
     """Scoring `texts` texts with a reward model (held-out accuracy, probes)."""
     return _forward_flops(reward, texts, mean_tokens, 0) / hw.frozen_rate
@@ -307,6 +314,24 @@ HS2_TEXT_TOKENS = {1024: 700, 512: 460}
 sampled prompt of at most 2,000 characters averages 250 SmolLM2 tokens chat-formatted; answers run to
 85% of `max_new_tokens` on average; a chat-formatted pair text (prompt + response) averages 700 tokens
 cut at 1,024, 460 cut at 512 (padding to the longest of a length-sorted batch included)."""
+
+
+TINY_WORLD_SFT_TOKENS = 57
+"""Mean tokens of one tiny-world demonstration, chat-formatted, in SmolLM2's tokens (measured: about
+910 a batch of 16 in `b2b sft`'s fine-tune, docs/real-model.md)."""
+LOAD_S = 20.0
+"""Seconds to load SmolLM2 and read the tiny world's 20,000 demonstrations before a fine-tune (assumed)."""
+
+
+def sft_stage(hw: Hardware = T4) -> Stage:
+    """The `tiny-smollm2` profile's fine-tune of SmolLM2 on the tiny world (`b2b.config.TINY_SMOLLM2_SFT`),
+    once per runtime, or read back from Drive (`saved`); written in fp32 (0.54 GB)."""
+    from b2b.config import TINY_SMOLLM2_SFT
+
+    c = TINY_SMOLLM2_SFT
+    return Stage("SmolLM2's tiny-world fine-tune", LOAD_S + sft_seconds(hw, SMOLLM2, c["steps"], c["batch_size"],
+                                                                        TINY_WORLD_SFT_TOKENS),
+                 disk=4 * SMOLLM2.params, saved=True, detail=dict(c))
 
 
 @functools.lru_cache(maxsize=1)

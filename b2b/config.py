@@ -1,4 +1,4 @@
-"""Profiles: one code path, five sizes of world.
+"""Profiles: one code path, six sizes of world.
 
 - `ci`:    the tiny world, a few steps; what CI runs through every notebook (minutes on 2 cores).
 - `tiny`:  the tiny world at full length on a CPU; the committed notebook outputs and the figures in img/.
@@ -11,6 +11,10 @@
   fine-tuned on the tiny world's demonstrations (`b2b.sft`, once per machine, into
   `smollm2_tiny_dir()`), scored by the shipped tiny reward models through their own tokenizer
   (`b2b.reward.Retokenized`); short answers, small batches (a CPU can run it; a GPU runs it fast).
+  Notebooks 04-08 run in it on Colab (`b2b.setup(gold=True)`: their lessons need the gold judge).
+- `tiny-smollm2-smoke`: `tiny-smollm2`'s code path on a CPU, offline, as `colab-smoke` is colab's:
+  SmolLM2 fine-tuned for two steps (`smollm2_tiny_smoke_dir()`), a step or four a run. What CI runs
+  notebooks 04-08 in on the real model.
 
 Resolution order: explicit argument, then `$B2B_PROFILE`, then `$CI` set -> `ci`,
 then a CUDA GPU -> `colab`, else `tiny`. Any profile takes another policy: `policy=` (or
@@ -147,6 +151,55 @@ def ensure_smollm2_tiny(say=print) -> Path:
     return sft_policy(base, out, data_dir(), cfg, progress=say)
 
 
+TINY_SMOLLM2_SMOKE_SFT = {"steps": 2, "batch_size": 4, "lr": 5e-5}
+"""`tiny-smollm2-smoke`'s fine-tune: two steps of four demonstrations (seconds on a CPU): the code
+path, not a policy worth studying."""
+
+
+def smollm2_tiny_smoke_dir() -> Path:
+    """Where `tiny-smollm2-smoke` finds its policy: `$B2B_SMOLLM2_TINY_SMOKE`, else
+    `smollm2-135m-tiny-sft-smoke` in the cache (written on first use by `ensure_smollm2_tiny_smoke`)."""
+    return _cached("B2B_SMOLLM2_TINY_SMOKE", "smollm2-135m-tiny-sft-smoke")
+
+
+def ensure_smollm2_tiny_smoke(say=print) -> Path:
+    """`smollm2_tiny_smoke_dir()`, fine-tuned first (`TINY_SMOLLM2_SMOKE_SFT`) if it is not there yet."""
+    out = smollm2_tiny_smoke_dir()
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    from b2b.sft import SFTConfig, sft_policy
+
+    cfg = SFTConfig(**TINY_SMOLLM2_SMOKE_SFT)
+    say(f"tiny-smollm2-smoke: fine-tuning SmolLM2-135M-Instruct for {cfg.steps} steps of {cfg.batch_size} once -> {out}")
+    return sft_policy(ensure_smollm2(say), out, data_dir(), cfg, progress=say)
+
+
+SMOLLM2_WORLDS = ("tiny-smollm2", "tiny-smollm2-smoke")
+"""The profiles that put SmolLM2 into the tiny world (its gold judge, the shipped tiny reward models)."""
+SMOKE_PROFILES = ("ci", "colab-smoke", "tiny-smollm2-smoke")
+"""The profiles whose runs show that the code runs, too short to show a lesson (one seed where the
+others take three)."""
+
+
+def smollm2_world(name: str = "tiny-smollm2", policy: str | None = None) -> Profile:
+    """The profile `name` (one of SMOLLM2_WORLDS) with `policy` as its SFT policy, or its own fine-tune
+    (made on first use). `b2b.colab`'s plans pass a policy, so planning fine-tunes nothing."""
+    d = data_dir()
+    if name == "tiny-smollm2":
+        smol = policy or str(ensure_smollm2_tiny())
+        return Profile(name=name, policy=smol, reward_backbone=str(d / "tiny-sft"), preferences=str(d),
+                       preferences_split=None, world=True, eval_prompts=64, max_new_tokens=48, sample_batch=64,
+                       scale=0.1)
+    smol = policy or str(ensure_smollm2_tiny_smoke())
+    return Profile(name=name, policy=smol, reward_backbone=str(d / "tiny-sft"), preferences=str(d),
+                   preferences_split=None, world=True, eval_prompts=2, max_new_tokens=8, sample_batch=8, scale=0.02)
+
+
+GOLD_WORLD = {"colab": "tiny-smollm2", "colab-smoke": "tiny-smollm2-smoke"}
+"""Where a notebook whose lesson needs the gold judge (`b2b.setup(gold=True)`, notebooks 04-08) runs
+instead of a profile without one: SmolLM2 in the tiny world."""
+
+
 def get_profile(name: str | None = None, policy: str | None = None, reward_backbone: str | None = None) -> Profile:
     """The profile called `name`, or the one resolved from the environment (see module doc), with
     `policy` (or `$B2B_POLICY`) as its SFT policy when given; the reward-model backbone is then
@@ -163,12 +216,9 @@ def get_profile(name: str | None = None, policy: str | None = None, reward_backb
                     preferences="esfrankel17/original_HelpSteer2_binarized",
                     preferences_split="average_rating", world=False, eval_prompts=128,
                     max_new_tokens=128, sample_batch=32, scale=1.0)
-    elif name == "tiny-smollm2":  # the fine-tuned folder is needed unless the policy is another model
-        d = data_dir()
-        smol = str(smollm2_tiny_dir() if policy else ensure_smollm2_tiny())
-        p = Profile(name="tiny-smollm2", policy=smol, reward_backbone=str(d / "tiny-sft"), preferences=str(d),
-                    preferences_split=None, world=True, eval_prompts=64, max_new_tokens=48, sample_batch=64,
-                    scale=0.1)
+    elif name in SMOLLM2_WORLDS:  # the fine-tuned folder is needed unless the policy is another model
+        own = smollm2_tiny_dir() if name == "tiny-smollm2" else smollm2_tiny_smoke_dir()
+        p = smollm2_world(name, str(own) if policy else None)
     else:  # the converted folder is needed unless the policy (and so the backbone) is another model
         smol = str(smollm2_dir() if policy else ensure_smollm2())
         p = Profile(name="colab-smoke", policy=smol, reward_backbone=smol,
@@ -176,7 +226,7 @@ def get_profile(name: str | None = None, policy: str | None = None, reward_backb
                     eval_prompts=2, max_new_tokens=8, sample_batch=8, scale=0.02, max_prompt_chars=120)
     if policy or backbone:
         new_policy = str(policy or p.policy)
-        new_backbone = str(backbone or (p.reward_backbone if name == "tiny-smollm2" else policy) or p.policy)
+        new_backbone = str(backbone or (p.reward_backbone if name in SMOLLM2_WORLDS else policy) or p.policy)
         own = _same_model(new_policy, p.policy) and _same_model(new_backbone, p.reward_backbone)
         p = dataclasses.replace(p, policy=new_policy, reward_backbone=new_backbone, own_models=own)
     return p
@@ -187,7 +237,7 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
 
-PROFILES = ("ci", "tiny", "colab", "colab-smoke", "tiny-smollm2")
+PROFILES = ("ci", "tiny", "colab", "colab-smoke", "tiny-smollm2", "tiny-smollm2-smoke")
 
 
 def resolve_profile_name(name: str | None = None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from b2b.algorithms import get
+from b2b.algorithms import ALGORITHMS, get
 from b2b.config import Profile
 from b2b.reward import RewardConfig
 from b2b.rl_config import RLConfig
@@ -54,7 +54,7 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
                        eval_prompts=128, gradient_checkpointing=True,  # a T4 by the memory table
                        checkpoint_every=25, keep_checkpoints=1, checkpoint_optimizer=False,  # 0.54 GB of disk a run
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
-    elif profile.name == "colab-smoke":  # colab's settings, one step of 4 short rollouts on a CPU
+    elif profile.name in ("colab-smoke", "tiny-smollm2-smoke"):  # one step of 4 short rollouts on a CPU
         cfg = RLConfig(algo=algo, steps=1, batch_size=4, lr=1e-6,  # one step: `b2b run --steps 2` tests the second
                        gradient_checkpointing=True, max_new_tokens=profile.max_new_tokens, eval_every=0,
                        eval_prompts=profile.eval_prompts,
@@ -65,6 +65,7 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
         cfg = RLConfig(algo=algo, steps=TINY_SMOLLM2_STEPS, batch_size=16, lr=TINY_SMOLLM2_LR,
                        max_new_tokens=profile.max_new_tokens, eval_every=10, eval_prompts=profile.eval_prompts,
                        sample_every=5, checkpoint_every=25, keep_checkpoints=1,
+                       checkpoint_optimizer=False,  # 0.54 GB a run: a notebook's runs within Colab's 5 GB
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
     else:
         cfg = RLConfig(algo=algo, **algo_cfg)
@@ -87,7 +88,7 @@ def variance_settings(profile: Profile) -> dict:
         kw.update(n_batches=16, prompts_per_batch=8, gradient_checkpointing=True)
     elif profile.name == "tiny-smollm2":
         kw.update(n_batches=20, prompts_per_batch=8, gradient_checkpointing=True)
-    elif profile.name == "colab-smoke":  # two: the fewest a variance needs
+    elif profile.name in ("colab-smoke", "tiny-smollm2-smoke"):  # two: the fewest a variance needs
         kw.update(n_batches=2, prompts_per_batch=1, gradient_checkpointing=True)
     elif profile.name == "ci":
         kw.update(n_batches=3)
@@ -117,9 +118,11 @@ def clip_demo(profile: Profile, steps: int | None = None) -> dict:
     label -> RLConfig."""
     base = rl_config(profile, "reinforce_pp_baseline")
     steps = steps or max(base.steps // 2, min(base.steps, 4))
-    # colab-smoke (a CPU run of the real model that only shows the code runs): 2 x 2, the same code path
-    n = 2 if profile.name == "colab-smoke" else 4
+    # colab-smoke, tiny-smollm2-smoke (CPU runs of the real model that only show the code runs): 2 x 2
+    n = 2 if profile.name in ("colab-smoke", "tiny-smollm2-smoke") else 4
     on = dataclasses.replace(base, ppo_epochs=n, minibatches=n, steps=steps)
+    if profile.name == "tiny-smollm2":  # no notebook loads their weights: no checkpoint (Colab's 5 GB)
+        on = dataclasses.replace(on, checkpoint_every=0)
     return {f"{n} epochs x {n} minibatches, clip {on.clip:g}": on,
             f"{n} epochs x {n} minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}
 
@@ -131,17 +134,89 @@ QUICK_EVAL_S = 6.0
 def quick(cfg, budget_s: float = 300.0, evals: int = 5, profile: Profile | None = None):
     """A version of `cfg` that trains within about `budget_s` seconds on a 2-core CPU in `tiny`
     (the same settings, fewer steps, `evals` held-out evaluations): for a learner who wants to see
-    a notebook's run train rather than read it back. Never longer than `cfg` itself. In the `colab`
-    profile the step and evaluation times are `b2b.budget`'s estimates on a T4."""
+    a notebook's run train rather than read it back. Never longer than `cfg` itself. On SmolLM2
+    (`colab`, `tiny-smollm2`) the step and evaluation times are `b2b.budget`'s estimates on a T4
+    (the GPU those profiles are sized for; a CPU takes several times longer)."""
+    from b2b.config import SMOLLM2_WORLDS
+
     algo = get(cfg.algo)  # its `quick_step_s` is at its recipe's updates per batch; more cost proportionally more
     step_s = algo.quick_step_s * algo.updates(cfg) / algo.updates(RLConfig(**algo.settings))
     eval_s = QUICK_EVAL_S
-    if profile is not None and profile.name == "colab":
-        from b2b.budget import rl_timing
+    if profile is not None and (profile.name == "colab" or profile.name in SMOLLM2_WORLDS):
+        from b2b.budget import TINY_RM, TINY_WORLD_PROMPT_TOKENS, rl_timing
 
-        step, eval_s = rl_timing(cfg)
+        tiny_world = {"prompt": TINY_WORLD_PROMPT_TOKENS, "reward": TINY_RM, "sample_batch": profile.sample_batch}
+        step, eval_s = rl_timing(cfg, **(tiny_world if profile.world else {}))
         step_s = step["total"]
     steps = int((budget_s - (evals + 1) * eval_s) / step_s) // 5 * 5
     steps = max(min(cfg.steps, steps), min(cfg.steps, 4))
     return dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // evals),
                                checkpoint_every=min(cfg.checkpoint_every, steps))
+
+
+def long_run(profile: Profile, cfg):
+    """Notebook 04's long run (and 05's, which compares with it): notebook 03's settings four times
+    as long on the tiny policy; on SmolLM2 (`tiny-smollm2`) the profile's own 100 steps, within which
+    its collapse already shows (docs/real-model.md) and which a T4 trains in about a minute."""
+    from b2b.config import SMOLLM2_WORLDS
+
+    return cfg if profile.name in SMOLLM2_WORLDS else dataclasses.replace(cfg, steps=4 * cfg.steps)
+
+
+def showdown_settings(profile: Profile) -> dict:
+    """Notebook 08's `run_showdown` keywords beyond the profile: its `seeds`, and `keep_weights`: on
+    SmolLM2 (`tiny-smollm2`) a cell's final policy is dropped once its pooled evaluation is kept,
+    except the ones notebooks 05 and 06 load (`b2b.tools.showdown.WEIGHTS_READ`), so the ten runs stay
+    within Colab's 5 GB."""
+    return {"seeds": seeds(profile, "08"), "keep_weights": profile.name != "tiny-smollm2"}
+
+
+def seeds(profile: Profile, notebook: str = "04") -> tuple[int, ...]:
+    """The seeds a notebook trains: three (notebook 04's collapse, notebook 08's showdown); one where
+    a run only shows the code runs (`b2b.config.SMOKE_PROFILES`), and one in notebook 08's showdown on
+    SmolLM2 (`tiny-smollm2`: ten methods x three seeds would be about half an hour on a T4; one seed
+    fits the notebook's 15 minutes, `b2b.colab`)."""
+    from b2b.config import SMOKE_PROFILES
+
+    if profile.name in SMOKE_PROFILES or (notebook == "08" and profile.name == "tiny-smollm2"):
+        return (0,)
+    return (0, 1, 2)
+
+
+# ----------------------------------------------------------------------------- notebook 08's showdown (b2b.tools.showdown)
+
+METHODS = {label: (a.name, dict(over)) for a in ALGORITHMS.values() for label, over in a.showdown.items()}
+"""label -> (algo, overrides of the algorithm's notebook settings), read from each record's `showdown`
+(`b2b.algorithms`). "vanilla REINFORCE + KL" and
+"RLOO k=4, no KL" complete a 2 x 2 with vanilla REINFORCE and RLOO k=4 + KL (moving-average or
+leave-one-out baseline, KL penalty 0 or RLOO's 0.5): how much of RLOO's gain is the baseline, how
+much the KL (notebook 06)."""
+
+
+FINAL_EVALS = 4
+"""Held-out evaluations pooled for each run's final policy (4 x 512 samples in `tiny`)."""
+SFT_EVALS = 16
+"""Held-out evaluations pooled for the SFT policy, the one point every gain is measured from."""
+SMOKE_EVALS = (1, 2)
+"""(final, SFT) pooled evaluations in `colab-smoke` and `tiny-smollm2-smoke`, CPU runs of the real model that only show
+the code runs: one and two instead of FINAL_EVALS and SFT_EVALS."""
+
+
+def pooled_repeats(profile, final: int | None = None, sft: int | None = None) -> tuple[int, int]:
+    """(pooled evaluations per final policy, of the SFT policy): `final` and `sft` where given,
+    else the profile's defaults (FINAL_EVALS and SFT_EVALS; SMOKE_EVALS in the smoke profiles)."""
+    default_final, default_sft = SMOKE_EVALS if profile.name in ("colab-smoke", "tiny-smollm2-smoke") else (FINAL_EVALS, SFT_EVALS)
+    return (default_final if final is None else final), (default_sft if sft is None else sft)
+
+
+WEIGHTS_READ = ("repetition penalty 1.2", "RLOO k=4 + KL")
+"""The cells whose final policies other notebooks load (05: the penalised policy sampled without its
+penalty; 06: RLOO's gradient variance): kept by `run_showdown(..., keep_weights=False)`."""
+
+def method_config(profile, method: str, seed: int, steps: int | None = None):
+    """The RLConfig of one showdown cell: the algorithm's notebook settings, the method's overrides,
+    the seed, and one common number of steps (the longest of the methods' defaults unless given)."""
+    algo, over = METHODS[method]
+    if steps is None:
+        steps = max(rl_config(profile, a).steps for a, _ in METHODS.values())
+    return rl_config(profile, algo, **{**over, "seed": seed, "steps": steps})

@@ -194,6 +194,12 @@ tell which model a curve belongs to. A recorded policy must be the run's own for
 back; the others are for reading."""
 
 
+STORAGE = ("checkpoint_every", "keep_checkpoints", "checkpoint_optimizer")
+"""RLConfig's fields that decide what a run keeps on disk, not what it computes: a run is the same run
+whatever they are (`same_config`), so a profile can keep less of it (Colab's disk) and still read back
+the course's records."""
+
+
 def run_identity(policy, profile: str | None = None) -> dict:
     """{"policy": the starting policy's folder or hub name (`data/tiny-sft` -> "tiny-sft"),
     "profile": the profile's name or None}."""
@@ -206,14 +212,14 @@ def run_identity(policy, profile: str | None = None) -> dict:
 def same_config(stored: dict | None, want: dict) -> bool:
     """Whether a saved run's config is `want`; a setting the saved run predates counts as its
     default (so adding an RLConfig field does not invalidate finished runs). The `IDENTITY` keys
-    are not settings: only a policy both name must agree."""
+    are not settings: only a policy both name must agree; the `STORAGE` fields are not compared."""
     from b2b.rl_config import RLConfig
 
     if not isinstance(stored, dict) or not isinstance(want, dict):
         return False
     if stored.get("policy") and want.get("policy") and stored["policy"] != want["policy"]:
         return False
-    stored, want = ({k: v for k, v in d.items() if k not in IDENTITY} for d in (stored, want))
+    stored, want = ({k: v for k, v in d.items() if k not in IDENTITY + STORAGE} for d in (stored, want))
     if set(stored) - set(want):
         return False
     defaults = dataclasses.asdict(RLConfig())

@@ -68,6 +68,9 @@ def test_each_notebook_announces_exactly_its_planned_stages():
         announced = set(re.findall(r'b2b\.colab\.announce\(profile, "(\d\d)", "([^"]+)"', code))
         assert {n for n, _ in announced} <= {notebook}, (notebook, announced)
         planned = {s.label for s in colab.colab_plan(notebook, get_profile("colab"))}
+        if notebook in colab.GOLD:  # the fine-tune happens in the setup line, which says so itself
+            planned -= {budget.sft_stage().label}
+            assert "b2b.setup(drive=DRIVE, gold=True)" in code, notebook
         assert {label for _, label in announced} == planned, notebook
 
 
@@ -84,6 +87,14 @@ def test_announce_prints_the_estimate_in_colab_and_refuses_an_unplanned_stage(ca
         colab.announce(cp, "01", "something else")
     colab.announce(get_profile("ci"), "01", "something else")  # the tiny world: nothing to say
     assert capsys.readouterr().out == ""
+    from b2b.config import smollm2_world
+
+    smoke = smollm2_world("tiny-smollm2-smoke", policy="unused")  # 04-08 on SmolLM2: their plans, checked
+    colab.announce(smoke, "04", "seeds 1 and 2")
+    assert capsys.readouterr().out.startswith("seeds 1 and 2: about ")
+    with pytest.raises(ConfigError, match="not in notebook 04's colab plan"):
+        colab.announce(smoke, "04", "a fourth seed")
+    colab.announce(cp, "04", "a fourth seed")  # 04 never runs in colab itself (gold=True): nothing to check
 
 
 def test_drive_keeps_runs_across_runtimes_on_colab_and_says_the_cost_without_it(monkeypatch, tmp_path, capsys):
@@ -129,7 +140,9 @@ def test_each_planned_notebooks_header_states_its_plans_minutes():
         stages = colab.colab_plan(notebook, get_profile("colab"))
         fresh, saved = (budget.minutes(budget.plan_seconds(stages, s)) for s in (False, True))
         head = head.replace("\n", " ")
-        assert f"on a Colab T4 (`colab` profile) {fresh} in a fresh runtime" in head, notebook
+        where = ("(SmolLM2 in the tiny world, `tiny-smollm2`, where `b2b.setup(gold=True)` puts a Colab learner)"
+                 if notebook in colab.GOLD else "(`colab` profile)")
+        assert f"on a Colab T4 {where} {fresh} in a fresh runtime" in head, notebook
         assert fresh == saved or f"in a fresh runtime, {saved} " in head, notebook
 
 
@@ -139,6 +152,8 @@ def test_the_readme_states_the_plans_minutes():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\n", " ")
     mins = [round(budget.plan_seconds(colab.colab_plan(nb, get_profile("colab"))) / 60) for nb in ("01", "02", "03")]
     assert f"notebooks 01-03 at about {mins[0]}, {mins[1]} and {mins[2]} minutes in a fresh runtime" in readme
+    gold = [round(budget.plan_seconds(colab.colab_plan(nb)) / 60) for nb in colab.GOLD]
+    assert f"notebooks 04-08 at about {gold[0]}, {gold[1]}, {gold[2]}, {gold[3]} and {gold[4]} minutes in a fresh runtime" in readme
 
 
 def test_a_measured_run_calibrates_the_model_round_trip():
@@ -161,3 +176,41 @@ def test_a_measured_run_calibrates_the_model_round_trip():
 def test_docs_colab_shows_the_plans_as_the_code_computes_them():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "colab.md").read_text()
     assert colab.plan_table() in doc
+
+
+def test_a_notebook_that_needs_gold_runs_smollm2_in_the_tiny_world_off_the_tiny_policy(monkeypatch, tmp_path, capsys):
+    """`b2b.setup(gold=True)` (notebooks 04-08): colab -> tiny-smollm2, colab-smoke -> tiny-smollm2-smoke,
+    saying why in one line; the tiny world stays itself. (The models' folders are stand-ins here:
+    nothing is fine-tuned.)"""
+    import b2b
+
+    for env in ("B2B_SMOLLM2", "B2B_SMOLLM2_TINY", "B2B_SMOLLM2_TINY_SMOKE"):
+        d = tmp_path / env
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+        (d / "model.safetensors").write_bytes(b"")
+        monkeypatch.setenv(env, str(d))
+    monkeypatch.delenv("B2B_PROFILE", raising=False)
+    for name, world in (("colab", "tiny-smollm2"), ("colab-smoke", "tiny-smollm2-smoke")):
+        p = b2b.setup(name, gold=True)
+        out = capsys.readouterr().out
+        assert p.name == world and p.world and p.policy == str(tmp_path / ("B2B_SMOLLM2_TINY" + ("_SMOKE" if "smoke" in world else "")))
+        assert f"{name} has no gold judge, and this notebook's lesson needs one" in out and "no gold judge here" not in out
+        assert b2b.setup(name).name == name  # notebooks 00-03: no gold asked for
+        capsys.readouterr()
+    assert b2b.setup("ci", gold=True).name == "ci"
+
+
+def test_the_gold_notebooks_plans_fit_and_keep_their_runs_on_colabs_disk():
+    """On SmolLM2 every run keeps its final policy only (0.54 GB); the clipping runs none, the showdown
+    only the cells notebooks 05 and 06 load; the plans count it."""
+    from b2b.config import smollm2_world
+    from b2b.recipes import clip_demo, rl_config, showdown_settings
+
+    p = smollm2_world("tiny-smollm2", policy="unused")
+    assert not rl_config(p).checkpoint_optimizer and rl_config(p).keep_checkpoints == 1
+    assert all(c.checkpoint_every == 0 for c in clip_demo(p).values())
+    assert showdown_settings(p) == {"seeds": (0,), "keep_weights": False}
+    assert showdown_settings(smollm2_world("tiny-smollm2-smoke", policy="unused"))["keep_weights"]
+    run = budget.SMOLLM2.params * 4
+    assert colab.colab_plan("08")[1].disk == 2 * run and colab.colab_plan("04")[2].disk == 2 * run

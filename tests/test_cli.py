@@ -160,6 +160,8 @@ def test_showdown_cache_treats_settings_a_run_predates_as_defaults():
     assert not same_config({**old, "kl_coef": 0.3}, want)
     assert not same_config({**want, "reward_clip": 5.0}, want)  # saved with another value
     assert not same_config({**want, "removed_field": 1}, want) and not same_config(None, want)
+    # what a run keeps on disk is not what it computes: the same run whatever its checkpoints
+    assert same_config({**want, "checkpoint_every": 0, "keep_checkpoints": 1, "checkpoint_optimizer": False}, want)
     from b2b.tools.showdown import METHODS, _slug
 
     slugs = [_slug(m) for m in METHODS]

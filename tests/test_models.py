@@ -127,7 +127,7 @@ def test_profile_resolution_order(monkeypatch):
     monkeypatch.setenv("CI", "false")
     monkeypatch.delenv("B2B_PROFILE")
     assert resolve_profile_name() == "colab"
-    with pytest.raises(ConfigError, match="profile: expected one of ci, tiny, colab, colab-smoke, tiny-smollm2, got 'big'"):
+    with pytest.raises(ConfigError, match="profile: expected one of ci, tiny, colab, colab-smoke, tiny-smollm2, tiny-smollm2-smoke, got 'big'"):
         resolve_profile_name("big")
 
 

@@ -182,3 +182,21 @@ def test_sft_config_and_data_errors_are_one_line(tmp_path):
     (tmp_path / "sft.jsonl").write_text('{"prompt": "Hi", "completion": "Hello."}\n{"prompt": "Hi"}\n')
     with pytest.raises(DataError, match=r"sft.jsonl: line 2: expected string fields 'prompt' and 'completion'"):
         demonstrations(tmp_path)
+
+
+def test_trls_reward_function_rescores_another_tokenizers_completions_as_b2bs_loop(rm, tokenizer, other_tokenizer):
+    """The reward function b2b hands TRL (`trl_bridge.reward_function`), given a Retokenized reward model
+    and the policy's completion ids as TRL passes them (lists, cut after the end-of-turn token), gives
+    b2b's loop's rewards for the same answers: decoded, re-encoded, read at the reward model's own end."""
+    from b2b.reward import scalar_reward
+    from b2b.tools.trl_bridge import reward_function
+
+    wrapped = Retokenized(rm, tokenizer, other_tokenizer)
+    ro = _rollout(other_tokenizer, PROMPTS, ANSWERS, FINISHED)
+    want = scalar_reward(rollout_reward_scores(wrapped, ro, prompts=PROMPTS), "expected")
+    ids = [other_tokenizer(a, add_special_tokens=False)["input_ids"] + ([other_tokenizer.eos_token_id] if f else [])
+           for a, f in zip(ANSWERS, FINISHED)]
+    got = reward_function(wrapped, other_tokenizer)(PROMPTS, ANSWERS, ids)
+    assert torch.allclose(torch.tensor(got), want, atol=1e-5)
+    cut = reward_function(wrapped, other_tokenizer)(PROMPTS, ANSWERS, [i[:-1] if f else i for i, f in zip(ids, FINISHED)])
+    assert abs(cut[0] - got[0]) > 1e-4 and abs(cut[1] - got[1]) < 1e-5  # the end of turn is read where it was sampled

@@ -488,7 +488,7 @@ def _cmd_figures(args) -> int:
     return 0
 
 
-PROFILE_HELP = "ci | tiny | colab | colab-smoke | tiny-smollm2 (default: $B2B_PROFILE, else resolved)"
+PROFILE_HELP = "ci | tiny | colab | colab-smoke | tiny-smollm2 | tiny-smollm2-smoke (default: $B2B_PROFILE, else resolved)"
 POLICY_HELP = ("SFT policy to start from instead of the profile's: a model folder or hub id ($B2B_POLICY); "
                "its reward models are trained from it")
 

@@ -22,48 +22,16 @@ import statistics
 import time
 from pathlib import Path
 
-from b2b.algorithms import ALGORITHMS, get
+from b2b.algorithms import get
 from b2b.runs import recorded_reward_fingerprint as run_reward_fingerprint  # the reward model a run trained against
 from b2b.runs import same_config
-
-METHODS = {label: (a.name, dict(over)) for a in ALGORITHMS.values() for label, over in a.showdown.items()}
-"""label -> (algo, overrides of the algorithm's notebook settings), read from each record's `showdown`
-(`b2b.algorithms`). "vanilla REINFORCE + KL" and
-"RLOO k=4, no KL" complete a 2 x 2 with vanilla REINFORCE and RLOO k=4 + KL (moving-average or
-leave-one-out baseline, KL penalty 0 or RLOO's 0.5): how much of RLOO's gain is the baseline, how
-much the KL (notebook 06)."""
-
-
-FINAL_EVALS = 4
-"""Held-out evaluations pooled for each run's final policy (4 x 512 samples in `tiny`)."""
-SFT_EVALS = 16
-"""Held-out evaluations pooled for the SFT policy, the one point every gain is measured from."""
-SMOKE_EVALS = (1, 2)
-"""(final, SFT) pooled evaluations in `colab-smoke`, a CPU run of the real model that only shows
-the code runs: one and two instead of FINAL_EVALS and SFT_EVALS."""
-
-
-def pooled_repeats(profile, final: int | None = None, sft: int | None = None) -> tuple[int, int]:
-    """(pooled evaluations per final policy, of the SFT policy): `final` and `sft` where given,
-    else the profile's defaults (FINAL_EVALS and SFT_EVALS; SMOKE_EVALS in colab-smoke)."""
-    default_final, default_sft = SMOKE_EVALS if profile.name == "colab-smoke" else (FINAL_EVALS, SFT_EVALS)
-    return (default_final if final is None else final), (default_sft if sft is None else sft)
-
+# the showdown's cells and settings live with the other recipes (the colab plans read them); re-exported here
+from b2b.recipes import (FINAL_EVALS, METHODS, SFT_EVALS, SMOKE_EVALS, WEIGHTS_READ,  # noqa: F401
+                         method_config, pooled_repeats)
 
 POOLED_SEED = 1000
 """Sampling seed of the first pooled evaluation (then 1001, 1002, ...; the same for every policy,
 and apart from the training runs' own evaluation seeds, `seed + 1`)."""
-
-
-def method_config(profile, method: str, seed: int, steps: int | None = None):
-    """The RLConfig of one showdown cell: the algorithm's notebook settings, the method's overrides,
-    the seed, and one common number of steps (the longest of the methods' defaults unless given)."""
-    from b2b.recipes import rl_config
-
-    algo, over = METHODS[method]
-    if steps is None:
-        steps = max(rl_config(profile, a).steps for a, _ in METHODS.values())
-    return rl_config(profile, algo, **{**over, "seed": seed, "steps": steps})
 
 
 def _slug(method: str) -> str:
@@ -204,7 +172,7 @@ def final_pooled(profile, run_dir: str | Path, cfg, repeats: int = FINAL_EVALS, 
 
 def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs/showdown", steps: int | None = None,
                  progress: bool = True, final_evals: int | None = None, sft_evals: int | None = None,
-                 train_missing: bool = True) -> list[dict]:
+                 train_missing: bool = True, keep_weights: bool = True) -> list[dict]:
     """Train every (method, seed) not already done in `out`; return one result row each:
     method, seed, algo, samples, and the held-out `sft`/`final` metrics, `peak_gold_mean`, `kl_ref`;
     with `final_evals` > 0 also `final_pooled` (that many evaluations of the final policy pooled)
@@ -213,7 +181,11 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
     table, claims and plot then use the single final evaluations. `final_evals` / `sft_evals`
     default to `pooled_repeats(profile)`. `train_missing` False: a cell with no finished run in
     `out` and no shipped record is left out (and named in one printed line) instead of trained,
-    so that a notebook shows what the course ships without hours of training."""
+    so that a notebook shows what the course ships without hours of training. `keep_weights` False:
+    a cell's checkpoints are removed once its pooled evaluation is kept (its logs and results stay),
+    unless another notebook loads its policy (`WEIGHTS_READ`): disk for SmolLM2's ten runs on Colab."""
+    import shutil
+
     from b2b.models import fingerprint, load_tokenizer
     from b2b.reward_models import course_reward_model
     from b2b.data import rl_prompts
@@ -261,6 +233,8 @@ def run_showdown(profile, seeds=(0, 1, 2), methods=None, out: str | Path = "runs
                     row["sft_pooled"] = sft
                 except FileNotFoundError:  # read back from a longer run that kept no checkpoint of cfg.steps
                     pass
+            if not keep_weights and method not in WEIGHTS_READ and "final_pooled" in row:
+                shutil.rmtree(d / "checkpoints", ignore_errors=True)
             res_file.write_text(json.dumps(row, indent=1))
             rows.append(row)
     if missing:

@@ -44,12 +44,9 @@ def configs(profile=None) -> dict:
 
 def _profile_stub():
     """The `tiny-smollm2` profile's settings without its policy folder (reading records needs no model)."""
-    from b2b.config import Profile, data_dir
+    from b2b.config import smollm2_world
 
-    d = data_dir()
-    return Profile(name="tiny-smollm2", policy="smollm2-135m-tiny-sft", reward_backbone=str(d / "tiny-sft"),
-                   preferences=str(d), preferences_split=None, world=True, eval_prompts=64, max_new_tokens=48,
-                   sample_batch=64, scale=0.1)
+    return smollm2_world("tiny-smollm2", policy="smollm2-135m-tiny-sft")
 
 
 def history(name: str, root: str | Path = ROOT):

@@ -124,15 +124,24 @@ def reward_function(reward_model, tokenizer, readout: str = "expected"):
     """b2b's reward model as a TRL reward function `f(prompts, completions, completion_ids, **kw)`:
     each prompt is chat-formatted and left-padded as b2b does, the sampled completion ids appended,
     and the score read at the last real token (for the ordinal model: the expected class, or
-    P(class >= 7) with readout='p7'). The ids are used as sampled, never re-tokenised text."""
+    P(class >= 7) with readout='p7'). The ids are used as sampled, never re-tokenised text, unless the
+    reward model reads another tokenizer's ids (`b2b.reward.Retokenized`, the `tiny-smollm2` profile):
+    then, as in b2b's loop, the completions are decoded and re-encoded with its own."""
     from b2b.reward import scalar_reward
     from b2b.reward import reward_scores
     from b2b.rollout import encode_prompts
 
     device = next(reward_model.parameters()).device
 
+    from b2b.reward import Retokenized
+
     @torch.no_grad()
     def b2b_reward(prompts, completions, completion_ids, **kwargs):
+        if isinstance(reward_model, Retokenized):  # another tokenizer (tiny-smollm2): the text, re-encoded
+            eos = tokenizer.eos_token_id
+            texts = tokenizer.batch_decode([list(c) for c in completion_ids], skip_special_tokens=True)
+            finished = [len(c) > 0 and int(c[-1]) == eos for c in completion_ids]
+            return scalar_reward(reward_model.scores(list(prompts), texts, finished), readout).tolist()
         p_ids, p_mask = encode_prompts(tokenizer, prompts, device)
         C = max(len(c) for c in completion_ids)
         c_ids = torch.full((len(completion_ids), C), tokenizer.pad_token_id, dtype=torch.long, device=device)

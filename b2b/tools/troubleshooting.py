@@ -372,8 +372,8 @@ def _config_cases() -> list[Case]:
              "field 'kl_coef': expected a number >= 0", "kl_coef >= 0 (0: no KL penalty)",
              api=lambda d: tiny_train(d, kl_coef=-0.1)),
         Case("unknown-profile", "an unknown `--profile`", ConfigError,
-             "profile: expected one of ci, tiny, colab, colab-smoke, tiny-smollm2",
-             "ci, tiny, colab, colab-smoke or tiny-smollm2", cli=lambda d: ["run", "--profile", "big", "--out", str(d / OUT)]),
+             "profile: expected one of ci, tiny, colab, colab-smoke, tiny-smollm2, tiny-smollm2-smoke",
+             "ci, tiny, colab, colab-smoke, tiny-smollm2 or tiny-smollm2-smoke", cli=lambda d: ["run", "--profile", "big", "--out", str(d / OUT)]),
     ]
 
 
