@@ -175,6 +175,24 @@ def measured_hardware(rows: list[dict], base: Hardware = T4, policy: Shape = SMO
                f"rates from {base.name}")
 
 
+GPU_RECORD = MEASURED / "gpu_colab.json"
+"""`b2b memory --profile colab --random-weights --record docs/measured/gpu_colab.json`, run on a Colab T4:
+the record whose efficiencies the colab plans use in place of `T4`'s assumed ones (`plan_hardware`)."""
+
+
+def plan_hardware(record: Path | None = None) -> Hardware:
+    """The machine the colab plans are estimated on: `T4` with the efficiencies measured on a T4
+    (`measured_hardware` of `GPU_RECORD`'s rows) when such a record exists, else `T4`'s assumptions.
+    A record from another GPU does not stand for a T4 and is not used."""
+    path = Path(record) if record is not None else GPU_RECORD
+    if not path.exists():
+        return T4
+    rec = json.loads(path.read_text())
+    if "T4" not in rec.get("device", ""):
+        return T4
+    return measured_hardware(rec["rows"], name=f"Colab T4 (measured {rec.get('date', '')})".replace(" )", ")"))
+
+
 ADAMW_BYTES = 28
 """Bytes AdamW moves per trained parameter and step: reads weight, gradient and two moments, writes
 weight and two moments (fp32)."""

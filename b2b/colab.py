@@ -21,16 +21,19 @@ GOLD = ("04", "05", "06", "07", "08")
 (`b2b.setup(gold=True)` -> `tiny-smollm2`), and their plans are that profile's runs."""
 
 
-def colab_plan(notebook: str, profile=None) -> list[Stage]:
+def colab_plan(notebook: str, profile=None, hw: Hardware | None = None) -> list[Stage]:
     """What notebook `notebook` ("00".."08") trains and measures in its colab default, each with
     its estimate on a T4 (`Stage`). The stages marked `saved` are read back when an earlier notebook
     (or this one, before) saved them where this one looks (Drive, `b2b.setup(drive=True)`).
     Notebooks 00-03 run in `profile` (default `colab`); 04-08 in the tiny world with SmolLM2
-    (`GOLD`: `tiny-smollm2`, whatever `profile` says)."""
+    (`GOLD`: `tiny-smollm2`, whatever `profile` says). `hw`: default `b2b.budget.plan_hardware()`,
+    the T4's assumed rates, or its measured efficiencies once a T4 has recorded them."""
+    from b2b.budget import plan_hardware
     from b2b.recipes import quick, reward_config, rl_config, trl_check_config
 
+    hw = hw or plan_hardware()
     if notebook in GOLD:
-        return _gold_plan(notebook)
+        return _gold_plan(notebook, hw)
     if profile is None:
         from b2b.config import get_profile
 
@@ -38,24 +41,24 @@ def colab_plan(notebook: str, profile=None) -> list[Stage]:
 
     if notebook == "00":  # the tour: samples of the SFT policy, five temperatures over 48 held-out prompts
         mean_new = HS2_NEW_SHARE * 128
-        gen = sum(eval_seconds(T4, SMOLLM2, SMOLLM2_RM, n, HS2_PROMPT_TOKENS, mean_new, 128, 128)
+        gen = sum(eval_seconds(hw, SMOLLM2, SMOLLM2_RM, n, HS2_PROMPT_TOKENS, mean_new, 128, 128)
                   for n in (12, 48, 48, 48, 48, 48))
         return [Stage("samples and the temperature sweep", gen)]
     if notebook == "01":
         cfg = reward_config(profile, 1)
         check = trl_check_config(profile, cfg)
-        trl = reward_stage(check)
+        trl = reward_stage(check, hw)
         trl = dataclasses.replace(trl, label="cross-check with trl.RewardTrainer", saved=False, disk=0,
                                   seconds=2 * trl.seconds)  # b2b's trainer and TRL's, the same pairs and settings
-        return [reward_stage(reward_config(profile, 1)), _probe_stage(1), trl]
+        return [reward_stage(reward_config(profile, 1), hw), _probe_stage(1, hw=hw), trl]
     if notebook == "02":  # the ordinal model, notebook 01's (unless saved), both probed, 256 fresh samples scored
-        return [reward_stage(reward_config(profile, 2)), reward_stage(reward_config(profile, 1)),
-                _probe_stage(2, fresh=256)]
+        return [reward_stage(reward_config(profile, 2), hw), reward_stage(reward_config(profile, 1), hw),
+                _probe_stage(2, fresh=256, hw=hw)]
     if notebook == "03":
         cfg = rl_config(profile)
         short = quick(cfg, budget_s=90, evals=2, profile=profile)
-        mine = rl_stage("your functions' short run", short)
-        return [reward_stage(reward_config(profile, 1)), rl_stage("vanilla REINFORCE run", cfg),
+        mine = rl_stage("your functions' short run", short, hw)
+        return [reward_stage(reward_config(profile, 1), hw), rl_stage("vanilla REINFORCE run", cfg, hw),
                 dataclasses.replace(mine, disk=0)]
     raise ValueError(f"colab_plan: no plan for notebook {notebook!r} (planned: {', '.join(PLANNED)})")
 
@@ -166,7 +169,7 @@ PLANNED = ("00", "01", "02", "03") + GOLD
 """The notebooks whose colab default is planned: all of them."""
 
 
-def announce(profile, notebook: str, label: str, hw: Hardware = T4) -> None:
+def announce(profile, notebook: str, label: str, hw: Hardware | None = None) -> None:
     """Before a long stage of notebook `notebook` on SmolLM2 (`colab` for 00-03, `tiny-smollm2` for
     04-08, where `b2b.setup(gold=True)` puts a Colab learner): print its estimate on a T4 from the
     notebook's plan (`colab_plan`). The smoke profiles (the same code paths on a CPU, in CI) check
@@ -179,8 +182,11 @@ def announce(profile, notebook: str, label: str, hw: Hardware = T4) -> None:
         return
     from b2b.config import get_profile
 
+    from b2b.budget import plan_hardware
+
+    hw = hw or plan_hardware()
     plan_profile = None if notebook in GOLD else (profile if profile.name == "colab" else get_profile("colab"))
-    stages = {s.label: s for s in colab_plan(notebook, plan_profile)}
+    stages = {s.label: s for s in colab_plan(notebook, plan_profile, hw)}
     if label not in stages:
         raise ConfigError(f"budget: stage {label!r} is not in notebook {notebook}'s colab plan "
                           f"({', '.join(stages)}); add it to b2b.colab.colab_plan")
@@ -195,11 +201,14 @@ def plan_table(profile=None) -> str:
     from b2b.budget import plan_seconds
     from b2b.config import get_profile
 
-    profile = profile or get_profile("colab")
-    rows = ["| notebook | stage | T4 minutes (estimate) | disk (GB) | peak memory (GB, estimate) |",
+    from b2b.budget import plan_hardware
+
+    profile, hw = profile or get_profile("colab"), plan_hardware()
+    minutes_of = "T4 minutes (estimate)" if hw is T4 else f"{hw.name} minutes (estimate on measured efficiencies)"
+    rows = [f"| notebook | stage | {minutes_of} | disk (GB) | peak memory (GB, estimate) |",
             "|---|---|---:|---:|---:|"]
     for nb in PLANNED:
-        stages = colab_plan(nb, profile)
+        stages = colab_plan(nb, profile, hw)
         for s in stages:
             rows.append(f"| {nb} | {s.label}{' (saved: read back)' if s.saved else ''} | {s.seconds / 60:.1f} | "
                         f"{s.disk / 1e9:.2f} | {s.memory / 1e9:.1f} |")

@@ -156,7 +156,7 @@ def test_the_readme_states_the_plans_minutes():
     assert f"notebooks 04-08 at about {gold[0]}, {gold[1]}, {gold[2]}, {gold[3]} and {gold[4]} minutes in a fresh runtime" in readme
 
 
-def test_a_measured_run_calibrates_the_model_round_trip():
+def test_a_measured_run_calibrates_the_model_round_trip(tmp_path):
     """`measured_hardware` inverts the model: phases predicted with known efficiencies, read back as
     a `b2b memory` row, give those efficiencies again (fp16 autocast, frozen share, decode overhead)."""
     import dataclasses
@@ -171,6 +171,21 @@ def test_a_measured_run_calibrates_the_model_round_trip():
     assert got.decode_overhead_s == pytest.approx(0.01) and got.train_eff == budget.T4.train_eff
     fp32 = budget.measured_hardware([{**row, "precision": "fp32"}])
     assert fp32.autocast_eff == 0.0 and fp32.train_rate == pytest.approx(got.train_rate)
+
+    # a T4's record (`b2b memory --record`) is what the colab plans then use; another GPU's, or none, is not
+    import json
+
+    record = tmp_path / "gpu_colab.json"
+    assert budget.plan_hardware(record) is budget.T4
+    from b2b.tools.memory import write_record
+
+    rec = write_record(record, [row], "colab", device="Tesla T4")
+    t4 = budget.plan_hardware(record)
+    assert t4.name == f"Colab T4 (measured {rec['date']})" and t4.autocast_eff == pytest.approx(0.2)
+    slower = colab.colab_plan("04", hw=t4)[1].seconds / colab.colab_plan("04", hw=budget.T4)[1].seconds
+    assert slower != pytest.approx(1.0)  # the plans follow the measured efficiencies
+    record.write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "rows": [row]}))
+    assert budget.plan_hardware(record) is budget.T4
 
 
 def test_docs_colab_shows_the_plans_as_the_code_computes_them():

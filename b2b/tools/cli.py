@@ -355,6 +355,10 @@ def _cmd_memory(args) -> int:
     stages = [f"reward{level}" for level in args.levels] + [f"rl:{a}" for a in (args.algos or RL_ALGOS)]
     rows = measure_all(stages, args.profile, policy, say=lambda m: print(m, file=sys.stderr))
     print(memory_table(rows))
+    if args.record:  # what b2b.budget.plan_hardware reads: the colab plans on a T4's measured efficiencies
+        from b2b.tools.memory import write_record
+
+        print(f"record: {args.record} ({write_record(args.record, rows, args.profile)['device']})", file=sys.stderr)
     if args.json:
         print(json.dumps(rows))
     return 0
@@ -612,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--levels", nargs="*", type=int, default=[1, 2], choices=(1, 2), help="reward-model levels")
     mm.add_argument("--algos", nargs="*", default=None, metavar="ALGO", help="RL algorithms (default: all four)")
     mm.add_argument("--json", action="store_true", help="last stdout line: one JSON list")
+    mm.add_argument("--record", default=None, metavar="FILE",
+                    help="also write the rows and the device to FILE; on a T4, docs/measured/gpu_colab.json is what "
+                         "the colab plans' step-time model reads (b2b.budget.plan_hardware)")
     mm.add_argument("--random-weights", action="store_true",
                     help="the policy's config and tokenizer with freshly initialised weights (a GPU without the real "
                          "weights: times and memory do not depend on the weights' values)")

@@ -170,6 +170,21 @@ def _rl_stage(profile, algo: str, device: str) -> dict:
             "reference": ref is not None}
 
 
+def write_record(path, rows: list[dict], profile: str, device: str | None = None) -> dict:
+    """`b2b memory --record PATH`: the rows with the device they were measured on and the date, as
+    `b2b.budget.plan_hardware` reads them (a T4's record calibrates the colab plans). Returns it."""
+    import datetime
+
+    import torch
+
+    if device is None:
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    rec = {"device": device, "date": datetime.date.today().isoformat(), "profile": profile, "rows": rows}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rec, indent=1))
+    return rec
+
+
 def random_copy(src: str, out: Path) -> Path:
     """A model folder at `out` with `src`'s config and tokenizer and freshly initialised weights
     (safetensors): what `b2b memory --random-weights` measures where the real weights are not at hand
