@@ -29,7 +29,7 @@ def colab_plan(notebook: str, profile=None, hw: Hardware | None = None) -> list[
     (`GOLD`: `tiny-smollm2`, whatever `profile` says). `hw`: default `b2b.budget.plan_hardware()`,
     the T4's assumed rates, or its measured efficiencies once a T4 has recorded them."""
     from b2b.budget import plan_hardware
-    from b2b.recipes import quick, reward_config, rl_config, trl_check_config
+    from b2b.recipes import quick, reward_config, rl_config, trl_check_config, your_step_run
 
     hw = hw or plan_hardware()
     if notebook in GOLD:
@@ -58,8 +58,12 @@ def colab_plan(notebook: str, profile=None, hw: Hardware | None = None) -> list[
         cfg = rl_config(profile)
         short = quick(cfg, budget_s=90, evals=2, profile=profile)
         mine = rl_stage("your functions' short run", short, hw)
+        steps, batch = your_step_run(profile, short)  # a plain loop: fp32, no checkpointing, two evaluations
+        plain = dataclasses.replace(short, steps=steps, batch_size=batch, gradient_checkpointing=False, eval_every=0,
+                                    checkpoint_every=0)
+        yours = rl_stage("your step's short run", plain, dataclasses.replace(hw, autocast_eff=0.0))
         return [reward_stage(reward_config(profile, 1), hw), rl_stage("vanilla REINFORCE run", cfg, hw),
-                dataclasses.replace(mine, disk=0)]
+                dataclasses.replace(mine, disk=0), yours]
     raise ValueError(f"colab_plan: no plan for notebook {notebook!r} (planned: {', '.join(PLANNED)})")
 
 

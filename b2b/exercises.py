@@ -17,6 +17,11 @@ The checks (name: your function's signature -> what it returns):
     check_ordinal(fn)                  fn(logits_chosen (B, 10), logits_rejected (B, 10)) -> scalar loss
     check_moving_average_baseline(fn)  fn(rewards (B,), baseline float | None, decay) -> (advantages (B,), new_baseline)
     check_reinforce_loss(fn)           fn(advantages (B,), logprobs (B, C), mask (B, C)) -> scalar loss
+    check_sequence_logprobs(fn)        fn(logits (B, P + C, V), ids (B, P + C), prompt_len P, completion_mask (B, C),
+                                       temperature) -> (B, C) log-probs of the completion tokens
+    check_rl_step(fn)                  fn(policy, tokenizer, reward_model, prompts, optimizer, baseline, generator,
+                                       max_new_tokens, max_grad_norm) -> (new baseline, rewards (B,)), one
+                                       vanilla REINFORCE step: what it does to the policy is compared
     check_last_token_index(fn)         fn(attention_mask (B, T)) -> (B,) long
     check_distinct_2(fn)               fn(texts list[str]) -> float
     check_kl_estimators(fn)            fn(logprobs (B, C), ref_logprobs (B, C), mask (B, C), estimator) -> (B, C)
@@ -41,6 +46,8 @@ A function that returns a tuple where one value is expected (b2b's `clipped_pg_l
 """
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import re
 from collections import Counter
@@ -54,7 +61,8 @@ from b2b import advantages as adv_ref
 from b2b.metrics import distinct_n, ngrams
 from b2b.evaluate import collapse_flags
 from b2b.reward import NUM_CLASSES, bradley_terry_loss, expected_class, ordinal_loss
-from b2b.rollout import last_token_index, repetition_penalized
+from b2b.rollout import last_token_index, repetition_penalized, sequence_logprobs
+from b2b.step import reinforce_step
 from b2b.tinyworld.gold import WORD_RE, words
 
 ATOL = RTOL = 1e-4
@@ -94,6 +102,13 @@ class _Exercise:
     """Argument indices whose gradient must equal the reference's."""
     integer: bool = False
     """The output holds indices: it must have an integer dtype."""
+    call: Callable[[Callable, tuple], object] | None = None
+    """How a function is run on a case's arguments and what of it is compared (default: its return
+    value, `fn(*args)`); the RL step's check compares what the step did to the policy."""
+
+
+def _invoke(ex: _Exercise, fn: Callable, args: tuple):
+    return ex.call(fn, args) if ex.call is not None else fn(*args)
 
 
 def _outputs(out, n: int) -> tuple:
@@ -151,14 +166,23 @@ def _nonzero(g: torch.Tensor | None) -> bool:
     return g is not None and bool((g != 0).any())
 
 
+_REFERENCE_EFFECTS: dict = {}
+
+
 def _judge(ex: _Exercise, fn: Callable, make: Callable[[], tuple]) -> str | None:
     """None when `fn` passes the case made by `make`, else the one-sentence reason."""
-    ref_args = make()
-    ref_out = _outputs(ex.reference(*ref_args), ex.n_outputs)
-    want = _values(ref_out)
+    if ex.call is not None:  # a whole step: its effect, compared by value only, computed once per case
+        if make not in _REFERENCE_EFFECTS:
+            _REFERENCE_EFFECTS[make] = _values(_outputs(_invoke(ex, ex.reference, make()), ex.n_outputs))
+        ref_args, ref_out = None, None
+        want = _REFERENCE_EFFECTS[make]
+    else:
+        ref_args = make()
+        ref_out = _outputs(_invoke(ex, ex.reference, ref_args), ex.n_outputs)
+        want = _values(ref_out)
     args = make()
     try:
-        out = fn(*args)
+        out = _invoke(ex, fn, args)
         if out is None:
             return "your function returned None: did you forget the `return`?"
         out = _outputs(out, ex.n_outputs)
@@ -176,7 +200,7 @@ def _judge(ex: _Exercise, fn: Callable, make: Callable[[], tuple]) -> str | None
                     return m.sentence
                 continue
             try:
-                wrong = _values(_outputs(m.fn(*make()), ex.n_outputs))
+                wrong = _values(_outputs(_invoke(ex, m.fn, make()), ex.n_outputs))
             except Exception:  # a wrong version that does not apply to this case
                 continue
             if not _all_close(wrong, want, m.outputs) and _all_close(got, wrong, m.outputs):
@@ -418,6 +442,154 @@ _REINFORCE_MISTAKES = (
 )
 
 
+# ----------------------------------------------------------------------------- per-token log-probs (notebook 03)
+
+def _cases_logprobs():
+    def make_case(seed, P, lengths, C, V, T):
+        def make():
+            g = torch.Generator().manual_seed(seed)
+            B = len(lengths)
+            ids = torch.randint(V, (B, P + C), generator=g)
+            logits = 3.0 * torch.randn(B, P + C, V, generator=g)  # the last position predicts nothing sampled
+            return _leaf(logits), ids, P, _mask(lengths, C), T
+        return make
+    return [
+        ("3 answers padded on the right, temperature 1", make_case(0, 3, [4, 2, 3], 4, 7, 1.0)),
+        ("2 answers, a longer prompt, temperature 0.7", make_case(1, 5, [3, 1], 3, 11, 0.7)),
+        ("4 answers, temperature 1.3", make_case(2, 2, [2, 4, 1, 3], 4, 5, 1.3)),
+    ]
+
+
+def _lp_at(offset: int, T: bool = True, kind: str = "log"):
+    """A wrong version: the logits `offset` positions off the right ones, optionally without the
+    temperature, gathering log-probs (`kind` "log"), probabilities ("prob") or raw logits ("raw")."""
+    def wrong(logits, ids, P, m, t):
+        C = ids.shape[1] - P
+        z = logits[:, P - 1 + offset:P - 1 + offset + C].float()
+        z = z / t if T else z
+        if kind == "log":
+            z = z.log_softmax(-1)
+        elif kind == "prob":
+            z = z.softmax(-1)
+        return z.gather(-1, ids[:, P:, None]).squeeze(-1) * m
+    return wrong
+
+
+_SHIFT = ("off by one: the logits at position j predict the token at j + 1, so completion token t "
+          "(at P + t) is read from logits[:, P - 1 + t]: logits[:, P - 1:-1]")
+
+_LOGPROB_MISTAKES = (
+    _Mistake(_SHIFT, _lp_at(1)),
+    _Mistake("you gathered probabilities: take log_softmax (or z - logsumexp(z)), not softmax",
+             _lp_at(0, kind="prob")),
+    _Mistake("you gathered raw logits: normalise them first (log_softmax over the vocabulary, the last dimension)",
+             _lp_at(0, kind="raw")),
+    _Mistake("the answers were sampled at temperature T: divide the logits by T before the log-softmax",
+             _lp_at(0, T=False)),
+    _Mistake("divide the logits by T before the log-softmax, not the log-probs after it",
+             lambda logits, ids, P, m, t: _lp_at(0, T=False)(logits, ids, P, m, t) / t),
+    _Mistake("padding counts: multiply by the completion mask (0 after an answer ends)",
+             lambda logits, ids, P, m, t: _lp_at(0)(logits, ids, P, torch.ones_like(m), t)),
+    _Mistake("the log-softmax runs over the wrong dimension: normalise over the vocabulary (dim=-1)",
+             lambda logits, ids, P, m, t: (logits[:, P - 1:-1] / t).log_softmax(1).gather(
+                 -1, ids[:, P:, None]).squeeze(-1) * m),
+)
+
+
+# ----------------------------------------------------------------------------- the RL step (notebook 03)
+
+@functools.lru_cache(maxsize=1)
+def _step_models():
+    """The tiny policy, its tokenizer, the shipped Level 1 reward model and ten training prompts."""
+    from b2b.config import data_dir
+    from b2b.data import load_prompts
+    from b2b.models import load_policy, load_reward_model, load_tokenizer
+
+    d = data_dir()
+    torch.manual_seed(0)
+    rm = load_reward_model(d / "rm-level1").eval().requires_grad_(False)
+    return (load_policy(d / "tiny-sft", trainable=True), load_tokenizer(d / "tiny-sft"), rm,
+            load_prompts(d / "prompts_train.jsonl")[:10])
+
+
+def _step_effect(fn, args):
+    """Run a step function on the case and return what it did: (the new baseline, the rewards, the
+    norm of the change of the policy's weights, the change along a fixed random direction)."""
+    policy = args[0]
+    before = torch.cat([p.detach().flatten() for p in policy.parameters()]).clone()
+    out = fn(*args)
+    if out is None:
+        return None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError("expected (new baseline, rewards) back")
+    baseline, rewards = out
+    delta = torch.cat([p.detach().flatten() for p in policy.parameters()]) - before
+    probe = torch.randn(delta.numel(), generator=torch.Generator().manual_seed(0))
+    return (torch.as_tensor(float(baseline)), torch.as_tensor(rewards).detach().float(), delta.norm(),
+            (delta * probe).sum())
+
+
+@functools.lru_cache(maxsize=1)
+def _cases_rl_step():
+    """Two steps on copies of the tiny policy (the same make functions on every call, so that the
+    reference's result is computed once per case: `_judge`)."""
+    def make_case(seed, n, baseline, max_norm, stale):
+        def make():
+            policy, tok, rm, prompts = _step_models()
+            policy = copy.deepcopy(policy)
+            opt = torch.optim.SGD(policy.parameters(), lr=0.05)  # plain SGD: the step moves by the gradient itself
+            if stale:  # what an earlier step left in .grad
+                for p in policy.parameters():
+                    p.grad = torch.full_like(p, 0.01)
+            return (policy, tok, rm, prompts[:n], opt, baseline, torch.Generator().manual_seed(seed), 6, max_norm)
+        return make
+    return [
+        ("the first step (no baseline yet), 4 prompts, gradients left from before", make_case(0, 4, None, 1.0, True)),
+        ("a later step (baseline 3.0), 3 prompts, max_grad_norm 0.5", make_case(1, 3, 3.0, 0.5, False)),
+    ]
+
+
+def _step_variant(zero=True, step=True, clip=True, sign=1.0, baseline=True, train_logp=True):
+    """b2b's `reinforce_step` with one thing done wrong."""
+    from b2b.advantages import moving_average_baseline, reinforce_loss
+    from b2b.reward import reward_scores, scalar_reward
+    from b2b.rollout import rollout_logprobs, sample_completions
+
+    def wrong(policy, tokenizer, reward_model, prompts, optimizer, b, generator, max_new_tokens=64, max_grad_norm=1.0):
+        policy.eval()
+        ro = sample_completions(policy, tokenizer, prompts, max_new_tokens, 1.0, generator)
+        with torch.no_grad():
+            r = scalar_reward(reward_scores(reward_model, ro.input_ids, ro.attention_mask))
+        adv, nb = moving_average_baseline(r, b)
+        if not baseline:
+            adv = r
+        policy.train()
+        loss = sign * reinforce_loss(adv, rollout_logprobs(policy, ro), ro.completion_mask)
+        if zero:
+            optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        if step:
+            optimizer.step()
+        return nb, r
+    return wrong
+
+
+_RL_STEP_MISTAKES = (
+    _Mistake("your step did not change the policy: call optimizer.step() after loss.backward()",
+             _step_variant(step=False), outputs=(2, 3)),
+    _Mistake("the gradient an earlier step left in .grad was added to yours: optimizer.zero_grad() before "
+             "loss.backward()", _step_variant(zero=False), outputs=(2, 3)),
+    _Mistake("the gradient was not clipped: torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm) "
+             "between loss.backward() and optimizer.step()", _step_variant(clip=False), outputs=(2, 3)),
+    _Mistake("your step moved the policy the wrong way: the optimizer minimises, so the loss is -A log pi "
+             "(b2b's reinforce_loss, or yours from above)", _step_variant(sign=-1.0), outputs=(2, 3)),
+    _Mistake("no baseline: the advantages are the rewards minus the moving-average baseline "
+             "(moving_average_baseline, or yours from above)", _step_variant(baseline=False), outputs=(2, 3)),
+)
+
+
 def _cases_last_token():
     t = lambda rows: (lambda: (torch.tensor(rows),))  # noqa: E731
     return [
@@ -557,8 +729,10 @@ def _seq_kl(lp, ref, m):
 
 
 _KL_MEAN = "you averaged the KL over tokens: sum it over each sequence's masked tokens"
-_KL_DETACH = ("your R carries gradient to the log-probs: detach them (logprobs.detach()): the KL enters as a "
-              "reward, not as a loss")
+_KL_DETACH = ("your R carries gradient to the policy's log-probs: detach them (logprobs.detach()): the KL enters "
+              "as a reward, not as a loss")
+_KL_DETACH_REF = ("your R carries gradient to the reference's log-probs: detach them too (ref_logprobs.detach()): "
+                  "the KL enters as a reward, a constant of the loss")
 
 _KL_SHAPED_MISTAKES = (
     _Mistake("the penalty has the wrong sign: R = r - beta * KL (a policy far from the reference earns less)",
@@ -918,6 +1092,11 @@ _EXERCISES: dict[str, _Exercise] = {
         arg_names=("advantages", "logprobs", "mask"), grad=(1,),
         no_grad={0: "your loss sends gradient into the advantages: use advantages.detach() "
                     "(they are constants, like the rewards)"}),
+    "sequence_logprobs": _Exercise(
+        sequence_logprobs, sequence_logprobs, _cases_logprobs, _LOGPROB_MISTAKES,
+        arg_names=("logits", "ids", "prompt_len", "completion_mask", "temperature"), grad=(0,)),
+    "rl_step": _Exercise(
+        reinforce_step, reinforce_step, _cases_rl_step, _RL_STEP_MISTAKES, n_outputs=4, call=_step_effect),
     "last_token_index": _Exercise(
         last_token_index, last_token_index, _cases_last_token, _LAST_MISTAKES, integer=True),
     "distinct_2": _Exercise(distinct_n, _distinct_2, _cases_distinct, _DISTINCT_MISTAKES),
@@ -925,7 +1104,7 @@ _EXERCISES: dict[str, _Exercise] = {
         adv_ref.kl_per_token, adv_ref.kl_per_token, _cases_kl_estimators, _KL_MISTAKES),
     "kl_shaped_reward": _Exercise(
         adv_ref.kl_shaped_reward, _kl_shaped_reward, _cases_kl_shaped, _KL_SHAPED_MISTAKES,
-        arg_names=("reward", "logprobs", "ref_logprobs", "mask", "beta"), no_grad={1: _KL_DETACH, 2: _KL_DETACH}),
+        arg_names=("reward", "logprobs", "ref_logprobs", "mask", "beta"), no_grad={1: _KL_DETACH, 2: _KL_DETACH_REF}),
     "rloo_advantages": _Exercise(adv_ref.rloo_advantages, adv_ref.rloo_advantages, _cases_rloo, _RLOO_MISTAKES),
     "returns_to_go": _Exercise(adv_ref.returns_to_go, adv_ref.returns_to_go, _cases_returns, _RETURNS_MISTAKES),
     "masked_whiten": _Exercise(
@@ -983,6 +1162,19 @@ def check_reinforce_loss(fn) -> bool:
     """Check `fn(advantages (B,), logprobs (B, C), mask (B, C)) -> scalar loss` against
     `b2b.advantages.reinforce_loss` (values, and gradients: none into the advantages)."""
     return _run("reinforce_loss", fn)
+
+
+def check_sequence_logprobs(fn) -> bool:
+    """Check `fn(logits (B, P + C, V), ids (B, P + C), prompt_len, completion_mask (B, C), temperature)
+    -> (B, C)` against `b2b.rollout.sequence_logprobs` (values, and the gradient to the logits)."""
+    return _run("sequence_logprobs", fn)
+
+
+def check_rl_step(fn) -> bool:
+    """Check `fn(policy, tokenizer, reward_model, prompts, optimizer, baseline, generator, max_new_tokens,
+    max_grad_norm) -> (new baseline, rewards)` against `b2b.step.reinforce_step`: on copies of the tiny
+    policy with the same sampling seed, the same baseline, rewards and change of the weights."""
+    return _run("rl_step", fn)
 
 
 def check_last_token_index(fn) -> bool:

@@ -154,6 +154,14 @@ def quick(cfg, budget_s: float = 300.0, evals: int = 5, profile: Profile | None 
                                checkpoint_every=min(cfg.checkpoint_every, steps))
 
 
+def your_step_run(profile: Profile, short) -> tuple[int, int]:
+    """(steps, rollouts a step) of notebook 03's plain loop around the learner's own step: the short
+    run's (`short`, `quick`'s version of the notebook's run); on SmolLM2 (`colab`) 8 rollouts a step,
+    since the learner's step runs without gradient checkpointing or autocast (32 rollouts of 250 + 128
+    tokens would need more than a T4's 15 GB by `b2b.memory`'s estimate)."""
+    return short.steps, (min(8, short.batch_size) if profile.name in ("colab", "colab-smoke") else short.batch_size)
+
+
 def long_run(profile: Profile, cfg):
     """Notebook 04's long run (and 05's, which compares with it): notebook 03's settings four times
     as long on the tiny policy; on SmolLM2 (`tiny-smollm2`) the profile's own 100 steps, within which

@@ -219,31 +219,45 @@ def sample_completions(model, tokenizer, prompts: list[str] | list[list[dict]], 
     return Rollout(ids, mask, completion, cmask, torch.stack(logps, dim=1) * cmask)
 
 
+def sequence_logprobs(logits: Tensor, ids: Tensor, prompt_len: int, completion_mask: Tensor,
+                      temperature: float = 1.0, with_entropy: bool = False):
+    """(B, C) log-probabilities of the completion tokens `ids[:, prompt_len:]` from the logits of one
+    forward pass over the whole sequence `ids` (B, P + C), where `logits[:, j]` predicts `ids[:, j + 1]`:
+
+        log pi(y_t | x, y_<t) = m_t * log_softmax(z_{P-1+t} / T)[y_t],   t = 0 .. C-1
+
+    the shift by one (the completion's first token is predicted at the prompt's last position), the
+    gather of each sampled id, the mask (0 on padding) and the temperature the answers were sampled
+    at. The log-softmax is z[y] - logsumexp(z), with no (B, C, V) log-prob tensor. With
+    `with_entropy`, also the (B, C) entropy H_t = logsumexp(z) - sum_v softmax(z)_v z_v of each
+    next-token distribution (no gradient)."""
+    z = logits[:, prompt_len - 1:-1].float()  # (B, C, V)
+    if temperature != 1.0:  # (no copy of the largest tensor of the step when it changes nothing)
+        z = z / temperature
+    lse = z.logsumexp(-1)
+    chosen = z.gather(-1, ids[:, prompt_len:, None]).squeeze(-1)
+    logp = (chosen - lse) * completion_mask
+    if not with_entropy:
+        return logp
+    with torch.no_grad():
+        entropy = (lse - (z.softmax(-1) * z).sum(-1)) * completion_mask
+    return logp, entropy
+
+
 def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                         completion_mask: Tensor, temperature: float = 1.0, with_entropy: bool = False):
     """(B, C) log pi(y_t | x, y_<t) of each completion token, 0 where masked. One forward pass.
 
-    The logits at position P - 1 + t predict completion token t; only those C positions go
-    through the LM head (`logits_to_keep`), and log-softmax is computed as
-    logit[y] - logsumexp(logits) without materialising a (B, C, V) log-prob tensor.
-    With `with_entropy`, also the (B, C) entropy H_t = logsumexp(z) - sum_v softmax(z)_v z_v of
-    each next-token distribution (no gradient), from the same logits.
+    The logits at position P - 1 + t predict completion token t; only those C + 1 positions go
+    through the LM head (`logits_to_keep`), so `sequence_logprobs` reads them as a sequence whose
+    "prompt" is its first token. With `with_entropy`, also each position's entropy (see there).
     """
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     mask = torch.cat([prompt_mask, completion_mask], dim=1)
     C = completion_ids.shape[1]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                   logits_to_keep=C + 1).logits[:, :-1].float()  # (B, C, V)
-    if temperature != 1.0:  # (no copy of the largest tensor of the step when it changes nothing)
-        logits = logits / temperature
-    lse = logits.logsumexp(-1)
-    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)
-    logp = (chosen - lse) * completion_mask
-    if not with_entropy:
-        return logp
-    with torch.no_grad():
-        entropy = (lse - (logits.softmax(-1) * logits).sum(-1)) * completion_mask
-    return logp, entropy
+                   logits_to_keep=C + 1).logits  # (B, C + 1, V)
+    return sequence_logprobs(logits, ids[:, -(C + 1):], 1, completion_mask, temperature, with_entropy)
 
 
 def rollout_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False,

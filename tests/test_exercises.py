@@ -14,7 +14,8 @@ from b2b import exercises as E
 from b2b.metrics import distinct_n
 from b2b.evaluate import collapse_flags
 from b2b.reward import bradley_terry_loss, expected_class, ordinal_loss
-from b2b.rollout import last_token_index, repetition_penalized
+from b2b.rollout import last_token_index, repetition_penalized, sequence_logprobs
+from b2b.step import reinforce_step
 from b2b.tinyworld.gold import words
 
 REFERENCES = {
@@ -35,6 +36,8 @@ REFERENCES = {
     "repetition_penalty": repetition_penalized,
     "grpo_advantages": A.grpo_advantages,
     "repeated_ngrams": A.repeated_ngram_fraction,
+    "sequence_logprobs": sequence_logprobs,
+    "rl_step": reinforce_step,
 }
 
 
@@ -203,6 +206,10 @@ def ks_no_detach(r, lp, ref, m, beta):
     return r - beta * ((lp - ref) * m).sum(1)
 
 
+def ks_ref_not_detached(r, lp, ref, m, beta):  # the policy's detached, the reference's not
+    return r - beta * ((lp.detach() - ref) * m).sum(1)
+
+
 # RLOO
 def rloo_self(r, k):
     g = r.reshape(-1, k)
@@ -295,6 +302,56 @@ def pg_adv_not_detached(lp, old, a, m, clip):
     return -(torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * m).sum() / m.sum()
 
 
+# per-token log-probs: as a learner writes them
+def lp_no_shift(logits, ids, P, m, T):
+    return torch.log_softmax(logits[:, P:] / T, dim=-1).gather(2, ids[:, P:].unsqueeze(2)).squeeze(2) * m
+
+
+def lp_probs(logits, ids, P, m, T):
+    return torch.softmax(logits[:, P - 1:-1] / T, dim=-1).gather(2, ids[:, P:].unsqueeze(2)).squeeze(2) * m
+
+
+def lp_no_temperature(logits, ids, P, m, T):
+    return torch.log_softmax(logits[:, P - 1:-1], dim=-1).gather(2, ids[:, P:].unsqueeze(2)).squeeze(2) * m
+
+
+def lp_no_mask(logits, ids, P, m, T):
+    return torch.log_softmax(logits[:, P - 1:-1] / T, dim=-1).gather(2, ids[:, P:].unsqueeze(2)).squeeze(2)
+
+
+def lp_detached(logits, ids, P, m, T):
+    z = logits.detach()[:, P - 1:-1] / T
+    return (z.gather(2, ids[:, P:, None]).squeeze(2) - z.logsumexp(-1)) * m
+
+
+# the RL step: as a learner writes it, from b2b's pieces
+def _my_step(zero=True, clip=True, step=True, sign=1.0):
+    from b2b.advantages import moving_average_baseline, reinforce_loss
+    from b2b.reward import reward_scores, scalar_reward
+    from b2b.rollout import rollout_logprobs, sample_completions
+
+    def my_rl_step(policy, tokenizer, reward_model, prompts, optimizer, baseline, generator, max_new_tokens,
+                   max_grad_norm=1.0):
+        ro = sample_completions(policy, tokenizer, prompts, max_new_tokens, 1.0, generator)
+        with torch.no_grad():
+            rewards = scalar_reward(reward_scores(reward_model, ro.input_ids, ro.attention_mask))
+        advantages, baseline = moving_average_baseline(rewards, baseline)
+        loss = sign * reinforce_loss(advantages, rollout_logprobs(policy, ro), ro.completion_mask)
+        if zero:
+            optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        if step:
+            optimizer.step()
+        return baseline, rewards
+    return my_rl_step
+
+
+step_no_zero_grad, step_no_clip, step_no_step, step_ascent = (
+    _my_step(zero=False), _my_step(clip=False), _my_step(step=False), _my_step(sign=-1.0))
+
+
 WRONG = [
     ("bradley_terry", bt_swapped, "chosen and rejected are swapped"),
     ("bradley_terry", bt_naive, "numerically unstable: use logsigmoid"),
@@ -325,7 +382,8 @@ WRONG = [
     ("kl_shaped_reward", ks_plus, "the penalty has the wrong sign"),
     ("kl_shaped_reward", ks_token_mean, "averaged the KL over tokens"),
     ("kl_shaped_reward", ks_no_mask, "the mask is not applied"),
-    ("kl_shaped_reward", ks_no_detach, "your R carries gradient to the log-probs"),
+    ("kl_shaped_reward", ks_no_detach, "your R carries gradient to the policy's log-probs"),
+    ("kl_shaped_reward", ks_ref_not_detached, "your R carries gradient to the reference's log-probs"),
     ("rloo_advantages", rloo_self, "includes the sample itself"),
     ("rloo_advantages", rloo_strided, "your groups are strided"),
     ("rloo_advantages", rloo_over_k, "you divide by k"),
@@ -455,6 +513,15 @@ WRONG += [
     ("grpo_advantages", grpo_population_std, "population standard deviation"),
     ("grpo_advantages", grpo_no_std, "that is Dr. GRPO"),
     ("grpo_advantages", grpo_no_eps, "add eps"),
+    ("sequence_logprobs", lp_no_shift, "off by one"),
+    ("sequence_logprobs", lp_probs, "you gathered probabilities"),
+    ("sequence_logprobs", lp_no_temperature, "divide the logits by T"),
+    ("sequence_logprobs", lp_no_mask, "padding counts"),
+    ("sequence_logprobs", lp_detached, "carries no gradient to logits"),
+    ("rl_step", step_no_zero_grad, "optimizer.zero_grad()"),
+    ("rl_step", step_no_clip, "the gradient was not clipped"),
+    ("rl_step", step_no_step, "did not change the policy"),
+    ("rl_step", step_ascent, "the wrong way"),
 ]
 
 
@@ -492,7 +559,7 @@ def test_stub_is_not_written_yet(name, capsys):
 
     assert check(name)(stub) is False
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) >= 4 and lines[-1].startswith("Not yet")
+    assert len(lines) >= 3 and lines[-1].startswith("Not yet")  # two cases or more, then the verdict
     assert "x  " in lines[0] and "not written yet: replace the `raise NotImplementedError`" in lines[0]
     assert all(line.startswith("  x  ") and line.endswith("the same as above") for line in lines[1:-1])
 
@@ -566,8 +633,8 @@ def test_every_known_mistake_runs_and_differs_somewhere(name):
             continue
         differs = False
         for _, make in ex.cases():
-            want = E._values(E._outputs(ex.reference(*make()), ex.n_outputs))
-            wrong = E._values(E._outputs(m.fn(*make()), ex.n_outputs))
+            want = E._values(E._outputs(E._invoke(ex, ex.reference, make()), ex.n_outputs))
+            wrong = E._values(E._outputs(E._invoke(ex, m.fn, make()), ex.n_outputs))
             differs |= not E._all_close(wrong, want, m.outputs)
         assert differs, m.sentence
 
@@ -632,3 +699,62 @@ def test_the_course_page_lists_each_notebooks_exercises():
         row = next(line for line in page.splitlines() if f"[{name[:-6]}]" in line)
         listed = row.rsplit("|", 3)[1].strip()
         assert listed == (", ".join(f"`{ex}`" for s in cells for ex, _ in E.exercise_cells(s)) or "-"), name
+
+
+def test_correct_kl_shaped_rewards_written_other_ways_pass(capsys):
+    """Detaching each log-prob, or computing the whole reward under no_grad, is as right as b2b's."""
+    import torch
+
+    def detached(reward, logprobs, ref_logprobs, mask, beta):
+        return reward - beta * ((logprobs.detach() - ref_logprobs.detach()) * mask).sum(1)
+
+    def no_grad(reward, logprobs, ref_logprobs, mask, beta):
+        with torch.no_grad():
+            return reward - beta * ((logprobs - ref_logprobs) * mask).sum(1)
+
+    assert E.check_kl_shaped_reward(detached) and E.check_kl_shaped_reward(no_grad)
+
+
+def test_a_correct_rl_step_written_from_the_learners_own_pieces_passes(capsys):
+    """The step written with the learner's log-prob gather (from the whole sequence's logits) and its
+    own loss, its gradients zeroed by set_to_none=False, passes as b2b's does."""
+    from b2b.advantages import moving_average_baseline
+    from b2b.reward import reward_scores, scalar_reward
+    from b2b.rollout import position_ids, sample_completions
+
+    def my_rl_step(policy, tokenizer, reward_model, prompts, optimizer, baseline, generator, max_new_tokens,
+                   max_grad_norm=1.0):
+        ro = sample_completions(policy, tokenizer, prompts, max_new_tokens, 1.0, generator)
+        with torch.no_grad():
+            rewards = scalar_reward(reward_scores(reward_model, ro.input_ids, ro.attention_mask))
+        adv, baseline = moving_average_baseline(rewards, baseline)
+        ids, mask = ro.input_ids, ro.attention_mask
+        logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+        logp = sequence_logprobs(logits, ids, ro.prompt_ids.shape[1], ro.completion_mask)
+        loss = -(adv * logp.sum(1)).mean()
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        optimizer.step()
+        return baseline, rewards
+
+    assert E.check_rl_step(my_rl_step)
+
+
+def test_reinforce_step_is_rl_steps_vanilla_reinforce():
+    """The exercise's reference is the course loop's step for vanilla REINFORCE (nothing clamped,
+    nothing shaped): the same rollouts, baseline and weights after the step."""
+    import copy
+
+    from b2b.rl_config import RLConfig
+    from b2b.step import rl_step
+
+    policy, tok, rm, prompts = E._step_models()
+    a, b = copy.deepcopy(policy), copy.deepcopy(policy)
+    opt_a, opt_b = (torch.optim.SGD(m.parameters(), lr=0.05) for m in (a, b))
+    cfg = RLConfig(algo="reinforce", batch_size=6, max_new_tokens=8, max_grad_norm=0.5)
+    m, _, state = rl_step(a, tok, rm, prompts[:6], opt_a, torch.Generator().manual_seed(3), 2.0, cfg, world=False, step=1)
+    base, rewards = reinforce_step(b, tok, rm, prompts[:6], opt_b, 2.0, torch.Generator().manual_seed(3), 8, 0.5)
+    assert state == pytest.approx(base) and m["reward/proxy_mean"] == pytest.approx(rewards.mean().item(), abs=1e-6)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
