@@ -35,7 +35,7 @@ def __getattr__(name: str):
     if name in ("plots", "widgets", "reward_eval", "exercises", "analysis", "recipes", "reward_models", "runs",
                 "tinyworld", "tools", "decoding", "guards", "rl_config", "algorithms", "step", "data", "memory",
                 "metrics", "models", "reward", "rollout", "evaluate", "config", "advantages", "course",
-                "budget", "colab", "precision", "session"):
+                "budget", "colab", "precision", "session", "reinforce"):
         import importlib
         return importlib.import_module(f"b2b.{name}")
     raise AttributeError(f"module 'b2b' has no attribute {name!r}")

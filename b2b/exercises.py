@@ -62,7 +62,7 @@ from b2b.metrics import distinct_n, ngrams
 from b2b.evaluate import collapse_flags
 from b2b.reward import NUM_CLASSES, bradley_terry_loss, expected_class, ordinal_loss
 from b2b.rollout import last_token_index, repetition_penalized, sequence_logprobs
-from b2b.step import reinforce_step
+from b2b.reinforce import reinforce_step
 from b2b.tinyworld.gold import WORD_RE, words
 
 ATOL = RTOL = 1e-4
@@ -524,7 +524,7 @@ def _step_effect(fn, args):
         raise TypeError("expected (new baseline, rewards) back")
     baseline, rewards = out
     delta = torch.cat([p.detach().flatten() for p in policy.parameters()]) - before
-    probe = torch.randn(delta.numel(), generator=torch.Generator().manual_seed(0))
+    probe = torch.randn(delta.numel(), generator=torch.Generator().manual_seed(0)).to(delta.device)
     return (torch.as_tensor(float(baseline)), torch.as_tensor(rewards).detach().float(), delta.norm(),
             (delta * probe).sum())
 
@@ -541,7 +541,8 @@ def _cases_rl_step():
             if stale:  # what an earlier step left in .grad
                 for p in policy.parameters():
                     p.grad = torch.full_like(p, 0.01)
-            return (policy, tok, rm, prompts[:n], opt, baseline, torch.Generator().manual_seed(seed), 6, max_norm)
+            gen = torch.Generator(next(policy.parameters()).device).manual_seed(seed)  # a GPU's models: a GPU's draws
+            return (policy, tok, rm, prompts[:n], opt, baseline, gen, 6, max_norm)
         return make
     return [
         ("the first step (no baseline yet), 4 prompts, gradients left from before", make_case(0, 4, None, 1.0, True)),
@@ -549,7 +550,7 @@ def _cases_rl_step():
     ]
 
 
-def _step_variant(zero=True, step=True, clip=True, sign=1.0, baseline=True, train_logp=True):
+def _step_variant(zero=True, step=True, clip=True, sign=1.0, baseline=True):
     """b2b's `reinforce_step` with one thing done wrong."""
     from b2b.advantages import moving_average_baseline, reinforce_loss
     from b2b.reward import reward_scores, scalar_reward
@@ -1172,7 +1173,7 @@ def check_sequence_logprobs(fn) -> bool:
 
 def check_rl_step(fn) -> bool:
     """Check `fn(policy, tokenizer, reward_model, prompts, optimizer, baseline, generator, max_new_tokens,
-    max_grad_norm) -> (new baseline, rewards)` against `b2b.step.reinforce_step`: on copies of the tiny
+    max_grad_norm) -> (new baseline, rewards)` against `b2b.reinforce.reinforce_step`: on copies of the tiny
     policy with the same sampling seed, the same baseline, rewards and change of the weights."""
     return _run("rl_step", fn)
 

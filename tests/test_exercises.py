@@ -15,7 +15,7 @@ from b2b.metrics import distinct_n
 from b2b.evaluate import collapse_flags
 from b2b.reward import bradley_terry_loss, expected_class, ordinal_loss
 from b2b.rollout import last_token_index, repetition_penalized, sequence_logprobs
-from b2b.step import reinforce_step
+from b2b.reinforce import reinforce_step
 from b2b.tinyworld.gold import words
 
 REFERENCES = {
