@@ -95,6 +95,12 @@ def test_claims_without_reinforce_pp_report_the_rest_and_mark_its_two_na():
     assert "| 1 | 2.10 | 0.80 | 0.90 | 0.10 | 1.60 | 15.00 (missed) |" in table
     assert "| mean | 2.05 | 0.80 | 3.25 | 0.10 | 1.60 | 15.00 (missed) |" in table   # the mean of those there
     assert claims([r for r in rows if r["method"] != "vanilla REINFORCE"]) == []     # RLOO alone: nothing to check
+    # a run that did not move (the smoke profiles' single step): a KL of 0 below a ratio is n/a, or inf above one
+    still = [_row("vanilla REINFORCE", 0, 5.0, kl=0.0), _row("RLOO k=4 + KL", 0, 5.0, kl=0.0),
+             _row("REINFORCE++", 0, 5.0, kl=0.1)]
+    (c,) = claims(still, pooled=False)
+    assert c["RLOO KL / vanilla KL"] is None and c["REINFORCE++ KL / RLOO KL"] == float("inf") and not c["holds"]
+    assert "n/a" in claims_table([c])
 
 
 def test_pooled_caches_are_read_back_only_for_the_same_key(tmp_path):

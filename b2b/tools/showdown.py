@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -367,6 +368,14 @@ def meets(value: float, threshold: float, at_least: bool) -> bool:
     return value >= threshold if at_least else value <= threshold
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b; with b = 0 (a run too short to move, as in the smoke profiles): inf when a > 0, else None
+    (n/a: neither moved, the claim says nothing)."""
+    if b:
+        return a / b
+    return math.inf if a > 0 else None
+
+
 def claims(rows: list[dict], pooled: bool = True) -> list[dict]:
     """The course's claims, seed by seed, from the showdown's rows: RLOO k=4 + KL gains >= 1.5
     gold over SFT, keeps >= 70% of SFT's distinct-2, ends with at least vanilla REINFORCE's gold
@@ -391,9 +400,9 @@ def claims(rows: list[dict], pooled: bool = True) -> list[dict]:
         rloo, vanilla, pp = (r[final] if r is not None else None for r in runs)
         if not all("gold_mean" in x for x in (sft, rloo, vanilla, pp) if x is not None):  # no gold judge: no claims
             continue
-        vals = [rloo["gold_mean"] - sft["gold_mean"], rloo["distinct_2"] / sft["distinct_2"],
-                rloo["gold_mean"] - vanilla["gold_mean"], rloo["kl_ref"] / vanilla["kl_ref"]]
-        vals += ([pp["gold_mean"] - sft["gold_mean"], pp["kl_ref"] / rloo["kl_ref"]] if pp is not None else [None, None])
+        vals = [rloo["gold_mean"] - sft["gold_mean"], _ratio(rloo["distinct_2"], sft["distinct_2"]),
+                rloo["gold_mean"] - vanilla["gold_mean"], _ratio(rloo["kl_ref"], vanilla["kl_ref"])]
+        vals += ([pp["gold_mean"] - sft["gold_mean"], _ratio(pp["kl_ref"], rloo["kl_ref"])] if pp is not None else [None, None])
         row = {"seed": seed, **{name: v for (name, _, _), v in zip(CLAIMS, vals)}}
         row["holds"] = all(meets(v, t, at_least) for (_, t, at_least), v in zip(CLAIMS, vals) if v is not None)
         row["complete"] = pp is not None
