@@ -134,3 +134,26 @@ def test_train_records_its_precision_and_reward_training_runs_in_bf16(tiny_dir, 
     rows = train_reward_model(fresh, tokenizer, load_preferences(str(data_dir), "train")[:16],
                               RewardConfig(batch_size=8, warmup=1), progress=False, precision="bf16")
     assert len(rows) == 2 and all("skipped" not in r for r in rows)
+
+
+def test_learn_counts_a_step_fp16_skipped_and_keeps_its_norm_out(tiny_dir, tokenizer):
+    """`b2b.step.learn` passes its precision to the optimizer step: an fp16 step whose scaled gradients
+    overflow is skipped and counted (`Update.skipped`, here two minibatches' updates), its loss logged,
+    no gradient norm kept for it; the same batch in fp32 takes its steps."""
+    from b2b.algorithms import get
+    from b2b.models import load_policy
+    from b2b.rl_config import RLConfig
+    from b2b.rollout import sample_completions
+    from b2b.step import learn
+
+    cfg = RLConfig(algo="reinforce_pp", batch_size=4, max_new_tokens=8, kl_coef=0.0, ppo_epochs=1, minibatches=2)
+    rewards = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    for prec, skipped in ((Precision("cpu", "fp16", init_scale=1e38), 2), (None, 0)):  # two updates, both overflow
+        policy = load_policy(tiny_dir, trainable=True)
+        ro = sample_completions(policy, tokenizer, PROMPTS, 8, 1.0, torch.Generator().manual_seed(1))
+        opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+        before = [p.detach().clone() for p in policy.parameters()]
+        upd = learn(policy, opt, ro, rewards, None, None, cfg, get("reinforce_pp"), 1, "none", prec)
+        moved = not all(torch.equal(a, p) for a, p in zip(before, policy.parameters()))
+        assert upd.skipped == skipped and len(upd.losses) == 2 and len(upd.grad_norms) == 2 - skipped
+        assert moved == (skipped == 0)
