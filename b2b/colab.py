@@ -181,7 +181,9 @@ def announce(profile, notebook: str, label: str, hw: Hardware | None = None) -> 
     world says nothing (its headers give its measured times)."""
     from b2b.errors import ConfigError
 
-    where = ("tiny-smollm2", "tiny-smollm2-smoke") if notebook in GOLD else ("colab", "colab-smoke")
+    from b2b.config import SMOLLM2_WORLDS
+
+    where = SMOLLM2_WORLDS if notebook in GOLD else ("colab", "colab-smoke")
     if profile.name not in where or notebook not in PLANNED:
         return
     from b2b.config import get_profile

@@ -176,7 +176,10 @@ def ensure_smollm2_tiny_smoke(say=print) -> Path:
 
 SMOLLM2_WORLDS = ("tiny-smollm2", "tiny-smollm2-smoke")
 """The profiles that put SmolLM2 into the tiny world (its gold judge, the shipped tiny reward models)."""
-SMOKE_PROFILES = ("ci", "colab-smoke", "tiny-smollm2-smoke")
+REAL_MODEL_SMOKE = ("colab-smoke", "tiny-smollm2-smoke")
+"""The CPU runs of the real SmolLM2 (CI's real-model suite): a step or four of 4 rollouts, the smallest
+size that runs every code path."""
+SMOKE_PROFILES = ("ci",) + REAL_MODEL_SMOKE
 """The profiles whose runs show that the code runs, too short to show a lesson (one seed where the
 others take three)."""
 
@@ -185,14 +188,12 @@ def smollm2_world(name: str = "tiny-smollm2", policy: str | None = None) -> Prof
     """The profile `name` (one of SMOLLM2_WORLDS) with `policy` as its SFT policy, or its own fine-tune
     (made on first use). `b2b.colab`'s plans pass a policy, so planning fine-tunes nothing."""
     d = data_dir()
-    if name == "tiny-smollm2":
-        smol = policy or str(ensure_smollm2_tiny())
-        return Profile(name=name, policy=smol, reward_backbone=str(d / "tiny-sft"), preferences=str(d),
-                       preferences_split=None, world=True, eval_prompts=64, max_new_tokens=48, sample_batch=64,
-                       scale=0.1)
-    smol = policy or str(ensure_smollm2_tiny_smoke())
+    full = name == "tiny-smollm2"
+    smol = policy or str(ensure_smollm2_tiny() if full else ensure_smollm2_tiny_smoke())
+    sizes = (dict(eval_prompts=64, max_new_tokens=48, sample_batch=64, scale=0.1) if full else
+             dict(eval_prompts=2, max_new_tokens=8, sample_batch=8, scale=0.02))
     return Profile(name=name, policy=smol, reward_backbone=str(d / "tiny-sft"), preferences=str(d),
-                   preferences_split=None, world=True, eval_prompts=2, max_new_tokens=8, sample_batch=8, scale=0.02)
+                   preferences_split=None, world=True, **sizes)
 
 
 GOLD_WORLD = {"colab": "tiny-smollm2", "colab-smoke": "tiny-smollm2-smoke"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from b2b.algorithms import ALGORITHMS, get
-from b2b.config import Profile
+from b2b.config import REAL_MODEL_SMOKE, Profile
 from b2b.reward import RewardConfig
 from b2b.rl_config import RLConfig
 
@@ -54,7 +54,7 @@ def rl_config(profile: Profile, algo: str = "reinforce", **overrides):
                        eval_prompts=128, gradient_checkpointing=True,  # a T4 by the memory table
                        checkpoint_every=25, keep_checkpoints=1, checkpoint_optimizer=False,  # 0.54 GB of disk a run
                        **{k: v for k, v in algo_cfg.items() if k not in ("steps", "lr")})
-    elif profile.name in ("colab-smoke", "tiny-smollm2-smoke"):  # one step of 4 short rollouts on a CPU
+    elif profile.name in REAL_MODEL_SMOKE:  # one step of 4 short rollouts on a CPU
         cfg = RLConfig(algo=algo, steps=1, batch_size=4, lr=1e-6,  # one step: `b2b run --steps 2` tests the second
                        gradient_checkpointing=True, max_new_tokens=profile.max_new_tokens, eval_every=0,
                        eval_prompts=profile.eval_prompts,
@@ -88,7 +88,7 @@ def variance_settings(profile: Profile) -> dict:
         kw.update(n_batches=16, prompts_per_batch=8, gradient_checkpointing=True)
     elif profile.name == "tiny-smollm2":
         kw.update(n_batches=20, prompts_per_batch=8, gradient_checkpointing=True)
-    elif profile.name in ("colab-smoke", "tiny-smollm2-smoke"):  # two: the fewest a variance needs
+    elif profile.name in REAL_MODEL_SMOKE:  # two: the fewest a variance needs
         kw.update(n_batches=2, prompts_per_batch=1, gradient_checkpointing=True)
     elif profile.name == "ci":
         kw.update(n_batches=3)
@@ -119,7 +119,7 @@ def clip_demo(profile: Profile, steps: int | None = None) -> dict:
     base = rl_config(profile, "reinforce_pp_baseline")
     steps = steps or max(base.steps // 2, min(base.steps, 4))
     # colab-smoke, tiny-smollm2-smoke (CPU runs of the real model that only show the code runs): 2 x 2
-    n = 2 if profile.name in ("colab-smoke", "tiny-smollm2-smoke") else 4
+    n = 2 if profile.name in REAL_MODEL_SMOKE else 4
     on = dataclasses.replace(base, ppo_epochs=n, minibatches=n, steps=steps)
     if profile.name == "tiny-smollm2":  # no notebook loads their weights: no checkpoint (Colab's 5 GB)
         on = dataclasses.replace(on, checkpoint_every=0)
@@ -212,7 +212,7 @@ the code runs: one and two instead of FINAL_EVALS and SFT_EVALS."""
 def pooled_repeats(profile, final: int | None = None, sft: int | None = None) -> tuple[int, int]:
     """(pooled evaluations per final policy, of the SFT policy): `final` and `sft` where given,
     else the profile's defaults (FINAL_EVALS and SFT_EVALS; SMOKE_EVALS in the smoke profiles)."""
-    default_final, default_sft = SMOKE_EVALS if profile.name in ("colab-smoke", "tiny-smollm2-smoke") else (FINAL_EVALS, SFT_EVALS)
+    default_final, default_sft = SMOKE_EVALS if profile.name in REAL_MODEL_SMOKE else (FINAL_EVALS, SFT_EVALS)
     return (default_final if final is None else final), (default_sft if sft is None else sft)
 
 
