@@ -236,9 +236,15 @@ def _judge(ex: _Exercise, fn: Callable, make: Callable[[], tuple]) -> str | None
 
 def _run(name: str, fn: Callable) -> bool:
     ex = _EXERCISES[name]
+    cases = list(ex.cases())
+    verdicts = [(case, _judge(ex, fn, make)) for case, make in cases]
+    if all(why == NOT_WRITTEN for _, why in verdicts):  # the stub as shipped: an invitation, not a failure
+        print(f"Your turn: write the body of {getattr(fn, '__name__', 'your function')} above (it still raises "
+              f"NotImplementedError), then run this cell again: {len(cases)} cases are waiting "
+              f"(b2b.exercises.solution({name!r}) shows b2b's version).")
+        return False
     ok_all, said = True, set()
-    for case, make in ex.cases():
-        why = _judge(ex, fn, make)
+    for case, why in verdicts:
         ok_all &= why is None
         if why is None:
             print(f"  ok {case}")
@@ -1296,3 +1302,29 @@ def solve_cell(source: str) -> str:
     return _CHECK_CALL.sub(lambda m: (f'{m["indent"]}{m["fn"]} = b2b.exercises.solved("{m["name"]}")\n'
                                       f'{m["indent"]}assert b2b.exercises.check_{m["name"]}({m["fn"]}), '
                                       f'"the solution of {m["name"]} fails its check"'), source)
+
+
+# ----------------------------------------------------------------------------- answer keys
+
+class Answers:
+    """A notebook's answer key, collapsed until the learner opens it (`answers`)."""
+
+    def __init__(self, items: tuple[str, ...], title: str):
+        self.items, self.title = items, title
+
+    def _repr_markdown_(self) -> str:
+        body = "\n\n".join(f"{i}. {item.strip()}" for i, item in enumerate(self.items, 1))
+        return f"<details>\n<summary><b>{self.title}</b></summary>\n\n{body}\n\n</details>\n"
+
+    def __repr__(self) -> str:
+        return f"{self.title}:\n" + "\n".join(f"{i}. {item.strip()}" for i, item in enumerate(self.items, 1))
+
+
+def answers(*items: str, title: str = "Answers (open once you have tried)") -> Answers:
+    """The answers to a notebook's "Check yourself" questions, one markdown string per question in
+    order, shown collapsed (an HTML `<details>` block: Jupyter, Colab and GitHub draw it closed).
+    A notebook builds the strings from its own run's outputs, so a figure in an answer is the one
+    the notebook printed above it."""
+    if not items or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ValueError("answers: give one non-empty markdown string per question")
+    return Answers(tuple(items), title)

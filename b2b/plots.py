@@ -1,6 +1,7 @@
 """Plots the notebooks and the docs show (figures made by code, never by hand)."""
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -366,3 +367,129 @@ def plot_rlhf_loop():
     fig.tight_layout()
     return fig
 
+
+
+# ----------------------------------------------------------------------------- diagrams (notebooks 06-07)
+
+def plot_rloo_group(groups: dict[str, list[float]] | None = None):
+    """RLOO's leave-one-out baseline, drawn: for each group of k answers to one prompt, each answer's
+    reward (bar), the mean of the *other* k - 1 rewards (its baseline, a black tick) and the advantage
+    between them (arrow, `b2b.advantages.rloo_advantages`). The dotted line is the whole group's mean,
+    the baseline REINFORCE++-baseline and GRPO use instead."""
+    import torch
+
+    from b2b.advantages import rloo_advantages
+
+    groups = groups or {"prompt A: answers differ": [1.0, 2.0, 3.0, 6.0],
+                        "prompt B: all equally good": [7.0, 7.0, 7.0, 7.0]}
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), sharey=True)
+    axes = [axes] if len(groups) == 1 else list(axes)
+    for ax, (title, rs) in zip(axes, groups.items()):
+        r = torch.tensor(rs, dtype=torch.float64)
+        a = rloo_advantages(r, k=len(rs))
+        base = r - a  # the mean of the others
+        xs = range(len(rs))
+        ax.bar(xs, rs, width=0.55, color="#cfe2f3", edgecolor="0.3", label="reward $R_i$")
+        ax.axhline(float(r.mean()), ls=":", color="0.4", lw=1, label="group mean")
+        for x, b, ai, ri in zip(xs, base.tolist(), a.tolist(), rs):
+            ax.plot([x - 0.32, x + 0.32], [b, b], color="k", lw=2.2, label="baseline: mean of the others" if x == 0 else None)
+            if abs(ai) > 1e-9:
+                ax.annotate("", xy=(x, ri), xytext=(x, b),
+                            arrowprops=dict(arrowstyle="-|>", color="C2" if ai > 0 else "C3", lw=1.8))
+            moved = abs(ai) > 1e-9
+            ax.text(x + 0.3 if moved else x, (b + ri) / 2 if moved else b + 0.3, f"A = {ai:+.2f}" if moved else "A = 0",
+                    fontsize=8.5, va="center", ha="left" if moved else "center",
+                    color="C2" if ai > 0 else ("C3" if ai < 0 else "0.3"))
+        ax.set_xticks(list(xs), [f"answer {i + 1}" for i in xs])
+        ax.set_ylim(0, max(max(rs) for rs in groups.values()) * 1.45)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("reward")
+    axes[0].legend(fontsize=8, loc="upper left", ncols=2)
+    fig.suptitle(r"RLOO, one group of k answers per prompt: $A_i = R_i - \frac{1}{k-1}\sum_{j \ne i} R_j$", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_returns_to_go(reward: float = 5.0, kl: list[float] | None = None, beta: float = 1.0):
+    """REINFORCE++'s per-token rewards and returns to go for one answer: the KL penalty
+    -beta * kl_t at every token, the reward model's score added at the last
+    (`b2b.advantages.token_level_rewards`), and G_t = sum_{s >= t} r_s (`returns_to_go`): an arrow
+    under each token shows which tokens' penalties its return carries."""
+    import torch
+
+    from b2b.advantages import returns_to_go, token_level_rewards
+
+    kl = kl or [0.1, 0.2, 0.3]
+    T = len(kl)
+    mask = torch.ones(1, T)
+    r = token_level_rewards(torch.tensor([reward]), torch.tensor([kl]), mask, beta=beta)[0]
+    g = returns_to_go(r[None], mask)[0]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 4.6), sharex=True, height_ratios=(3, 1.4))
+    xs = range(T)
+    top.bar([x - 0.18 for x in xs], r.tolist(), width=0.34, color="C0",
+            label=r"token reward $r_t = -\beta\,\mathrm{kl}_t$ (+ $R$ at the last)")
+    top.bar([x + 0.18 for x in xs], g.tolist(), width=0.34, color="C2", alpha=0.75, label=r"return to go $G_t = \sum_{s \geq t} r_s$")
+    for x, rv, gv in zip(xs, r.tolist(), g.tolist()):
+        top.text(x - 0.18, rv + (0.1 if rv >= 0 else -0.1), f"{rv:+.2f}", ha="center", va="bottom" if rv >= 0 else "top", fontsize=8)
+        top.text(x + 0.18, gv + 0.1, f"{gv:.2f}", ha="center", va="bottom", fontsize=8)
+    top.axhline(0, color="0.3", lw=0.8)
+    top.set_ylabel("reward")
+    top.set_ylim(min(0.0, float(r.min())) - 0.6, float(max(g.max(), r.max())) * 1.6)
+    top.legend(fontsize=8, loc="upper left", ncols=2)
+    top.grid(axis="y", alpha=0.3)
+    for t in xs:  # which penalties each return carries: from its own token to the end
+        y = T - t
+        bottom.annotate("", xy=(T - 1 + 0.25, y), xytext=(t - 0.25, y),
+                        arrowprops=dict(arrowstyle="-|>", color="C2", lw=1.4))
+        bottom.text(t - 0.3, y, f"$G_{t + 1}$", ha="right", va="center", fontsize=8.5)
+    bottom.set_ylim(0.3, T + 0.7)
+    bottom.set_yticks([])
+    bottom.set_xticks(list(xs), [f"token {t + 1}\nkl = {k:g}" for t, k in enumerate(kl)])
+    bottom.set_title("each return sums its own token's reward and every later one", fontsize=9)
+    fig.suptitle(f"Returns to go over one answer (R = {reward:g}, beta = {beta:g}): the first token carries "
+                 "the whole answer's KL", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_clipped_ratio(clip: float = 0.2):
+    """PPO's clipped objective per token, min(rho A, clip(rho, 1 - eps, 1 + eps) A), against the ratio
+    rho = pi / pi_old, for a positive and a negative advantage, with its gradient in log pi computed
+    by autograd through `b2b.advantages.clipped_pg_loss`: shaded where the gradient is zero (the
+    token has moved far enough in the direction its advantage pushes)."""
+    import torch
+
+    from b2b.advantages import clipped_pg_loss
+
+    ratios = torch.linspace(0.4, 1.7, 261, dtype=torch.float64)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, a in zip(axes, (1.0, -1.0)):
+        objective, grad = [], []
+        for rho in ratios.tolist():
+            lp = torch.tensor([[math.log(rho)]], dtype=torch.float64, requires_grad=True)
+            loss, _ = clipped_pg_loss(lp, torch.zeros(1, 1, dtype=torch.float64), torch.tensor([[a]], dtype=torch.float64),
+                                      torch.ones(1, 1), clip=clip)
+            loss.backward()
+            objective.append(-loss.item())
+            grad.append(-lp.grad.item())
+        xs = ratios.tolist()
+        ax.plot(xs, [rho * a for rho in xs], ":", color="0.5", label=r"unclipped $\rho A$")
+        ax.plot(xs, objective, color="C0", lw=2.2, label=r"clipped objective $\min(\rho A, \mathrm{clip}(\rho) A)$")
+        flat = [abs(gr) < 1e-12 for gr in grad]
+        lo, hi = ax.get_ylim()
+        ax.fill_between(xs, lo, hi, where=flat, color="C3", alpha=0.12, step="mid",
+                        label="gradient zero: no push further")
+        ax.set_ylim(lo, hi)
+        for edge in (1 - clip, 1 + clip):
+            ax.axvline(edge, color="0.4", lw=0.8, ls="--")
+        ax.axvline(1.0, color="0.2", lw=0.8)
+        ax.set_title(f"advantage A = {a:+g}: " + ("raise this token's probability" if a > 0 else "lower it"), fontsize=10)
+        ax.set_xlabel(r"ratio $\rho = \pi_\theta(y_t) / \pi_{\theta_{old}}(y_t)$ (dashed: $1 \pm \epsilon$)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("objective per token (maximised)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"PPO's clipped ratio, eps = {clip:g}: the objective stops paying once the ratio has moved eps "
+                 "the advantage's way", fontsize=10)
+    fig.tight_layout()
+    return fig

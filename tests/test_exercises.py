@@ -559,9 +559,22 @@ def test_stub_is_not_written_yet(name, capsys):
 
     assert check(name)(stub) is False
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) >= 3 and lines[-1].startswith("Not yet")  # two cases or more, then the verdict
-    assert "x  " in lines[0] and "not written yet: replace the `raise NotImplementedError`" in lines[0]
-    assert all(line.startswith("  x  ") and line.endswith("the same as above") for line in lines[1:-1])
+    # the stub as shipped reads as an invitation: one line, no failed cases
+    assert len(lines) == 1 and lines[0].startswith("Your turn: write the body of stub above"), lines
+    n = len(list(E._EXERCISES[name].cases()))
+    assert f"{n} cases are waiting" in lines[0] and f"solution({name!r})" in lines[0]
+
+
+def test_a_stub_that_raises_in_some_cases_only_is_judged_case_by_case(capsys):
+    def half(rewards, k):
+        if k == 2:
+            raise NotImplementedError
+        return E.solved("rloo_advantages")(rewards, k)
+
+    assert E.check_rloo_advantages(half) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("Not yet") and any(line.startswith("  ok ") for line in lines)
+    assert any("not written yet: replace the `raise NotImplementedError`" in line for line in lines)
 
 
 def test_other_exceptions_are_reported_per_case(capsys):
@@ -758,3 +771,17 @@ def test_reinforce_step_is_rl_steps_vanilla_reinforce():
     assert state == pytest.approx(base) and m["reward/proxy_mean"] == pytest.approx(rewards.mean().item(), abs=1e-6)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_answers_are_collapsed_numbered_markdown():
+    key = E.answers("k1 is **unbiased**.", "It gives 0 to each.")
+    md = key._repr_markdown_()
+    assert md.startswith("<details>") and md.rstrip().endswith("</details>")
+    assert "<summary>" in md and "1. k1 is **unbiased**." in md and "2. It gives 0 to each." in md
+    assert md.index("1. k1") < md.index("2. It")
+    assert "\n\n1. " in md  # a blank line after the summary, or markdown inside <details> is not rendered
+    assert repr(key).splitlines()[1] == "1. k1 is **unbiased**."
+    with pytest.raises(ValueError, match="one non-empty"):
+        E.answers()
+    with pytest.raises(ValueError, match="one non-empty"):
+        E.answers("fine", " ")
