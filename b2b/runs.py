@@ -427,15 +427,25 @@ def final_weights_kept(out: str | Path, steps: int) -> bool:
     return (checkpoint_dir(out, steps) / "policy.safetensors").exists()
 
 
+_READ_BACK_EXPLAINED = False
+"""Whether this process (a notebook's kernel) has said once what "read back" means."""
+
+
 def read_back(policy, out: Path, cfg, history: History, progress: bool) -> History:
-    """A finished run's history; its weights at cfg.steps go into `policy` where they were kept."""
+    """A finished run's history; its weights at cfg.steps go into `policy` where they were kept.
+    With `progress`, the first run read back in a process says what that means; later ones say one
+    short line each."""
+    global _READ_BACK_EXPLAINED
     ck = checkpoint_dir(out, cfg.steps)
     kept = (ck / "policy.safetensors").exists()
     if kept:
         load_weights(policy, ck)
     if progress:
-        print(f"{out}: read back ({cfg.steps} steps, trained before with these settings"
-              + (")" if kept else "; its weights at that step were not kept, so the policy is unchanged)"))
+        if not _READ_BACK_EXPLAINED:
+            print("Runs already finished with the same settings and reward model are read back from their logs "
+                  "instead of trained again (the policy takes the run's final weights where they were kept):")
+            _READ_BACK_EXPLAINED = True
+        print(f"  {out}: read back, {cfg.steps} steps" + ("" if kept else " (logs only: weights not kept)"))
     return history
 
 

@@ -122,3 +122,41 @@ def sample_replay(history, start: int | None = None):
     slider = w.SelectionSlider(options=steps, value=first, description="step", continuous_update=False)
     slider.observe(lambda ch: setattr(out, "value", _samples_html(history.samples, ch["new"])), names="value")
     return w.VBox([slider, out])
+
+
+def config_rows(cfg, keys: list[str] | None = None, always: tuple[str, ...] = ("algo", "level", "steps", "epochs",
+                                                                                 "batch_size", "lr")) -> list[dict]:
+    """The settings of a config dataclass that matter to a reader: `keys` when given, else the
+    fields in `always` that it has, then every other field whose value differs from the class's
+    default (what a recipe or a profile changed). Floats in `g` format (a learning rate of 2e-4
+    stays 0.0002, not 0.00)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    if keys is None:
+        def default(f):
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            return object()
+        keys = [k for k in always if k in fields]
+        keys += [k for k, f in fields.items() if k not in keys and getattr(cfg, k) != default(f)]
+    unknown = [k for k in keys if k not in fields]
+    if unknown:
+        raise ValueError(f"config_rows: {type(cfg).__name__} has no field {', '.join(unknown)}")
+    fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return [{"setting": k, "value": fmt(getattr(cfg, k))} for k in keys]
+
+
+def config_table(cfg, keys: list[str] | None = None):
+    """`config_rows` as a short two-column markdown table for a notebook, instead of the
+    dataclass's one-line repr of every field (`print(cfg)` still shows them all)."""
+    import dataclasses
+
+    from IPython.display import Markdown
+
+    rows = config_rows(cfg, keys)
+    n = len(dataclasses.fields(cfg))
+    return Markdown(f"`{type(cfg).__name__}`: {len(rows)} of its {n} settings (`print(cfg)` shows them all)\n\n"
+                    "| setting | value |\n|---|---|\n" + "\n".join(f"| `{r['setting']}` | {r['value']} |" for r in rows))

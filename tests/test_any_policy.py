@@ -124,3 +124,18 @@ def test_without_a_gold_judge_tables_plots_and_claims_leave_gold_out():
     assert "n/a" in showdown.markdown_table(agg)
     html = table_html([{"run": "a", "gold": None, "proxy": 1.0}, {"run": "b", "gold": None, "proxy": 2.0}])
     assert "gold" not in html and "proxy" in html  # a column empty in every row is left out
+
+
+def test_config_table_shows_what_matters_and_keeps_small_floats():
+    from b2b import widgets
+    from b2b.rl_config import RLConfig
+
+    cfg = RLConfig(algo="rloo", k=4, kl_coef=0.05, lr=2e-4)
+    rows = {r["setting"]: r["value"] for r in widgets.config_rows(cfg)}
+    assert rows["algo"] == "rloo" and rows["k"] == "4" and rows["kl_coef"] == "0.05" and rows["lr"] == "0.0002"
+    assert "temperature" not in rows  # left at its default
+    assert [r["setting"] for r in widgets.config_rows(cfg, ["k", "lr"])] == ["k", "lr"]
+    with pytest.raises(ValueError, match="no field nope"):
+        widgets.config_rows(cfg, ["nope"])
+    md = widgets.config_table(cfg, ["k"]).data
+    assert md.startswith("`RLConfig`: 1 of its") and "| `k` | 4 |" in md

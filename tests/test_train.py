@@ -483,3 +483,19 @@ def test_the_reference_dtype_is_a_setting(tiny_dir, tokenizer, rm):
     assert kl["auto"] == 0.0 and abs(kl["bfloat16"]) > 1e-5
     with pytest.raises(ConfigError, match="ref_dtype"):
         RLConfig(ref_dtype="fp8").validate()
+
+
+def test_read_back_explains_itself_once_per_process(tmp_path, capsys, monkeypatch):
+    from b2b import runs
+    from b2b.rl_config import RLConfig
+
+    monkeypatch.setattr(runs, "_READ_BACK_EXPLAINED", False)
+    cfg = RLConfig(steps=3)
+    for name in ("a", "b"):
+        runs.read_back(None, tmp_path / name, cfg, "history", progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("Runs already finished")
+    assert lines[1] == f"  {tmp_path / 'a'}: read back, 3 steps (logs only: weights not kept)"
+    assert lines[2].startswith(f"  {tmp_path / 'b'}: read back")
+    runs.read_back(None, tmp_path / "c", cfg, "history", progress=False)
+    assert capsys.readouterr().out == ""
