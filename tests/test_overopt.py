@@ -1,5 +1,6 @@
 """The over-optimisation lab's pure parts (b2b.overopt) on hand-made numbers."""
 import itertools
+import json
 import math
 
 import pytest
@@ -78,3 +79,34 @@ def test_ensemble_objectives():
 
 def test_claims_are_fixed_and_named():
     assert [name for name, _ in O.CLAIMS] == ["interior_peak", "rl_below_bon", "fits", "peak_rises", "worst_case"]
+
+
+def test_bon_curve_gain_and_bootstrap_interval():
+    from b2b.tools.overopt import bon_curve, ns_up_to
+
+    assert ns_up_to(6) == [1, 2, 4, 6] and ns_up_to(8) == [1, 2, 4, 8]
+    g = torch.Generator().manual_seed(0)
+    proxy, gold = torch.randn(40, 8, generator=g), torch.randn(40, 8, generator=g)
+    gold = gold + proxy  # gold rises with the proxy here: best-of-n gains
+    rows = bon_curve(proxy, gold, n_boot=50)
+    assert [r["n"] for r in rows] == [1, 2, 4, 8] and rows[0]["gold_gain"] == 0.0
+    assert rows[-1]["gold_gain"] > 0.5
+    assert rows[-1]["gold"] == pytest.approx(gold.gather(1, proxy.argmax(1, keepdim=True)).mean().item())
+    assert all(r["gold_lo"] <= r["gold"] <= r["gold_hi"] for r in rows)
+
+
+def test_best_of_n_command_samples_scores_and_reads_back(tmp_path, capsys):
+    from b2b.config import get_profile
+    from b2b.tools import overopt as T
+
+    out = tmp_path / "bon"
+    rec = T.run_bon(get_profile("ci"), out, n=4, n_prompts=3)["rm-level1"]
+    assert [r["n"] for r in rec["curve"]] == [1, 2, 4] and rec["prompts"] == 3 and "sample" in rec["seconds"]
+    samples = T.load_samples(out)
+    assert samples["gold"].shape == (3, 4) and len(samples["texts"]) == 3 and len(samples["texts"][0]) == 4
+    assert rec["curve"][0]["gold"] == pytest.approx(samples["gold"].double().mean().item())
+    again = T.run_bon(get_profile("ci"), out, n=4, n_prompts=3)["rm-level1"]  # the samples are read back
+    assert "sample" not in again["seconds"] and again["curve"] == rec["curve"]
+    assert json.loads((out / "bon-rm-level1.json").read_text())["curve"] == rec["curve"]
+    with pytest.raises(SystemExit):
+        T.main(["bon", "--reward-model", "no-equals-sign"])
