@@ -220,8 +220,9 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 # GRPO is REINFORCE++-baseline with three changes: each group's advantages are divided by the
 # group's standard deviation (not whitened over the batch), the KL is a k3 loss, and the loss is
 # each answer's token mean (then a mean over answers) instead of one mean over all the batch's
-# tokens. Dr. GRPO takes two of those back: no standard deviation (a group whose rewards barely
-# differ would get unit-size advantages out of noise; easy and hard prompts get equal weight), and
+# tokens. Dr. GRPO takes two of those back: no standard deviation (a group whose rewards differ only
+# a little, well above eps, gets unit-size advantages: prompts too easy or too hard for the policy
+# weigh more than their differences warrant), and
 # no 1/|y_i| (which lets a long wrong answer pay less per token than a short one).
 
 def grpo_advantages(rewards: Tensor, k: int, scale: bool = True, eps: float = 1e-4) -> Tensor:
