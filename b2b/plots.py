@@ -160,7 +160,7 @@ def plot_bias_probe(probes: dict[str, list[dict]], reward_std: dict[str, float],
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("change vs the plain answer (std)")
     axes[0].legend()
-    fig.suptitle("Bias probe: an expert answer, then more of what annotators liked")
+    fig.suptitle("Bias probe: an expert answer, with enthusiastic phrases or irrelevant sentences appended")
     fig.tight_layout()
     return fig
 
@@ -236,9 +236,10 @@ def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None)
         axes[0, 2].set_yscale("symlog", linthresh=1.0)
     for ax in axes[1]:
         ax.set_xlabel("RL step")
-    axes[0, 0].legend(fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # below the panels: a legend inside one covers data
+    fig.legend(handles, labels, loc="lower center", ncols=len(runs), fontsize=8, frameon=False)
     fig.suptitle(f"{title}: lines = training batches (smoothed over {window} steps), dots = held-out evaluations")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -257,7 +258,7 @@ def sample_stats(history) -> list[dict]:
         if all("gold" in s for s in ss):  # a tiny-world run: the judge's own counts
             js = [judge(s["prompt"], s["response"]) for s in ss]
             out.append({"step": k, "filler": statistics.fmean(j.n_filler for j in js),
-                        "words": statistics.fmean(j.n_words + j.n_filler for j in js),
+                        "words": statistics.fmean(len(words(s["response"])) for s in ss),  # filler's words too
                         "repeated sentences": statistics.fmean(j.repeated_sentences for j in js),
                         "gold": statistics.fmean(j.rating for j in js)})
             continue

@@ -195,6 +195,7 @@ def test_sample_stats_and_replay_from_a_hand_made_history():
     rows = sample_stats(h)
     assert [r["step"] for r in rows] == [5, 10]
     assert rows[0]["filler"] == 1.0 and rows[0]["repeated sentences"] == 0.5
+    assert rows[0]["words"] == 7.5  # every word, the filler phrases' too: (4 + 11) / 2
     html = _samples_html(h.samples, 5)
     assert "step 5" in html and html.count("<tr>") == 3 and "Hello!" not in html
 
