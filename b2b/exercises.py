@@ -999,8 +999,8 @@ def _rep_divide_all(z, seen, p):
 
 
 _REPETITION_MISTAKES = (
-    _Mistake("you divided every seen logit by the penalty: a negative logit divided by 1.2 moves toward 0, so that "
-             "token becomes MORE likely; multiply negative logits by the penalty", _rep_divide_all),
+    _Mistake("you divided every seen logit by the penalty: a negative logit divided by 1.2 moves UP toward 0, so that "
+             "seen token gains on every unseen one; multiply negative logits by the penalty", _rep_divide_all),
     _Mistake("your cases are swapped: divide positive logits by the penalty, multiply negative ones (both lower "
              "the token)", lambda z, seen, p: torch.where(seen, torch.where(z > 0, z * p, z / p), z)),
     _Mistake("you penalised the unseen tokens: the penalty applies where `seen` is True",

@@ -117,7 +117,8 @@ def _sample(logits: Tensor, temperature: float, generator: torch.Generator | Non
 def repetition_penalized(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
     """Sampling-time repetition penalty (CTRL; transformers' `repetition_penalty`): the logit of
     every token already in the sequence (prompt included) is divided by `penalty` if positive and
-    multiplied by it if negative, so a seen token always becomes less likely.
+    multiplied by it if negative, so a seen token's logit always goes down: it loses probability
+    against every unseen token (its own probability can still rise if another seen token loses more).
 
         z'_v = z_v / penalty  if seen_v and z_v > 0;   z_v * penalty  if seen_v and z_v <= 0;   z_v otherwise
 
