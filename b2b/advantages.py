@@ -75,9 +75,11 @@ def shaped_reward(reward: Tensor, token_ids: Tensor, mask: Tensor, coef: float =
 #
 # With y_t sampled from pi and the log-ratio  l_t = log pi(y_t | .) - log pi_ref(y_t | .),  three
 # per-token estimators of KL(pi || pi_ref) (Schulman, "Approximating KL divergence", 2020):
-#   k1 = l_t                      unbiased for the KL's value, high variance, can be negative
-#   k2 = l_t^2 / 2                biased for the value, low variance
-#   k3 = exp(-l_t) - 1 + l_t      unbiased for the value, low variance, always >= 0
+#   k1 = l_t                      unbiased for the KL's value, can be negative
+#   k2 = l_t^2 / 2                biased for the value, low variance near pi_ref
+#   k3 = exp(-l_t) - 1 + l_t      unbiased for the value, always >= 0, low variance near pi_ref only: far
+#                                 from it, exp(-l_t) = pi_ref / pi is large on the tokens pi has made
+#                                 rare, and its variance can be many times k1's (notebook 06's check)
 #
 # Their *gradients* are another matter, and depend on where the estimate goes (each claim below is
 # measured on an exact two-token model in tests/test_kl_gradients.py):

@@ -503,7 +503,7 @@ WRONG += [
     ("collapse_flags", cf_previous, "the one before it"),
     ("collapse_flags", cf_diversity_only, "diversity alone"),
     ("collapse_flags", cf_or, "both must hold"),
-    ("repetition_penalty", rp_divide, "MORE likely"),
+    ("repetition_penalty", rp_divide, "gains on every unseen one"),
     ("repetition_penalty", rp_unseen, "penalised the unseen tokens"),
     ("repetition_penalty", rp_subtract, "you subtracted the penalty"),
     ("repeated_ngrams", rn_with_padding, "padding counts"),

@@ -245,6 +245,25 @@ def test_the_readme_and_results_showdown_sections_are_the_shipped_records(tmp_pa
     assert results_section(rows) in (root / "docs" / "results.md").read_text(), "rerun python -m b2b.tools.showdown_docs"
 
 
+def test_the_course_tables_state_the_showdown_runs_the_records_hold(tmp_path):
+    """Notebook 08's row in the README and in docs/course.md says which of the showdown's (method, seed)
+    cells the `tiny` records ship: how many runs, and each method with fewer than three seeds."""
+    from pathlib import Path
+
+    from b2b.tools.showdown import METHODS
+    from b2b.tools.showdown_docs import shipped_rows
+
+    rows = shipped_rows(tmp_path / "runs" / "showdown-tiny")
+    seeds = {m: sum(r["method"] == m for r in rows) for m in METHODS}
+    short = [f"{m} ({n} seed{'s' if n > 1 else ''})" if n else f"{m} (none)" for m, n in seeds.items() if n < 3]
+    said = (f"`tiny` ships {len(rows)} runs: {', '.join(short)}, every other method 3" if short
+            else f"`tiny` ships all {len(rows)} runs")
+    root = Path(__file__).resolve().parents[1]
+    for doc in ("README.md", "docs/course.md"):
+        row = next(line for line in (root / doc).read_text().splitlines() if "[08_showdown]" in line)
+        assert said in row, (doc, said)
+
+
 def test_the_real_models_section_of_the_readme_is_what_its_records_hold(tmp_path):
     """The README's SmolLM2-in-the-tiny-world figures are `python -m b2b.tools.smollm2_world --write`'s,
     from the shipped records (the runs, the fine-tune's record, the reward probe); read without a model."""

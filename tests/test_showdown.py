@@ -239,3 +239,22 @@ def test_train_missing_false_reads_back_what_is_there_and_trains_nothing(tmp_pat
     assert rows == []
     line = capsys.readouterr().out
     assert "not trained here (4 cells" in line and "GRPO seed 1" in line and "vanilla REINFORCE seed 0" in line
+
+
+def test_the_showdown_plot_keeps_its_legend_off_the_runs_and_every_run_inside():
+    """The legend sits outside both axes (it covers no run), the axes reach past the largest KL,
+    and the title says a diamond is each method's mean over its own seeds (a method may have fewer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from b2b.tools.showdown import plot_showdown
+
+    rows = [_row("A", 0, 6.0, kl=2.0), _row("A", 1, 6.2, kl=3.0), _row("B", 0, 2.0, kl=190.0)]
+    fig = plot_showdown(rows)
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "B", "SFT policy"]
+    assert all(ax.get_xlim()[1] > 190.0 for ax in fig.axes)
+    assert "mean over its seeds" in fig._suptitle.get_text()
+    plt.close(fig)

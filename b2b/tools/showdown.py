@@ -54,7 +54,7 @@ def update_stats(cfg, run_dir: str | Path) -> dict:
         grad_norm_median: the median over steps of the gradient norm before clipping
 
     A loss summed over each answer's tokens (REINFORCE, RLOO) has gradient norms far above 1, so
-    with max_grad_norm 1 every update is clipped to the same length; a token-mean loss (the
+    with max_grad_norm 1 every gradient is rescaled to norm 1 before AdamW; a token-mean loss (the
     clipped algorithms) mostly is not. Empty when the run has no log."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
@@ -462,13 +462,15 @@ def plot_showdown(rows: list[dict]):
     n_eval = f", {rows[0][final]['n']:,} samples" if use else ""
     axes[0].set_title(f"final gold rating (held-out{n_eval})", fontsize=10)
     axes[1].set_title(f"final proxy reward (held-out{n_eval})", fontsize=10)
+    kl_max = max((r[final]["kl_ref"] for r in rows), default=1.0)
     for ax in axes:
         ax.set_xlabel("KL to the SFT policy (nats per answer)")
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, max(kl_max, 1.0) * 1.6)  # room for the marker farthest right
         ax.grid(alpha=0.3)
-    axes[0 if gold else 1].legend(fontsize=8)
-    n_seeds = len({r["seed"] for r in rows})
-    fig.suptitle(f"Every method at the same number of samples: small dots = one seed, diamonds = mean of {n_seeds}")
+    handles, labels = axes[0 if gold else 1].get_legend_handles_labels()  # outside the axes: it covers no run
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle("Every method at the same number of samples: small dots = one seed, diamonds = the method's mean "
+                 "over its seeds")
     fig.tight_layout()
     return fig

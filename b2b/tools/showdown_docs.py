@@ -111,8 +111,8 @@ def common(f) -> list[str]:
         f"keeping {f['kl_d2']} of SFT's distinct-2.",
         f"**Read the table at equal samples, not equal step size.** REINFORCE and RLOO sum their loss over each "
         f"answer's tokens: their median gradient norm is {f['summed_norm']}, so with `max_grad_norm` 1 {f['summed_clip']} "
-        f"of their updates are clipped and every step has the same length, whatever the estimator did to the gradient "
-        f"(normalised gradient descent). REINFORCE++, its baseline variant, GRPO and Dr. GRPO average over tokens "
+        f"of their updates are clipped: every gradient reaches AdamW rescaled to norm 1, whatever the estimator did to its "
+        f"size. REINFORCE++, its baseline variant, GRPO and Dr. GRPO average over tokens "
         f"(median norms {f['clipped_norm']}, {f['clipped_clip']} of updates clipped) and take {f['clipped_updates']} "
         f"updates per batch. Each method keeps its notebook's learning rate; the effective step sizes were not matched, "
         f"so a gap between the two families is the method and its step size together (notebooks 06-08 say so where "
