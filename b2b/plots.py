@@ -234,11 +234,13 @@ def plot_rl_run(history, window: int = 10, title: str = "REINFORCE", extra=None)
     kl_max = max([abs(v) for h in runs.values() for v in h.series("kl_ref", "evals")[1] + h.series("kl/ref")[1]] or [0])
     if kl_max > 20:  # a run far from SFT would flatten the others' KL into the axis
         axes[0, 2].set_yscale("symlog", linthresh=1.0)
+        axes[0, 2].set_title("KL to the SFT policy (nats per answer, log scale past 1)", fontsize=10)
     for ax in axes[1]:
         ax.set_xlabel("RL step")
     handles, labels = axes[0, 0].get_legend_handles_labels()  # below the panels: a legend inside one covers data
     fig.legend(handles, labels, loc="lower center", ncols=len(runs), fontsize=8, frameon=False)
-    fig.suptitle(f"{title}: lines = training batches (smoothed over {window} steps), dots = held-out evaluations")
+    named = title if len(runs) == 1 else " vs ".join(runs)  # every run drawn, not only the first
+    fig.suptitle(f"{named}: lines = training batches (smoothed over {window} steps), dots = held-out evaluations")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 

@@ -305,7 +305,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
         return x if vs_sft is None else x - r["sft_pooled"][key] if vs_sft == "minus" else x / r["sft_pooled"][key]
     out = []
     for method, rs in by.items():
-        row = {"method": method, "seeds": len(rs), "samples": rs[0]["samples"]}
+        row = {"method": method, "seeds": len(rs), "samples": rs[0]["samples"],
+               "sampler_penalty": rs[0].get("config", {}).get("repetition_penalty", 1.0) != 1.0}
         for key, f in (("gold", lambda r: r["final"].get("gold_mean")),
                        ("gold_gain", lambda r: r["final"]["gold_mean"] - r["sft"]["gold_mean"]
                         if "gold_mean" in r["final"] else None),
@@ -330,7 +331,8 @@ def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
     """The showdown table (README, docs/results.md): mean ± std over seeds (with pooled evaluations: the
     pooled final gold and its gain over the SFT policy's pooled gold instead of the single evaluation's gain,
     and the pooled KL and distinct-2), then optimizer updates per rollout batch and the share of
-    updates whose gradient was clipped (mean over seeds; see `update_stats`)."""
+    updates whose gradient was clipped (mean over seeds; see `update_stats`). A method sampled with a
+    repetition penalty has its KL marked: measured on the penalised samples, it is not the policy's KL."""
     def pm(r, k, fmt=".2f"):
         return "n/a" if r[k] is None else f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt.lstrip('+')}}"
     pooled = all(r.get("gold_pooled") is not None for r in agg)
@@ -340,12 +342,16 @@ def markdown_table(agg: list[dict], sft_gold: float | None = None) -> str:
             "KL to SFT (nats) | distinct-2 / SFT | updates / batch | clipped updates | step (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in agg:
+        star = " \\*" if r.get("sampler_penalty") else ""
         lines.append(f"| {r['method']} | {r['seeds']} | {pm(r, 'gold')} | " + " | ".join(pm(r, k, f) for _, k, f in gain) +
-                     f" | {pm(r, 'peak_gold')} | {pm(r, 'proxy')} | {pm(r, 'kl_pooled' if pooled else 'kl', '.1f')} | "
+                     f" | {pm(r, 'peak_gold')} | {pm(r, 'proxy')} | {pm(r, 'kl_pooled' if pooled else 'kl', '.1f')}{star} | "
                      f"{pm(r, 'distinct2_ratio_pooled' if pooled else 'distinct2_ratio')} | "
                      f"{'n/a' if r.get('updates') is None else format(r['updates'], 'g')} | "
                      f"{'n/a' if r.get('clipped_share') is None else format(r['clipped_share'], '.0%')} | "
                      f"{r['step_s']:.2f} |")
+    if any(r.get("sampler_penalty") for r in agg):
+        lines.append("\n\\* Measured on samples drawn with the sampling-time repetition penalty, not from the policy: "
+                     "not the policy's KL to SFT (notebook 05).")
     return "\n".join(lines)
 
 

@@ -67,6 +67,7 @@ def facts(rows: list[dict]) -> dict:
         "clipped_norm": _rng([a["grad_norm_median"] for a in clipped], ".2f"),
         "clipped_clip": _rng([a["clipped_share"] for a in clipped], ".0%"),
         "clipped_updates": _rng([a["updates"] for a in clipped], "g"),
+        "lrs": sorted({r["config"]["lr"] for r in rows}),
         "held": [c["seed"] for c in checks if c["holds"]],
         "missed": [(c["seed"], [n for n, t, a in CLAIMS if c[n] is not None and not meets(c[n], t, a)])
                    for c in checks if not c["holds"]],
@@ -114,7 +115,9 @@ def common(f) -> list[str]:
         f"of their updates are clipped: every gradient reaches AdamW rescaled to norm 1, whatever the estimator did to its "
         f"size. REINFORCE++, its baseline variant, GRPO and Dr. GRPO average over tokens "
         f"(median norms {f['clipped_norm']}, {f['clipped_clip']} of updates clipped) and take {f['clipped_updates']} "
-        f"updates per batch. Each method keeps its notebook's learning rate; the effective step sizes were not matched, "
+        f"updates per batch. " + (f"Every run here has the same learning rate, {f['lrs'][0]:g}; " if len(f["lrs"]) == 1 else
+                                  "Each method keeps its notebook's learning rate; ")
+        + "the effective step sizes were not matched, "
         f"so a gap between the two families is the method and its step size together (notebooks 06-08 say so where "
         f"they read these runs).",
     ]
@@ -129,7 +132,8 @@ def common(f) -> list[str]:
         paras.append("Not every row has three seeds: " + ", ".join(f["partial"])
                      + (f"; {', '.join(f['absent'])} {'has' if len(f['absent']) == 1 else 'have'} no shipped run" if f["absent"] else "")
                      + ". `b2b showdown --profile tiny --out notebooks/runs/showdown-tiny` trains the missing cells "
-                       "(about 10 minutes each on 2 cores).")
+                       "(10 to 25 minutes each on 2 cores: REINFORCE++-baseline's 600 steps at about 1.8 s, the others "
+                       "at about 1 s).")
     return paras
 
 
@@ -168,7 +172,7 @@ def results_section(rows: list[dict]) -> str:
                "REINFORCE collapse on seed 0 only by step 600 and drift on seeds 1 and 2; today's runs of the same "
                "recipe, the ones shipped, collapse on every seed (notebook 04 draws each seed's curves).")
     repro = ("Reproduce (finished runs of the same settings and reward model are read back, killed ones resume; about "
-             "10 minutes per run here, two at a time with `OMP_NUM_THREADS=1`, the pooled evaluations included; "
+             "10 to 25 minutes per run here, two at a time with `OMP_NUM_THREADS=1`, the pooled evaluations included; "
              "`--json` prints every figure above as one JSON line; this section and the README's are written by "
              "`python -m b2b.tools.showdown_docs` from the shipped records):\n\n"
              "```bash\n"
@@ -188,9 +192,9 @@ def families(rows: list[dict], method: str = "RLOO k=4 + KL") -> str:
     gain = {fam: statistics.fmean(r["final_pooled"]["gold_by_family"][fam] for r in runs) - g for fam, g in sft.items()}
     order = sorted(gain, key=gain.get, reverse=True)
     return (f"Where the gold came from (the pooled evaluations' `gold_by_family`, {method}, mean of {len(runs)} seeds): "
-            + ", ".join(f"{fam} {gain[fam]:+.1f}" for fam in order) + " over SFT. Notebook 01's `b2b.reward_eval.spearman_by_family` says "
-            "where the reward model ranks answers well and where it does not: no estimator gains where the reward "
-            "model cannot rank.")
+            + ", ".join(f"{fam} {gain[fam]:+.1f}" for fam in order) + " over SFT. `b2b.reward_eval.spearman_by_family` (the reward model's rank correlation with gold per family, "
+            "above) says where the reward model ranks answers well: RL gains least where it ranks worst, since the reward "
+            "model, not the estimator, sets the ceiling.")
 
 
 def replace_section(text: str, body: str, name: str) -> str:
