@@ -118,8 +118,8 @@ def common(f) -> list[str]:
         f"updates per batch. " + (f"Every run here has the same learning rate, {f['lrs'][0]:g}; " if len(f["lrs"]) == 1 else
                                   "Each method keeps its notebook's learning rate; ")
         + "the effective step sizes were not matched, "
-        f"so a gap between the two families is the method and its step size together (notebooks 06-08 say so where "
-        f"they read these runs).",
+        "so a gap between the two families is the method and its step size together (notebooks 06-08 say so where "
+        "they read these runs).",
     ]
     two = _two_by_two(f)
     if two:
