@@ -103,11 +103,14 @@ def common(f) -> list[str]:
     """The paragraphs both documents share, under the table."""
     sft = f["sft"]
     van = "; ".join(f"seed {s}: {g:.2f}, KL {k:.0f} nats, distinct-2 {d:.0%} of SFT's" for s, g, k, d in f["vanilla"])
+    rp = f["agg"].get("repetition penalty 1.2")
     paras = [
         f"The lesson in one picture: the proxy reward is not the goal. Without an anchor to the SFT policy, vanilla "
         f"REINFORCE drives the proxy up while gold peaks and falls: it collapses on {f['vanilla_collapsed']} of "
-        f"{len(f['vanilla'])} seeds within the 600 steps (pooled final gold {van}). The sampling-time repetition penalty "
-        f"does not help. With a KL penalty every run ({f['kl_methods']} methods, {f['kl_runs']} runs) ends {f['kl_gain']} "
+        f"{len(f['vanilla'])} seeds within the 600 steps (pooled final gold {van}). "
+        + (f"The sampling-time repetition penalty ends below SFT too (pooled final gold {rp['gold_pooled']:.2f}, "
+           f"{rp['seeds']} seed{'s' if rp['seeds'] > 1 else ''}). " if rp else "")
+        + f"With a KL penalty every run ({f['kl_methods']} methods, {f['kl_runs']} runs) ends {f['kl_gain']} "
         f"gold above SFT (pooled: {sft['gold_mean']:.2f} over {sft['n']:,} answers), at {f['kl_kl']} nats per answer, "
         f"keeping {f['kl_d2']} of SFT's distinct-2.",
         f"**Read the table at equal samples, not equal step size.** REINFORCE and RLOO sum their loss over each "
