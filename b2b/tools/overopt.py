@@ -105,7 +105,7 @@ def run_bon(profile, out: str | Path, n: int = 256, n_prompts: int | None = None
     each reward model in `reward_models` ({name: path}; the profile's level-1 model by default) and
     write `bon-<name>.json` per model: the settings, the seconds each stage took and the curve."""
     from b2b.data import heldout_prompts
-    from b2b.models import load_policy, load_reward_model, load_tokenizer
+    from b2b.models import fingerprint, load_policy, load_reward_model, load_tokenizer
     from b2b.reward_models import shipped_reward_model
 
     if not profile.world:
@@ -134,8 +134,8 @@ def run_bon(profile, out: str | Path, n: int = 256, n_prompts: int | None = None
         proxy = bon_scores(rm, load_tokenizer(path), samples)
         rows = bon_curve(proxy, samples["gold"])
         secs = {**seconds, "score": time.perf_counter() - t}
-        record = {"reward_model": name, "reward_model_path": str(path), "prompts": len(prompts), "n": n, "seed": seed,
-                  "seconds": secs, "curve": rows}
+        record = {"reward_model": name, "reward_model_fingerprint": fingerprint(rm), "prompts": len(prompts), "n": n,
+                  "seed": seed, "seconds": secs, "curve": rows}
         (out / f"bon-{name}.json").write_text(json.dumps(record, indent=1))
         peak = max(rows, key=lambda r: r["gold"])
         say(f"overopt: {name}: gold {rows[0]['gold']:.2f} at n = 1, peak {peak['gold']:.2f} at n = {peak['n']}, "
