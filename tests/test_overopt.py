@@ -110,3 +110,17 @@ def test_best_of_n_command_samples_scores_and_reads_back(tmp_path, capsys):
     assert json.loads((out / "bon-rm-level1.json").read_text())["curve"] == rec["curve"]
     with pytest.raises(SystemExit):
         T.main(["bon", "--reward-model", "no-equals-sign"])
+
+
+def test_ladder_trains_a_reward_model_per_size_and_reuses_the_samples(tmp_path):
+    from b2b.config import get_profile
+    from b2b.tools import overopt as T
+
+    out = tmp_path / "ladder"
+    recs = T.run_ladder(get_profile("ci"), out, pairs=(64,), n=2, n_prompts=2, say=lambda _: None)
+    rec = recs["rm-64"]
+    assert rec["reward_model_metrics"]["pairs"] == 64 and rec["reward_model_metrics"]["steps"] >= 1
+    assert (out / "rm-64" / "config.json").exists() and (out / "bon-rm-64.json").exists()
+    assert [r["n"] for r in rec["curve"]] == [1, 2]
+    again = T.run_ladder(get_profile("ci"), out, pairs=(64,), n=2, n_prompts=2, say=lambda _: None)["rm-64"]
+    assert again["curve"] == rec["curve"] and "sample" not in again["seconds"]  # model and samples read back

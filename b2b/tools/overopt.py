@@ -2,6 +2,7 @@
 scored by the tiny world's gold judge.
 
     python -m b2b.tools.overopt bon --profile tiny --n 256 --prompts 512 --out runs/overopt
+    python -m b2b.tools.overopt ladder --profile tiny --pairs 1000 3000 10000 30000 --out runs/overopt
 
 `bon_samples` draws n answers per held-out prompt from the SFT policy once (batched) and keeps
 their gold ratings; `bon_scores` scores the same answers with a reward model; `bon_curve` turns
@@ -144,6 +145,40 @@ def run_bon(profile, out: str | Path, n: int = 256, n_prompts: int | None = None
     return result
 
 
+LADDER = (1_000, 3_000, 10_000, 30_000)
+"""The proxy's scale: level-1 reward models on the first N training pairs (the shipped recipe
+otherwise; the full 100,000 is the shipped `rm-level1`)."""
+
+
+def run_ladder(profile, out: str | Path, pairs=LADDER, n: int = 256, n_prompts: int | None = None, seed: int = 0,
+               say=print) -> dict:
+    """Train a level-1 reward model on the first N pairs for each N in `pairs` (`b2b.reward_models.reward_stage`,
+    the shipped recipe with `limit=N`; saved under `out/rm-<N>`, read back when there), then best-of-n
+    against each (`run_bon`, the same cached samples). Each record also keeps the reward model's
+    held-out pair accuracy, gold agreement and Spearman with gold, and its training seconds."""
+    from b2b.recipes import reward_config
+    from b2b.reward_models import reward_stage
+
+    out = Path(out)
+    result = {}
+    for N in pairs:
+        path = out / f"rm-{N}"
+        name = f"rm-{N}"
+        meta = path / "b2b_ladder.json"
+        if not meta.exists():
+            cfg = reward_config(profile, 1, limit=N, eval_every=10**9)
+            _, _, metrics, history, _ = reward_stage(profile, 1, cfg=cfg, out=path, progress=False)
+            meta.write_text(json.dumps({"pairs": N, "steps": len(history), **{k: metrics.get(k) for k in (
+                "pair_accuracy", "gold_accuracy", "gold_spearman", "train_seconds")}}))
+            say(f"overopt: reward model on {N:,} pairs: accuracy {metrics['pair_accuracy']:.3f}, Spearman with gold "
+                f"{metrics.get('gold_spearman', float('nan')):.3f}, {metrics['train_seconds']:.0f} s")
+        rec = run_bon(profile, out, n, n_prompts, {name: path}, seed, say)[name]
+        rec["reward_model_metrics"] = json.loads(meta.read_text())
+        (out / f"bon-{name}.json").write_text(json.dumps(rec, indent=1))
+        result[name] = rec
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     from b2b.config import get_profile
 
@@ -157,7 +192,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="a reward model to score with (repeatable; default: the profile's level-1 model)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", default="runs/overopt")
+    lad = sub.add_parser("ladder", help="reward models on the first N pairs, then best-of-n against each")
+    lad.add_argument("--profile", default="tiny")
+    lad.add_argument("--pairs", type=int, nargs="+", default=list(LADDER))
+    lad.add_argument("--n", type=int, default=256)
+    lad.add_argument("--prompts", type=int, default=None)
+    lad.add_argument("--seed", type=int, default=0)
+    lad.add_argument("--out", default="runs/overopt")
     args = ap.parse_args(argv)
+    if args.cmd == "ladder":
+        if args.n < 1 or min(args.pairs) < 1:
+            ap.error("--n and --pairs must be at least 1")
+        run_ladder(get_profile(args.profile), args.out, args.pairs, args.n, args.prompts, args.seed)
+        return 0
     rms = None
     if args.reward_model:
         bad = [r for r in args.reward_model if "=" not in r]
