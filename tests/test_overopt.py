@@ -124,3 +124,20 @@ def test_ladder_trains_a_reward_model_per_size_and_reuses_the_samples(tmp_path):
     assert [r["n"] for r in rec["curve"]] == [1, 2]
     again = T.run_ladder(get_profile("ci"), out, pairs=(64,), n=2, n_prompts=2, say=lambda _: None)["rm-64"]
     assert again["curve"] == rec["curve"] and "sample" not in again["seconds"]  # model and samples read back
+
+
+def test_scale_rows_read_the_records_and_fit_the_law(tmp_path, capsys):
+    from b2b.tools import overopt as T
+
+    d = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    for name, alpha in (("rm-1000", 1.0), ("rm-level1", 2.0)):
+        gain = O.law("bon", d, alpha, 0.5).tolist()
+        curve = [{"n": 2 ** i, "d": float(x), "gold": 5 + g, "gold_gain": g, "gold_lo": 4 + g, "gold_hi": 6 + g}
+                 for i, (x, g) in enumerate(zip(d.tolist(), gain))]
+        (tmp_path / f"bon-{name}.json").write_text(json.dumps({"reward_model": name, "curve": curve}))
+    rows = T.scale_rows(tmp_path)
+    assert [r["pairs"] for r in rows] == [1000, 100_000]
+    assert rows[0]["alpha"] == pytest.approx(1.0) and rows[1]["r_star"] == pytest.approx(2.0 ** 2 / (4 * 0.5))
+    assert rows[1]["peak_n"] == 16 and rows[1]["r2"] == pytest.approx(1.0)  # d* = alpha / (2 beta) = 2.0, the fifth point
+    T.main(["table", "--dir", str(tmp_path)])
+    assert capsys.readouterr().out.count("pairs") == 2

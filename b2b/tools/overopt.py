@@ -3,6 +3,7 @@ scored by the tiny world's gold judge.
 
     python -m b2b.tools.overopt bon --profile tiny --n 256 --prompts 512 --out runs/overopt
     python -m b2b.tools.overopt ladder --profile tiny --pairs 1000 3000 10000 30000 --out runs/overopt
+    python -m b2b.tools.overopt table --dir data/runs/overopt-tiny     # the shipped records, with the law's fit
 
 `bon_samples` draws n answers per held-out prompt from the SFT policy once (batched) and keeps
 their gold ratings; `bon_scores` scores the same answers with a reward model; `bon_curve` turns
@@ -179,6 +180,33 @@ def run_ladder(profile, out: str | Path, pairs=LADDER, n: int = 256, n_prompts: 
     return result
 
 
+def _pairs(name: str) -> int | None:
+    """Training pairs of a ladder model from its name ('rm-3000' -> 3000); None for another model."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def scale_rows(record_dir: str | Path, full_pairs: int = 100_000) -> list[dict]:
+    """One row per best-of-n record in `record_dir` (`bon-*.json`), ordered by the proxy's training
+    pairs (the shipped `rm-level1`: `full_pairs`): its peak (n and gold), gold at the largest n, and the
+    fit of Gao et al.'s best-of-n law (`b2b.overopt.fit_law`): alpha, beta, R^2, d*, R*."""
+    from b2b.overopt import fit_law
+
+    rows = []
+    for path in sorted(Path(record_dir).glob("bon-*.json")):
+        r = json.loads(path.read_text())
+        c = r["curve"]
+        fit = fit_law("bon", [x["d"] for x in c], [x["gold_gain"] for x in c])
+        peak = max(c, key=lambda x: x["gold"])
+        m = r.get("reward_model_metrics", {})
+        rows.append({"reward_model": r["reward_model"], "pairs": _pairs(r["reward_model"]) or full_pairs,
+                     "pair_accuracy": m.get("pair_accuracy"), "gold_spearman": m.get("gold_spearman"),
+                     "gold_n1": c[0]["gold"], "peak_n": peak["n"], "peak_gold": peak["gold"],
+                     "peak_lo": peak["gold_lo"], "peak_hi": peak["gold_hi"], "last_n": c[-1]["n"], "last_gold": c[-1]["gold"],
+                     "alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2, "d_star": fit.d_star, "r_star": fit.r_star})
+    return sorted(rows, key=lambda row: row["pairs"])
+
+
 def main(argv: list[str] | None = None) -> int:
     from b2b.config import get_profile
 
@@ -199,7 +227,18 @@ def main(argv: list[str] | None = None) -> int:
     lad.add_argument("--prompts", type=int, default=None)
     lad.add_argument("--seed", type=int, default=0)
     lad.add_argument("--out", default="runs/overopt")
+    tab = sub.add_parser("table", help="the best-of-n records of a folder, one line per proxy, with the law's fit")
+    tab.add_argument("--dir", default="data/runs/overopt-tiny")
     args = ap.parse_args(argv)
+    if args.cmd == "table":
+        for r in scale_rows(args.dir):
+            acc = "" if r["pair_accuracy"] is None else f" (accuracy {r['pair_accuracy']:.3f}, Spearman {r['gold_spearman']:.3f})"
+            print(f"{r['pairs']:>7,} pairs{acc}: gold {r['gold_n1']:.2f} at n = 1, peak {r['peak_gold']:.2f} at n = "
+                  f"{r['peak_n']} [{r['peak_lo']:.2f}, {r['peak_hi']:.2f}], {r['last_gold']:.2f} at n = {r['last_n']}; "
+                  f"fit alpha {r['alpha']:.2f} beta {r['beta']:.2f} R^2 {r['r2']:.3f}, d* "
+                  + ("-" if r["d_star"] is None else f"{r['d_star']:.2f}") + ", R* "
+                  + ("-" if r["r_star"] is None else f"{r['r_star']:+.2f}"))
+        return 0
     if args.cmd == "ladder":
         if args.n < 1 or min(args.pairs) < 1:
             ap.error("--n and --pairs must be at least 1")
