@@ -73,25 +73,24 @@ def best_of_n_weights(N: int, n: int) -> Tensor:
     return torch.where(i >= n - 1, log_w.exp(), torch.zeros_like(i))
 
 
-def best_of_n_curve(proxy: Tensor, gold: Tensor, ns: list[int]) -> list[dict]:
-    """Best-of-n against `proxy`, scored by `gold`: for each prompt p and n in `ns`, the expected proxy
-    and gold of the answer with the highest proxy score among n drawn from the prompt's N samples
-    (`best_of_n_weights`), averaged over prompts. proxy, gold: (P, N) scores of the same N samples
-    per prompt. Rows: n, proxy, gold (means over prompts), kl_bound (`bon_kl`), d = sqrt(kl_bound)."""
+def best_of_n_per_prompt(proxy: Tensor, gold: Tensor, ns: list[int]) -> tuple[Tensor, Tensor]:
+    """(P, len(ns)) expected proxy and gold, per prompt, of the answer with the highest proxy score among
+    n drawn from the prompt's N samples, for each n in `ns` (`best_of_n_weights`; each row sorted once).
+    proxy, gold: (P, N) scores of the same N samples per prompt."""
     if proxy.shape != gold.shape or proxy.dim() != 2:
         raise ValueError(f"best_of_n_curve: proxy and gold must both be (prompts, samples), got "
                          f"{tuple(proxy.shape)} and {tuple(gold.shape)}")
-    N = proxy.shape[1]
     order = torch.sort(proxy.to(torch.float64), dim=1, stable=True)
-    proxy_sorted = order.values
-    gold_sorted = torch.gather(gold.to(torch.float64), 1, order.indices)
-    rows = []
-    for n in ns:
-        w = best_of_n_weights(N, n)
-        kl = bon_kl(n)
-        rows.append({"n": n, "proxy": float((proxy_sorted @ w).mean()), "gold": float((gold_sorted @ w).mean()),
-                     "kl_bound": kl, "d": math.sqrt(kl)})
-    return rows
+    w = torch.stack([best_of_n_weights(proxy.shape[1], n) for n in ns], 1)  # (N, len(ns))
+    return order.values @ w, torch.gather(gold.to(torch.float64), 1, order.indices) @ w
+
+
+def best_of_n_curve(proxy: Tensor, gold: Tensor, ns: list[int]) -> list[dict]:
+    """Best-of-n against `proxy`, scored by `gold`: `best_of_n_per_prompt` averaged over prompts.
+    Rows: n, proxy, gold (means over prompts), kl_bound (`bon_kl`), d = sqrt(kl_bound)."""
+    p, g = best_of_n_per_prompt(proxy, gold, ns)
+    return [{"n": n, "proxy": float(pm), "gold": float(gm), "kl_bound": bon_kl(n), "d": math.sqrt(bon_kl(n))}
+            for n, pm, gm in zip(ns, p.mean(0).tolist(), g.mean(0).tolist())]
 
 
 def law(kind: str, d: Tensor, alpha: float, beta: float) -> Tensor:

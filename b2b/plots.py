@@ -371,7 +371,6 @@ def plot_rlhf_loop():
     return fig
 
 
-
 # ----------------------------------------------------------------------------- diagrams (notebooks 06-07)
 
 def plot_rloo_group(groups: dict[str, list[float]] | None = None):
@@ -396,10 +395,10 @@ def plot_rloo_group(groups: dict[str, list[float]] | None = None):
         ax.axhline(float(r.mean()), ls=":", color="0.4", lw=1, label="group mean")
         for x, b, ai, ri in zip(xs, base.tolist(), a.tolist(), rs):
             ax.plot([x - 0.32, x + 0.32], [b, b], color="k", lw=2.2, label="baseline: mean of the others" if x == 0 else None)
-            if abs(ai) > 1e-9:
+            moved = abs(ai) > 1e-9
+            if moved:
                 ax.annotate("", xy=(x, ri), xytext=(x, b),
                             arrowprops=dict(arrowstyle="-|>", color="C2" if ai > 0 else "C3", lw=1.8))
-            moved = abs(ai) > 1e-9
             ax.text(x + 0.3 if moved else x, (b + ri) / 2 if moved else b + 0.3, f"A = {ai:+.2f}" if moved else "A = 0",
                     fontsize=8.5, va="center", ha="left" if moved else "center",
                     color="C2" if ai > 0 else ("C3" if ai < 0 else "0.3"))

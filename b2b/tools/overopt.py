@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from b2b.overopt import best_of_n_curve
+from b2b.overopt import best_of_n_curve, best_of_n_per_prompt
 
 DOUBLINGS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -69,13 +69,10 @@ def bon_curve(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int] | None = No
     ns = ns or ns_up_to(proxy.shape[1])
     rows = best_of_n_curve(proxy, gold, ns)
     base = rows[0]["gold"] if ns[0] == 1 else best_of_n_curve(proxy, gold, [1])[0]["gold"]
+    per_prompt = best_of_n_per_prompt(proxy, gold, ns)[1]  # (P, len(ns)): a resample of prompts only averages rows
     g = torch.Generator().manual_seed(seed)
     P = proxy.shape[0]
-    boots = []
-    for _ in range(n_boot):
-        idx = torch.randint(P, (P,), generator=g)
-        boots.append([r["gold"] for r in best_of_n_curve(proxy[idx], gold[idx], ns)])
-    boots = torch.tensor(boots, dtype=torch.float64)
+    boots = torch.stack([per_prompt[torch.randint(P, (P,), generator=g)].mean(0) for _ in range(n_boot)])
     lo, hi = torch.quantile(boots, 0.025, dim=0).tolist(), torch.quantile(boots, 0.975, dim=0).tolist()
     for r, a, b in zip(rows, lo, hi):
         r.update(gold_gain=r["gold"] - base, gold_lo=a, gold_hi=b)
