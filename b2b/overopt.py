@@ -34,6 +34,11 @@ CLAIMS = (
     ("peak_rises", "best-of-n's fitted gold peak R* rises with the proxy's number of training pairs"),
     ("worst_case", "past the single reward model's best-of-n peak, the worst-case ensemble loses less gold from "
                    "its own peak than the single model does"),
+    ("kl_frontier", "a KL penalty acts like early stopping (Gao et al.): RL runs with the penalty lie on the gold-vs-d "
+                    "curve of the same method's runs without it (their points' mean residual from the no-penalty fit "
+                    "is within the no-penalty runs' own residual spread), rather than above it"),
+    ("rl_ensemble", "RL against the worst-case ensemble reaches more gold at its last evaluation than RL against "
+                    "the single reward model of the same recipe and data"),
 )
 """The over-optimisation lab's claims, written before its runs (issue text, Gao et al. 2022, Coste
 et al. 2024) and reported whichever way they fall."""
