@@ -172,3 +172,64 @@ def ensemble_score(scores: Tensor, objective: str = "mean", lam: float = 1.0) ->
     if objective == "uwo":
         return scores.mean(0) - lam * scores.std(0, unbiased=False)
     raise ValueError(f"ensemble_score: objective must be 'mean', 'worst' or 'uwo', got {objective!r}")
+
+
+OBJECTIVES = ("mean", "worst", "uwo")
+
+
+def standardise(scores: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """(M, ...) scores of M reward models put on one scale: (s_m - mean_m) / std_m, with each
+    model's mean and std taken once on a reference set (the SFT policy's answers)."""
+    shape = (-1,) + (1,) * (scores.dim() - 1)
+    return (scores - mean.view(shape).to(scores)) / std.view(shape).to(scores)
+
+
+def rl_points(evals: list[dict]) -> tuple[list[float], list[float], list[float]]:
+    """(d, gold gain, proxy gain) along an RL run from its held-out evaluations (`History.evals`,
+    the first being step 0, the initial policy): d = sqrt(KL(pi || pi_init)) from each evaluation's
+    `kl_ref` (a sample mean, clamped at 0), gains measured from the first evaluation's (R(0) = 0)."""
+    ev = [e for e in evals if "kl_ref" in e and "gold_mean" in e]
+    if not ev or ev[0].get("step", 0) != 0:
+        raise ValueError("rl_points: expected evaluations with kl_ref and gold_mean, the first at step 0")
+    d = [math.sqrt(max(e["kl_ref"], 0.0)) for e in ev]
+    return (d, [e["gold_mean"] - ev[0]["gold_mean"] for e in ev],
+            [e.get("proxy_mean", float("nan")) - ev[0].get("proxy_mean", float("nan")) for e in ev])
+
+
+class Ensemble(torch.nn.Module):
+    """Reward models combined into one reward (Coste et al. 2024): each member's score standardised
+    by its mean and std on the SFT policy's answers (`standardise`), then `ensemble_score` with
+    `objective` ('mean', 'worst', 'uwo' with `lam`). It scores a rollout as a reward model does
+    (`b2b.reward.rollout_reward_scores`), so RL trains against it unchanged; its weights, statistics
+    and objective are its state, so a run's record names the ensemble by `fingerprint`.
+
+        ens = Ensemble([rm0, rm1, rm2, rm3], mean=mu, std=sd, objective="worst")
+        train(policy, tok, ens, prompts, cfg)"""
+
+    def __init__(self, members, mean: Tensor, std: Tensor, objective: str = "worst", lam: float = 1.0):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"Ensemble: expected at least 2 reward models, got {len(members)}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"Ensemble: objective must be one of {OBJECTIVES}, got {objective!r}")
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != (len(members),) or std.shape != (len(members),) or bool((std <= 0).any()):
+            raise ValueError(f"Ensemble: expected one mean and one positive std per model ({len(members)}), got "
+                             f"shapes {tuple(mean.shape)} and {tuple(std.shape)}")
+        self.members = torch.nn.ModuleList(members)
+        self.config = members[0].config  # the context and vocabulary checks read the first member's
+        self.objective, self.lam = objective, float(lam)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.register_buffer("rule", torch.tensor([float(OBJECTIVES.index(objective)), self.lam]))
+
+    def combine(self, scores: Tensor) -> Tensor:
+        """(B,) ensemble reward of (M, B) member scores."""
+        return ensemble_score(standardise(scores, self.mean, self.std), self.objective, self.lam)
+
+    def rollout_scores(self, rollout, prompts: list | None = None) -> Tensor:
+        """(B, 1) ensemble reward of a policy's rollout (each member read at the last real token)."""
+        from b2b.reward import rollout_reward_scores, scalar_reward
+
+        s = torch.stack([scalar_reward(rollout_reward_scores(m, rollout, prompts=prompts)) for m in self.members])
+        return self.combine(s).unsqueeze(-1)

@@ -31,8 +31,9 @@ NUM_CLASSES = 10
 def rollout_reward_scores(reward_model, rollout: Rollout, chunks: int | None = None, prompts: list | None = None) -> Tensor:
     """`reward_scores` of a `Rollout`'s prompt + completion, (B, num_labels), in length-sorted
     groups as `rollout_logprobs`. A `Retokenized` reward model (another tokenizer than the
-    policy's) reads the decoded text instead, and needs the rollout's `prompts`."""
-    if isinstance(reward_model, Retokenized):
+    policy's) reads the decoded text instead, and needs the rollout's `prompts`; any other reward
+    with its own `rollout_scores` (`b2b.overopt.Ensemble`) scores the rollout itself."""
+    if isinstance(reward_model, Retokenized) or hasattr(reward_model, "rollout_scores"):
         return reward_model.rollout_scores(rollout, prompts)
     return unsort(*by_length(rollout, chunks, lambda sub: reward_scores(reward_model, sub.input_ids,
                                                                           sub.attention_mask)))

@@ -78,7 +78,8 @@ def test_ensemble_objectives():
 
 
 def test_claims_are_fixed_and_named():
-    assert [name for name, _ in O.CLAIMS] == ["interior_peak", "rl_below_bon", "fits", "peak_rises", "worst_case"]
+    assert [name for name, _ in O.CLAIMS] == ["interior_peak", "rl_below_bon", "fits", "peak_rises", "worst_case",
+                                              "kl_frontier", "rl_ensemble"]
 
 
 def test_bon_curve_gain_and_bootstrap_interval():
@@ -141,3 +142,71 @@ def test_scale_rows_read_the_records_and_fit_the_law(tmp_path, capsys):
     assert rows[1]["peak_n"] == 16 and rows[1]["r2"] == pytest.approx(1.0)  # d* = alpha / (2 beta) = 2.0, the fifth point
     T.main(["table", "--dir", str(tmp_path)])
     assert capsys.readouterr().out.count("pairs") == 2
+
+
+def test_standardise_puts_each_model_on_its_own_scale():
+    s = torch.tensor([[[1.0, 3.0]], [[10.0, 30.0]]])  # 2 models x 1 prompt x 2 answers
+    z = O.standardise(s, torch.tensor([2.0, 20.0]), torch.tensor([1.0, 10.0]))
+    assert torch.equal(z, torch.tensor([[[-1.0, 1.0]], [[-1.0, 1.0]]]))
+
+
+def test_rl_points_measure_from_the_first_evaluation():
+    ev = [{"step": 0, "kl_ref": 0.01, "gold_mean": 5.0, "proxy_mean": 1.0},
+          {"step": 25, "kl_ref": 4.0, "gold_mean": 6.5, "proxy_mean": 3.0},
+          {"step": 50, "kl_ref": -0.5, "gold_mean": 4.0, "proxy_mean": 0.5}]  # a noisy negative estimate
+    d, gold, proxy = O.rl_points(ev)
+    assert d == pytest.approx([0.1, 2.0, 0.0]) and gold == [0.0, 1.5, -1.0] and proxy == [0.0, 2.0, -0.5]
+    with pytest.raises(ValueError, match="first at step 0"):
+        O.rl_points(ev[1:])
+
+
+class _Head(torch.nn.Module):
+    """A stand-in reward model: its 'score' is a fixed multiple of the answer's length."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([float(w)]))
+        self.config = type("C", (), {"vocab_size": 10})()
+
+    def rollout_scores(self, rollout, prompts=None):
+        return (self.w * rollout.lengths.float()).unsqueeze(-1)
+
+
+def test_ensemble_scores_a_rollout_standardised_and_combined():
+    from types import SimpleNamespace
+
+    from b2b.reward import rollout_reward_scores
+
+    ro = SimpleNamespace(lengths=torch.tensor([1, 2, 3]))
+    ens = O.Ensemble([_Head(1.0), _Head(-2.0)], mean=[2.0, -4.0], std=[1.0, 2.0], objective="worst")
+    # member 0: (1, 2, 3) -> (-1, 0, 1); member 1: (-2, -4, -6) -> (1, 0, -1); worst: (-1, 0, -1)
+    assert torch.equal(rollout_reward_scores(ens, ro), torch.tensor([[-1.0], [0.0], [-1.0]]))
+    mean = O.Ensemble([_Head(1.0), _Head(-2.0)], mean=[2.0, -4.0], std=[1.0, 2.0], objective="mean")
+    assert torch.equal(mean.rollout_scores(ro), torch.zeros(3, 1))
+    from b2b.models import fingerprint
+    assert fingerprint(ens) != fingerprint(mean)  # the objective is part of what a run record keys on
+    with pytest.raises(ValueError, match="one mean and one positive std"):
+        O.Ensemble([_Head(1.0), _Head(2.0)], mean=[0.0], std=[1.0, 1.0])
+    with pytest.raises(ValueError, match="objective must be"):
+        O.Ensemble([_Head(1.0), _Head(2.0)], mean=[0.0, 0.0], std=[1.0, 1.0], objective="median")
+
+
+def test_rl_runs_read_a_record_and_fit_the_rl_law(tmp_path):
+    import gzip
+
+    from b2b.tools import overopt as T
+
+    d = torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
+    gain = O.law("rl", d, 1.0, 0.5).tolist()
+    run = tmp_path / "rloo-k-4-no-kl-seed2"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"algo": "rloo", "kl_coef": 0.0, "seed": 2}))
+    rows = [{"step": 25 * i, "kl_ref": x * x, "gold_mean": 5 + g, "proxy_mean": 1 + 2 * x}
+            for i, (x, g) in enumerate(zip(d.tolist(), gain))]
+    (run / "evals.jsonl.gz").write_bytes(gzip.compress("\n".join(map(json.dumps, rows)).encode()))
+    [r] = T.rl_runs([run])
+    assert (r["method"], r["seed"], r["algo"], r["kl_coef"]) == ("rloo-k-4-no-kl", 2, "rloo", 0.0)
+    assert r["alpha"] == pytest.approx(1.0) and r["beta"] == pytest.approx(0.5) and r["r2"] == pytest.approx(1.0)
+    assert r["d_star"] == pytest.approx(math.exp(1.0))
+    with pytest.raises(FileNotFoundError, match="no evals.jsonl"):
+        T.record_evals(tmp_path)

@@ -3,6 +3,8 @@ scored by the tiny world's gold judge.
 
     python -m b2b.tools.overopt bon --profile tiny --n 256 --prompts 512 --out runs/overopt
     python -m b2b.tools.overopt ladder --profile tiny --pairs 1000 3000 10000 30000 --out runs/overopt
+    python -m b2b.tools.overopt ensemble --profile tiny --pairs 10000 --seeds 0 1 2 3 --out runs/overopt
+    python -m b2b.tools.overopt rl --profile tiny --rewards single worst --out runs/overopt
     python -m b2b.tools.overopt table --dir data/runs/overopt-tiny     # the shipped records, with the law's fit
 
 `bon_samples` draws n answers per held-out prompt from the SFT policy once (batched) and keeps
@@ -98,28 +100,39 @@ def load_samples(out: Path) -> dict | None:
     return s
 
 
+def ensure_samples(profile, out: Path, n: int = 256, n_prompts: int | None = None, seed: int = 0,
+                   say=print) -> tuple[dict, dict]:
+    """(samples, seconds): the cached best-of-n samples in `out` when they are these (n, prompts,
+    seed), else sampled now from the profile's SFT policy and cached."""
+    from b2b.data import heldout_prompts
+    from b2b.models import load_policy, load_tokenizer
+
+    if not profile.world:
+        raise ValueError(f"overopt: profile {profile.name!r} has no gold judge; best-of-n needs the tiny world")
+    prompts = heldout_prompts(profile, n_prompts)
+    samples = load_samples(out)
+    seconds = {}
+    if samples is None or samples["n"] != n or samples["prompts"] != prompts or samples["seed"] != seed:
+        t = time.perf_counter()
+        samples = bon_samples(load_policy(profile.policy), load_tokenizer(profile.policy), prompts, n, seed,
+                              profile.max_new_tokens)
+        seconds["sample"] = time.perf_counter() - t
+        save_samples(samples, out)
+        say(f"overopt: {len(prompts)} prompts x {n} answers sampled in {seconds['sample']:.0f} s -> {out}")
+    return samples, seconds
+
+
 def run_bon(profile, out: str | Path, n: int = 256, n_prompts: int | None = None, reward_models: dict | None = None,
             seed: int = 0, say=print) -> dict:
     """Sample (or read back) n answers per held-out prompt from the profile's SFT policy, score them with
     each reward model in `reward_models` ({name: path}; the profile's level-1 model by default) and
     write `bon-<name>.json` per model: the settings, the seconds each stage took and the curve."""
-    from b2b.data import heldout_prompts
-    from b2b.models import fingerprint, load_policy, load_reward_model, load_tokenizer
+    from b2b.models import fingerprint, load_reward_model, load_tokenizer
     from b2b.reward_models import shipped_reward_model
 
-    if not profile.world:
-        raise ValueError(f"overopt: profile {profile.name!r} has no gold judge; best-of-n needs the tiny world")
     out = Path(out)
-    prompts = heldout_prompts(profile, n_prompts)
-    tok = load_tokenizer(profile.policy)
-    samples = load_samples(out)
-    seconds = {}
-    if samples is None or samples["n"] != n or samples["prompts"] != prompts or samples["seed"] != seed:
-        t = time.perf_counter()
-        samples = bon_samples(load_policy(profile.policy), tok, prompts, n, seed, profile.max_new_tokens)
-        seconds["sample"] = time.perf_counter() - t
-        save_samples(samples, out)
-        say(f"overopt: {len(prompts)} prompts x {n} answers sampled in {seconds['sample']:.0f} s -> {out}")
+    samples, seconds = ensure_samples(profile, out, n, n_prompts, seed, say)
+    prompts = samples["prompts"]
     if not reward_models:
         shipped = shipped_reward_model(profile, 1)
         if shipped is None:
@@ -177,6 +190,221 @@ def run_ladder(profile, out: str | Path, pairs=LADDER, n: int = 256, n_prompts: 
     return result
 
 
+ENSEMBLE_PAIRS = 10_000
+ENSEMBLE_SEEDS = (0, 1, 2, 3)
+"""The ensemble: four level-1 reward models on the same first 10,000 pairs, seeds 0-3 (seed 0 is
+the ladder's `rm-10000`), the proxy scale whose best-of-n over-optimises most clearly (gold at
+n = 256 below gold at n = 1)."""
+UWO_LAMBDA = 1.0
+
+
+def member_name(pairs: int, seed: int) -> str:
+    return f"rm-{pairs}" if seed == 0 else f"rm-{pairs}-seed{seed}"
+
+
+def train_member(profile, out: Path, pairs: int, seed: int, say=print) -> Path:
+    """A level-1 reward model on the first `pairs` pairs with `seed` (the shipped recipe otherwise),
+    saved under `out/<member_name>` with its metrics, or read back when there."""
+    from b2b.recipes import reward_config
+    from b2b.reward_models import reward_stage
+
+    path = out / member_name(pairs, seed)
+    meta = path / "b2b_ladder.json"
+    if not meta.exists():
+        cfg = reward_config(profile, 1, limit=pairs, eval_every=10**9, seed=seed)
+        _, _, metrics, history, _ = reward_stage(profile, 1, cfg=cfg, out=path, progress=False)
+        meta.write_text(json.dumps({"pairs": pairs, "seed": seed, "steps": len(history), **{k: metrics.get(k) for k in (
+            "pair_accuracy", "gold_accuracy", "gold_spearman", "train_seconds")}}))
+        say(f"overopt: reward model on {pairs:,} pairs, seed {seed}: accuracy {metrics['pair_accuracy']:.3f}, "
+            f"Spearman with gold {metrics.get('gold_spearman', float('nan')):.3f}, {metrics['train_seconds']:.0f} s")
+    return path
+
+
+def member_scores(path: Path, samples: dict) -> torch.Tensor:
+    """(P, N) proxy scores of the cached samples by the reward model at `path`, cached beside it."""
+    from safetensors.torch import load_file, save_file
+
+    from b2b.models import load_reward_model, load_tokenizer
+
+    cache = path / "bon-scores.safetensors"
+    P, N = samples["gold"].shape
+    if cache.exists():
+        s = load_file(str(cache))["scores"]
+        if tuple(s.shape) == (P, N):
+            return s
+    s = bon_scores(load_reward_model(path), load_tokenizer(path), samples)
+    save_file({"scores": s.contiguous()}, str(cache))
+    return s
+
+
+def load_ensemble(out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=ENSEMBLE_SEEDS, objective: str = "worst",
+                  lam: float = UWO_LAMBDA, record: str | Path | None = None):
+    """The `b2b.overopt.Ensemble` of the members in `out`, standardised by the statistics the
+    ensemble record (`record`, default `out/ensemble-rm-<pairs>.json`) keeps."""
+    from b2b.models import load_reward_model
+    from b2b.overopt import Ensemble
+
+    out = Path(out)
+    rec = json.loads(Path(record or out / f"ensemble-rm-{pairs}.json").read_text())
+    members = {m["seed"]: m for m in rec["members"]}
+    return Ensemble([load_reward_model(out / member_name(pairs, s)) for s in seeds],
+                    mean=[members[s]["mean"] for s in seeds], std=[members[s]["std"] for s in seeds],
+                    objective=objective, lam=lam)
+
+
+def run_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=ENSEMBLE_SEEDS, n: int = 256,
+                 n_prompts: int | None = None, seed: int = 0, lam: float = UWO_LAMBDA, say=print) -> dict:
+    """Best-of-n against an ensemble of reward models (Coste et al. 2024): members trained on the
+    same `pairs` with each seed in `seeds` (`train_member`), each standardised by its mean and std
+    on the SFT samples, combined by mean, worst case and uncertainty-weighted (mean - lam * std)
+    (`b2b.overopt.ensemble_score`). Writes `ensemble-rm-<pairs>.json`: every member's own curve
+    ("seed0", ...) and the three objectives' ("mean", "worst", "uwo"), each as `bon_curve` rows."""
+    from b2b.models import fingerprint, load_reward_model
+    from b2b.overopt import ensemble_score, standardise
+
+    out = Path(out)
+    samples, _ = ensure_samples(profile, out, n, n_prompts, seed, say)
+    t = time.perf_counter()
+    paths = [train_member(profile, out, pairs, s, say) for s in seeds]
+    scores = torch.stack([member_scores(p, samples) for p in paths])  # (M, P, N)
+    mean, std = scores.flatten(1).mean(1), scores.flatten(1).std(1)
+    z = standardise(scores, mean, std)
+    curves = {f"seed{s}": bon_curve(scores[i], samples["gold"]) for i, s in enumerate(seeds)}
+    for obj in ("mean", "worst", "uwo"):
+        curves[obj] = bon_curve(ensemble_score(z, obj, lam), samples["gold"])
+    members = []
+    for s, p, m, sd in zip(seeds, paths, mean.tolist(), std.tolist()):
+        members.append({"seed": s, "name": member_name(pairs, s), "fingerprint": fingerprint(load_reward_model(p)),
+                        "mean": m, "std": sd, "metrics": json.loads((p / "b2b_ladder.json").read_text())})
+    record = {"pairs": pairs, "seeds": list(seeds), "lam": lam, "prompts": len(samples["prompts"]), "n": n,
+              "seed": seed, "seconds": time.perf_counter() - t, "members": members, "curves": curves}
+    (out / f"ensemble-rm-{pairs}.json").write_text(json.dumps(record, indent=1))
+    for name, c in curves.items():
+        peak = max(c, key=lambda r: r["gold"])
+        say(f"overopt: {name}: peak gold {peak['gold']:.2f} at n = {peak['n']}, {c[-1]['gold']:.2f} at n = {c[-1]['n']}")
+    return record
+
+
+RL_METHOD = "rloo-k-4-no-kl"
+RL_STEPS = 300
+
+
+def run_rl_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=ENSEMBLE_SEEDS,
+                    rewards=("single", "worst"), method: str = RL_METHOD, steps: int = RL_STEPS, rl_seed: int = 0,
+                    say=print) -> dict:
+    """RL (the showdown's `method`, `steps` steps, evaluated every 25 on the held-out prompts with the
+    KL to the SFT policy) against the single reward model of seed `seeds[0]` and against the ensemble
+    of `run_ensemble` with each objective in `rewards`; each run in `out/rl-<reward>-<pairs>`
+    (`b2b.tools.showdown.cached_run`: read back when finished). Returns {reward: History}."""
+    from b2b.models import load_reward_model
+    from b2b.recipes import method_config
+    from b2b.tools.showdown import cached_run
+
+    out = Path(out)
+    cfg = method_config(profile, method, rl_seed, steps)
+    result = {}
+    for r in rewards:
+        rm = (load_reward_model(out / member_name(pairs, seeds[0])) if r == "single"
+              else load_ensemble(out, pairs, seeds, objective=r))
+        t = time.perf_counter()
+        h = cached_run(profile, cfg, out / f"rl-{r}-{pairs}", reward_model=rm, progress=False)
+        say(f"overopt: RL ({method}) against {r}: gold {h.evals[0]['gold_mean']:.2f} -> {h.evals[-1]['gold_mean']:.2f}, "
+            f"KL {h.evals[-1]['kl_ref']:.1f} nats ({time.perf_counter() - t:.0f} s)")
+        result[r] = h
+    return result
+
+
+def record_evals(run_dir: str | Path) -> list[dict]:
+    """The held-out evaluations of a run directory or of its shipped record (evals.jsonl or .gz)."""
+    import gzip
+
+    d = Path(run_dir)
+    if (d / "evals.jsonl").exists():
+        text = (d / "evals.jsonl").read_text()
+    elif (d / "evals.jsonl.gz").exists():
+        text = gzip.decompress((d / "evals.jsonl.gz").read_bytes()).decode()
+    else:
+        raise FileNotFoundError(f"{d}: no evals.jsonl(.gz): not a run or a run record")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def rl_runs(record_dirs) -> list[dict]:
+    """One row per RL run directory or record: its method (the folder name less `-seedN`), seed,
+    kl_coef, algorithm, its trajectory (`b2b.overopt.rl_points`: d, gold gain, proxy gain) and the fit
+    of Gao et al.'s RL law to it."""
+    from b2b.overopt import fit_law, rl_points
+
+    rows = []
+    for d in map(Path, record_dirs):
+        cfg = json.loads((d / "config.json").read_text())
+        dist, gain, proxy = rl_points(record_evals(d))
+        name = d.name
+        method, _, seed = name.rpartition("-seed") if "-seed" in name else (name, "", "")
+        fit = fit_law("rl", dist, gain)
+        inside = fit.d_star is not None and fit.d_star <= max(dist)
+        rows.append({"run": name, "method": method, "seed": int(seed) if seed.isdigit() else cfg.get("seed"),
+                     "algo": cfg["algo"], "kl_coef": cfg["kl_coef"], "d": dist, "gold_gain": gain,
+                     "proxy_gain": proxy, "alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2,
+                     "d_star": fit.d_star, "r_star": fit.r_star, "peak_in_range": inside})
+    return rows
+
+
+def rl_vs_bon(rl: dict, bon: dict, points: int = 50) -> dict:
+    """RL's fitted curve against best-of-n's (rows of `rl_runs` and `bon_fit`) on `points` distances
+    in (0, d_max], d_max the smaller of the two's largest measured d: `below`, whether R_rl(d) <= R_bon(d)
+    at every one, and `gap`, the mean of R_rl(d) - R_bon(d) over them (negative: RL gains less gold)."""
+    from b2b.overopt import law
+
+    d_max = min(max(rl["d"]), max(bon["d"]))
+    d = torch.linspace(d_max / points, d_max, points, dtype=torch.float64)
+    diff = law("rl", d, rl["alpha"], rl["beta"]) - law("bon", d, bon["alpha"], bon["beta"])
+    return {"d_max": d_max, "below": bool((diff <= 0).all()), "gap": float(diff.mean())}
+
+
+def bon_fit(record: dict) -> dict:
+    """A best-of-n record's measured d and gold gain with the fit of Gao et al.'s best-of-n law."""
+    from b2b.overopt import fit_law
+
+    c = record["curve"] if "curve" in record else record
+    d, gain = [r["d"] for r in c], [r["gold_gain"] for r in c]
+    f = fit_law("bon", d, gain)
+    return {"d": d, "gold_gain": gain, "alpha": f.alpha, "beta": f.beta, "r2": f.r2, "d_star": f.d_star,
+            "r_star": f.r_star}
+
+
+def kl_frontier(without: list[dict], penalised: list[dict]) -> dict:
+    """Does a KL penalty move the gold-vs-d frontier, or stop the run early on it (Gao et al.)?
+    Gao et al.'s RL law is fitted to the pooled points of the runs `without` the penalty (rows of
+    `rl_runs`); each penalised run's points (d > 0, within the unpenalised runs' d) get their mean
+    residual from that fit, and so does each unpenalised run over the same d range. A penalised run
+    is `on_frontier` when its mean residual is no larger in size than the largest of the
+    unpenalised runs' own (their seed-to-seed spread about their fit)."""
+    from b2b.overopt import fit_law, law
+
+    d = [x for r in without for x in r["d"]]
+    g = [x for r in without for x in r["gold_gain"]]
+    fit = fit_law("rl", d, g)
+    d_top = max(d)
+
+    def mean_residual(run: dict, d_max: float) -> float | None:
+        pts = [(x, y) for x, y in zip(run["d"], run["gold_gain"]) if 0 < x <= d_max]
+        if not pts:
+            return None
+        xs = torch.tensor([p[0] for p in pts], dtype=torch.float64)
+        return float((torch.tensor([p[1] for p in pts], dtype=torch.float64) - law("rl", xs, fit.alpha, fit.beta)).mean())
+
+    rows = []
+    for run in penalised:
+        d_max = min(max(run["d"]), d_top)
+        own = [m for m in (mean_residual(r, d_max) for r in without) if m is not None]
+        res = mean_residual(run, d_max)
+        spread = max(abs(m) for m in own) if own else None
+        rows.append({"run": run["run"], "kl_coef": run["kl_coef"], "d_max": d_max, "mean_residual": res,
+                     "own_residuals": own, "spread": spread,
+                     "on_frontier": None if res is None or spread is None else abs(res) <= spread})
+    return {"alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2, "runs": rows}
+
+
 def _pairs(name: str) -> int | None:
     """Training pairs of a ladder model from its name ('rm-3000' -> 3000); None for another model."""
     tail = name.rsplit("-", 1)[-1]
@@ -224,6 +452,20 @@ def main(argv: list[str] | None = None) -> int:
     lad.add_argument("--prompts", type=int, default=None)
     lad.add_argument("--seed", type=int, default=0)
     lad.add_argument("--out", default="runs/overopt")
+    ens = sub.add_parser("ensemble", help="best-of-n against an ensemble of reward models (mean, worst, uwo)")
+    ens.add_argument("--profile", default="tiny")
+    ens.add_argument("--pairs", type=int, default=ENSEMBLE_PAIRS)
+    ens.add_argument("--seeds", type=int, nargs="+", default=list(ENSEMBLE_SEEDS))
+    ens.add_argument("--n", type=int, default=256)
+    ens.add_argument("--prompts", type=int, default=None)
+    ens.add_argument("--out", default="runs/overopt")
+    rl = sub.add_parser("rl", help="RL against the ensemble's first member and against the ensemble")
+    rl.add_argument("--profile", default="tiny")
+    rl.add_argument("--pairs", type=int, default=ENSEMBLE_PAIRS)
+    rl.add_argument("--seeds", type=int, nargs="+", default=list(ENSEMBLE_SEEDS))
+    rl.add_argument("--rewards", nargs="+", default=["single", "worst"], choices=["single", "mean", "worst", "uwo"])
+    rl.add_argument("--steps", type=int, default=RL_STEPS)
+    rl.add_argument("--out", default="runs/overopt")
     tab = sub.add_parser("table", help="the best-of-n records of a folder, one line per proxy, with the law's fit")
     tab.add_argument("--dir", default="data/runs/overopt-tiny")
     args = ap.parse_args(argv)
@@ -235,6 +477,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"fit alpha {r['alpha']:.2f} beta {r['beta']:.2f} R^2 {r['r2']:.3f}, d* "
                   + ("-" if r["d_star"] is None else f"{r['d_star']:.2f}") + ", R* "
                   + ("-" if r["r_star"] is None else f"{r['r_star']:+.2f}"))
+        return 0
+    if args.cmd in ("ensemble", "rl") and (len(args.seeds) < 2 or args.pairs < 1):
+        ap.error("--seeds needs at least two seeds and --pairs at least 1")
+    if args.cmd == "ensemble":
+        run_ensemble(get_profile(args.profile), args.out, args.pairs, args.seeds, args.n, args.prompts)
+        return 0
+    if args.cmd == "rl":
+        if args.steps < 1:
+            ap.error("--steps must be at least 1")
+        run_rl_ensemble(get_profile(args.profile), args.out, args.pairs, args.seeds, args.rewards, steps=args.steps)
         return 0
     if args.cmd == "ladder":
         if args.n < 1 or min(args.pairs) < 1:
