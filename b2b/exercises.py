@@ -37,6 +37,9 @@ The checks (name: your function's signature -> what it returns):
     check_repetition_penalty(fn)       fn(logits (B, V), seen (B, V) bool, penalty) -> (B, V)
     check_repeated_ngrams(fn)          fn(token_ids (B, C), mask (B, C), n) -> (B,) share of repeated n-grams
     check_grpo_advantages(fn)          fn(rewards (B,), k) -> (B,), groups of k consecutive samples
+    check_bon_kl(fn)                   fn(n (N,) long) -> (N,) the analytic KL of best-of-n, in nats
+    check_fit_bon_law(fn)              fn(d (J,), gain (J,)) -> (alpha, beta), the least-squares fit of
+                                       gain = d (alpha - beta d) through the origin
 
 In a notebook, each exercise is a stub that raises NotImplementedError followed by its check;
 `solved(name)` is the hidden solution (CI runs every notebook with it, see `solve_cell`).
@@ -58,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from b2b import advantages as adv_ref
+from b2b import overopt as overopt_ref
 from b2b.metrics import distinct_n, ngrams
 from b2b.evaluate import collapse_flags
 from b2b.reward import NUM_CLASSES, bradley_terry_loss, expected_class, ordinal_loss
@@ -1085,6 +1089,70 @@ _GRPO_MISTAKES = (
 )
 
 
+def _cases_bon_kl():
+    return [
+        ("n = 1, 2, 4, 16, 256", lambda: (torch.tensor([1, 2, 4, 16, 256]),)),
+        ("n = 3, 5, 1000 (not powers of two)", lambda: (torch.tensor([3, 5, 1000]),)),
+    ]
+
+
+def _bon_kl(n):
+    return torch.log(n.double()) - (n - 1) / n.double()
+
+
+_BON_KL_MISTAKES = (
+    _Mistake("you left out the - (n - 1) / n: log n is the KL of keeping only the base policy's top 1/n; "
+             "best-of-n keeps every answer, the lower-ranked ones with less weight",
+             lambda n: torch.log(n.double())),
+    _Mistake("your (n - 1) / n is n - 1: divide by n", lambda n: torch.log(n.double()) - (n - 1)),
+    _Mistake("your sign is flipped: KL_bon(n) = log n - (n - 1) / n (0 at n = 1, then growing like log n)",
+             lambda n: (n - 1) / n.double() - torch.log(n.double())),
+    _Mistake("you took log base 2: the course measures KL in nats, torch.log",
+             lambda n: torch.log2(n.double()) - (n - 1) / n.double()),
+)
+
+
+def _cases_fit_bon_law():
+    def noisy(seed, J, alpha, beta, noise):
+        def make():
+            g = torch.Generator().manual_seed(seed)
+            d = torch.sort(torch.rand(J, generator=g, dtype=torch.float64) * 2.2).values
+            d[0] = 0.0  # n = 1: no distance, no gain
+            return d, d * (alpha - beta * d) + noise * torch.randn(J, generator=g, dtype=torch.float64) * (d > 0)
+        return make
+    return [
+        ("9 points on the law exactly (alpha 3, beta 1.2)", noisy(0, 9, 3.0, 1.2, 0.0)),
+        ("9 noisy points (alpha 2, beta 0.9)", noisy(1, 9, 2.0, 0.9, 0.1)),
+        ("6 noisy points past the peak (alpha 0.7, beta 0.4)", noisy(2, 6, 0.7, 0.4, 0.05)),
+    ]
+
+
+def _fit_bon_law(d, gain):
+    f = overopt_ref.fit_law("bon", d, gain)
+    return torch.tensor(f.alpha), torch.tensor(f.beta)
+
+
+def _fit_with(design, out=lambda sol: (sol[0], sol[1])):
+    def fn(d, gain):
+        d, y = d.double(), gain.double()
+        sol = torch.linalg.lstsq(design(d), y[:, None]).solution.flatten()
+        return out(sol)
+    return fn
+
+
+_FIT_MISTAKES = (
+    _Mistake("your fit has an intercept: Gao et al.'s law passes through the origin (R(0) = 0), so the design "
+             "matrix is [d, -d^2] with no column of ones",
+             _fit_with(lambda d: torch.stack([torch.ones_like(d), d, -d * d], 1), lambda s: (s[1], s[2]))),
+    _Mistake("your beta has the wrong sign: the law is d (alpha - beta d) = alpha d - beta d^2, so the column for "
+             "beta is -d^2 (or negate the coefficient of d^2)", _fit_with(lambda d: torch.stack([d, d * d], 1))),
+    _Mistake("you fitted against KL, not d = sqrt(KL): pass d, the square root of the KL",
+             _fit_with(lambda d: torch.stack([d * d, -(d * d) ** 2], 1))),
+    _Mistake("you returned (beta, alpha): the function returns alpha first",
+             _fit_with(lambda d: torch.stack([d, -d * d], 1), lambda s: (s[1], s[0]))),
+)
+
+
 # ----------------------------------------------------------------------------- the table
 
 _EXERCISES: dict[str, _Exercise] = {
@@ -1123,6 +1191,8 @@ _EXERCISES: dict[str, _Exercise] = {
     "repetition_penalty": _Exercise(repetition_penalized, repetition_penalized, _cases_repetition, _REPETITION_MISTAKES),
     "repeated_ngrams": _Exercise(
         adv_ref.repeated_ngram_fraction, adv_ref.repeated_ngram_fraction, _cases_repeated_ngrams, _REPEATED_MISTAKES),
+    "bon_kl": _Exercise(_bon_kl, _bon_kl, _cases_bon_kl, _BON_KL_MISTAKES),
+    "fit_bon_law": _Exercise(_fit_bon_law, _fit_bon_law, _cases_fit_bon_law, _FIT_MISTAKES, n_outputs=2),
     "grpo_advantages": _Exercise(
         adv_ref.grpo_advantages, adv_ref.grpo_advantages, _cases_grpo, _GRPO_MISTAKES,
         nonfinite="your result is inf or nan for a group of equal rewards: add eps (1e-4) to the standard deviation"),
@@ -1254,6 +1324,17 @@ def check_grpo_advantages(fn) -> bool:
     """Check `fn(rewards (B,), k) -> (B,)` (groups of k consecutive samples, std + 1e-4) against
     `b2b.advantages.grpo_advantages`."""
     return _run("grpo_advantages", fn)
+
+
+def check_bon_kl(fn) -> bool:
+    """Check `fn(n (N,) long) -> (N,)`, best-of-n's analytic KL log n - (n - 1) / n, against
+    `b2b.overopt.bon_kl`."""
+    return _run("bon_kl", fn)
+
+
+def check_fit_bon_law(fn) -> bool:
+    """Check `fn(d (J,), gain (J,)) -> (alpha, beta)` against `b2b.overopt.fit_law("bon", d, gain)`."""
+    return _run("fit_bon_law", fn)
 
 
 def solved(name: str):

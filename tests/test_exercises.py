@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from b2b import advantages as A
 from b2b import exercises as E
+from b2b import overopt as O
 from b2b.metrics import distinct_n
 from b2b.evaluate import collapse_flags
 from b2b.reward import bradley_terry_loss, expected_class, ordinal_loss
@@ -38,6 +39,8 @@ REFERENCES = {
     "repeated_ngrams": A.repeated_ngram_fraction,
     "sequence_logprobs": sequence_logprobs,
     "rl_step": reinforce_step,
+    "bon_kl": lambda n: O.bon_kl(n),
+    "fit_bon_law": lambda d, g: tuple(torch.tensor(x) for x in (O.fit_law("bon", d, g).alpha, O.fit_law("bon", d, g).beta)),
 }
 
 
@@ -496,6 +499,23 @@ def grpo_no_eps(rewards, k):
     return ((g - g.mean(1, keepdim=True)) / g.std(1, keepdim=True)).flatten()
 
 
+def fit_with_intercept(d, gain):  # numpy-style polyfit of degree 2: a constant term creeps in
+    X = torch.stack([torch.ones_like(d), d, d * d], 1)
+    c, a, b = torch.linalg.lstsq(X, gain[:, None]).solution.flatten()
+    return a, -b
+
+
+def fit_on_kl(d, gain):
+    kl = d * d
+    a, b = torch.linalg.lstsq(torch.stack([kl, -kl * kl], 1), gain[:, None]).solution.flatten()
+    return a, b
+
+
+def fit_plus_beta(d, gain):
+    a, b = torch.linalg.lstsq(torch.stack([d, d * d], 1), gain[:, None]).solution.flatten()
+    return a, b
+
+
 WRONG += [
     ("expected_class", ec_zero_based, "off by one"),
     ("expected_class", ec_argmax, "argmax"),
@@ -522,6 +542,12 @@ WRONG += [
     ("rl_step", step_no_clip, "the gradient was not clipped"),
     ("rl_step", step_no_step, "did not change the policy"),
     ("rl_step", step_ascent, "the wrong way"),
+    ("bon_kl", lambda n: torch.log(n.double()), "you left out the - (n - 1) / n"),
+    ("bon_kl", lambda n: (n - 1) / n - torch.log(n.float()), "your sign is flipped"),
+    ("bon_kl", lambda n: torch.log2(n.float()) - (n - 1) / n, "log base 2"),
+    ("fit_bon_law", fit_with_intercept, "has an intercept"),
+    ("fit_bon_law", fit_on_kl, "not d = sqrt(KL)"),
+    ("fit_bon_law", fit_plus_beta, "wrong sign"),
 ]
 
 
