@@ -495,3 +495,130 @@ def plot_clipped_ratio(clip: float = 0.2):
                  "the advantage's way", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- notebook 09: over-optimisation
+
+def _law_line(ax, kind: str, alpha: float, beta: float, d_max: float, **kw):
+    import torch
+
+    from b2b.overopt import law
+
+    d = torch.linspace(0, d_max, 100, dtype=torch.float64)
+    ax.plot(d.tolist(), law(kind, d, alpha, beta).tolist(), **kw)
+
+
+def plot_bon_vs_rl(bon: dict, rl: list[dict], methods: list[str] | None = None):
+    """Gao et al.'s figure at toy scale: gold gain (solid, with the fitted law) and proxy gain (dashed)
+    against d = sqrt(KL to the initial policy), best-of-n on the left (`b2b.tools.overopt.bon_fit` of a
+    record, with its `proxy_gain`), RL runs on the right (`rl_runs` rows: each seed's points and the
+    fit to the method's pooled points), best-of-n's fitted gold drawn grey on both for comparison."""
+    from b2b.overopt import fit_law
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    ax = axes[0]
+    ax.plot(bon["d"], bon["gold_gain"], "o", color="C0", label="gold (measured)")
+    _law_line(ax, "bon", bon["alpha"], bon["beta"], max(bon["d"]) * 1.05, color="0.5",
+              label=f"fit: d ({bon['alpha']:.2f} - {bon['beta']:.2f} d), R$^2$ {bon['r2']:.3f}")
+    if "proxy_gain" in bon:
+        ax.plot(bon["d"], bon["proxy_gain"], "--", color="C0", alpha=0.7, label="proxy (reward-model units)")
+    for x, n in zip(bon["d"], bon.get("n", [])):
+        if n in (4, 16, 64, 256):
+            ax.annotate(f"n={n}", (x, 0), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=7)
+    ax.set_title("best-of-n against the proxy", fontsize=10)
+    ax = axes[1]
+    methods = methods or list(dict.fromkeys(r["method"] for r in rl))
+    d_top = max((max(r["d"]) for r in rl if r["method"] in methods), default=1.0)
+    for i, m in enumerate(methods):
+        runs = [r for r in rl if r["method"] == m]
+        c = f"C{i + 1}"
+        for j, r in enumerate(runs):
+            ax.plot(r["d"], r["gold_gain"], "o", color=c, ms=3, alpha=0.6)
+            ax.plot(r["d"], r["proxy_gain"], "--", color=c, lw=0.8, alpha=0.5)
+        f = fit_law("rl", [x for r in runs for x in r["d"]], [y for r in runs for y in r["gold_gain"]])
+        _law_line(ax, "rl", f.alpha, f.beta, max(x for r in runs for x in r["d"]), color=c,
+                  label=f"{m} ({len(runs)} seed{'s' * (len(runs) > 1)}): fit R$^2$ {f.r2:.2f}")
+    _law_line(ax, "bon", bon["alpha"], bon["beta"], min(d_top, 2 * max(bon["d"])), color="0.5", lw=2, alpha=0.6,
+              label="best-of-n's fit")
+    ax.set_title("RL along its trajectory (dots: gold, dashed: proxy)", fontsize=10)
+    for ax in axes:
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel("d = sqrt(KL to the SFT policy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0].set_ylabel("gain over the SFT policy")
+    lo = min(min(bon["gold_gain"]), min(min(r["gold_gain"]) for r in rl if r["method"] in methods)) - 0.3
+    axes[0].set_ylim(lo, max(max(bon.get("proxy_gain", bon["gold_gain"])), 2.5) + 0.3)
+    fig.suptitle("Gold rises, then falls, as the policy moves away from SFT: Gao et al.'s laws in the tiny world")
+    fig.tight_layout()
+    return fig
+
+
+def plot_bon_scale(rows: list[dict], curves: dict[int, dict]):
+    """Best-of-n's gold gain against d for proxies trained on more and more pairs (`curves`: pairs ->
+    `bon_fit` of its record; points and fitted law), and the fitted peak (d*, R*) against the pairs
+    (`rows`: `b2b.tools.overopt.scale_rows`)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
+    ax = axes[0]
+    for i, (pairs, c) in enumerate(sorted(curves.items())):
+        ax.plot(c["d"], c["gold_gain"], "o", color=f"C{i}", ms=4)
+        _law_line(ax, "bon", c["alpha"], c["beta"], max(c["d"]), color=f"C{i}", label=f"{pairs:,} pairs")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("d = sqrt(KL bound of best-of-n)")
+    ax.set_ylabel("gold gain over n = 1")
+    ax.set_title("best-of-n against proxies of five sizes (dots: measured, lines: fit)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    xs = [r["pairs"] for r in rows]
+    ax.plot(xs, [r["r_star"] or 0 for r in rows], "o-", color="C3", label="peak gold gain R*")
+    ax.plot(xs, [r["d_star"] or 0 for r in rows], "s--", color="C4", label="where it peaks, d*")
+    ax.set_xscale("log")
+    ax.set_xlabel("reward model's training pairs")
+    ax.set_title("the fitted peak grows and comes later", fontsize=10)
+    ax.legend(fontsize=8)
+    for a in axes:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ensemble_bon(curves: dict[str, list[dict]]):
+    """Best-of-n's gold against its KL bound for each single reward model of an ensemble (grey) and
+    for the ensemble's objectives (`b2b.tools.overopt.run_ensemble`'s curves)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = {"mean": "ensemble mean", "worst": "worst case (min)", "uwo": "mean - std (uncertainty-weighted)"}
+    for k, c in curves.items():
+        single = k.startswith("seed")
+        ax.plot([r["d"] for r in c], [r["gold"] for r in c], "-" if single else "o-", lw=1 if single else 2,
+                color="0.6" if single else None, alpha=0.8, label=None if single and k != "seed0" else
+                ("single reward models" if single else names.get(k, k)))
+    ax.set_xlabel("d = sqrt(KL bound of best-of-n)")
+    ax.set_ylabel("gold of the answer picked")
+    ax.set_title("Best-of-n against one reward model and against an ensemble of four", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_penalty_frontier(without: list[dict], penalised: list[dict], alpha: float, beta: float):
+    """RL runs without a KL penalty (grey dots, with the RL law fitted to them) and with one (coloured by
+    its coefficient): gold gain against d. On Gao et al.'s account the coloured dots lie on the grey
+    curve, stopped earlier; above it, the penalty bought gold at equal distance."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in without:
+        ax.plot(r["d"], r["gold_gain"], "o", color="0.6", ms=3)
+    _law_line(ax, "rl", alpha, beta, max(x for r in without for x in r["d"]), color="0.4",
+              label="no penalty: runs (dots) and the RL law's fit")
+    coefs = sorted({r["kl_coef"] for r in penalised})
+    for i, k in enumerate(coefs):
+        for j, r in enumerate(x for x in penalised if x["kl_coef"] == k):
+            ax.plot(r["d"], r["gold_gain"], "o", color=f"C{i + 1}", ms=4, label=f"KL coefficient {k}" if j == 0 else None)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("d = sqrt(KL to the SFT policy)")
+    ax.set_ylabel("gold gain over the SFT policy")
+    ax.set_title("A KL penalty: early stop on the same curve, or a better curve?", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

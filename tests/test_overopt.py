@@ -210,3 +210,27 @@ def test_rl_runs_read_a_record_and_fit_the_rl_law(tmp_path):
     assert r["d_star"] == pytest.approx(math.exp(1.0))
     with pytest.raises(FileNotFoundError, match="no evals.jsonl"):
         T.record_evals(tmp_path)
+
+
+def test_ensemble_best_of_n_and_rl_against_the_ensemble(tmp_path):
+    """The ensemble's records and an RL run that trains against it (2 members on 64 pairs, 2 steps, `ci`)."""
+    from b2b.config import get_profile
+    from b2b.tools import overopt as T
+
+    ci, out, quiet = get_profile("ci"), tmp_path / "ens", (lambda _: None)
+    rec = T.run_ensemble(ci, out, pairs=64, seeds=(0, 1), n=4, n_prompts=3, say=quiet)
+    assert set(rec["curves"]) == {"seed0", "seed1", "mean", "worst", "uwo"}
+    assert [m["name"] for m in rec["members"]] == ["rm-64", "rm-64-seed1"]
+    assert rec["members"][0]["fingerprint"] != rec["members"][1]["fingerprint"]  # the seed changes the model
+    s = T.load_samples(out)
+    scores = torch.stack([T.member_scores(out / m["name"], s) for m in rec["members"]])
+    z = (scores - scores.flatten(1).mean(1)[:, None, None]) / scores.flatten(1).std(1)[:, None, None]
+    want = T.bon_curve(z.min(0).values, s["gold"])  # worst case of the standardised members, by hand
+    assert [r["gold"] for r in rec["curves"]["worst"]] == pytest.approx([r["gold"] for r in want])
+    ens = T.load_ensemble(out, 64, (0, 1), objective="worst")
+    assert torch.allclose(ens.mean, scores.flatten(1).mean(1))
+    runs = T.run_rl_ensemble(ci, out, pairs=64, seeds=(0, 1), steps=2, say=quiet)
+    assert set(runs) == {"single", "worst"} and all(len(h.steps) == 2 for h in runs.values())
+    assert runs["worst"].evals[0]["proxy_mean"] != runs["single"].evals[0]["proxy_mean"]  # another reward
+    [row] = [r for r in T.rl_runs([out / "rl-worst-64"])]
+    assert row["d"][0] == 0.0 and len(row["d"]) == len(runs["worst"].evals)

@@ -405,6 +405,106 @@ def kl_frontier(without: list[dict], penalised: list[dict]) -> dict:
     return {"alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2, "runs": rows}
 
 
+SHOWN = ("vanilla-reinforce", "rloo-k-4-no-kl", "reinforcepp")
+"""The RL methods notebook 09 draws along their trajectories (the issue's vanilla REINFORCE, RLOO and
+REINFORCE++), from the showdown's records."""
+FRONTIER = (("rloo-k-4-no-kl", "rloo-k-4-kl"), ("vanilla-reinforce", "vanilla-reinforce-kl"))
+"""(without, with) a KL penalty: the showdown's pairs of methods that differ only in it."""
+
+
+def showdown_runs(showdown: str | Path) -> list[dict]:
+    """`rl_runs` of every run (folder `<method>-seed<N>`) in a showdown folder or its record."""
+    return rl_runs(sorted(d for d in Path(showdown).iterdir() if d.is_dir() and "-seed" in d.name
+                          and ((d / "evals.jsonl").exists() or (d / "evals.jsonl.gz").exists())))
+
+
+def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
+    """Each of `b2b.overopt.CLAIMS` against the lab's records (`lab`: the bon-*, ensemble-* and rl-*
+    records) and the showdown's runs (`showdown`): one row per claim with `holds` (True / False, None
+    when a record it needs is missing) and `detail`, the numbers behind it, per proxy, seed or run."""
+    from b2b.overopt import CLAIMS
+
+    lab = Path(lab)
+    text = dict(CLAIMS)
+    out = []
+
+    def row(name, holds, detail):
+        out.append({"claim": name, "text": text[name], "holds": holds, "detail": detail})
+
+    scale = scale_rows(lab)
+    small = scale[0] if scale else None
+    if small:
+        c = json.loads((lab / f"bon-{small['reward_model']}.json").read_text())["curve"]
+        row("interior_peak", small["last_gold"] < small["peak_gold"],
+            f"{small['pairs']:,} pairs: gold {small['gold_n1']:.2f} at n = 1, peak {small['peak_gold']:.2f} at n = "
+            f"{small['peak_n']} (95% interval {small['peak_lo']:.2f} to {small['peak_hi']:.2f}; n = 1's "
+            f"{c[0]['gold_lo']:.2f} to {c[0]['gold_hi']:.2f}), {small['last_gold']:.2f} at n = {small['last_n']}")
+    else:
+        row("interior_peak", None, "no best-of-n records")
+    rl = showdown_runs(showdown) if Path(showdown).is_dir() else []
+    full = lab / "bon-rm-level1.json"
+    if rl and full.exists():
+        bon = bon_fit(json.loads(full.read_text()))
+        cmp = [(r, rl_vs_bon(r, bon)) for r in rl]
+        below = sum(v["below"] for _, v in cmp)
+        gaps = [v["gap"] for _, v in cmp]
+        row("rl_below_bon", below == len(cmp),
+            f"R_rl(d) <= R_bon(d) at every d both reach in {below} of {len(cmp)} runs; mean gap R_rl - R_bon "
+            f"{min(gaps):+.2f} to {max(gaps):+.2f} (negative in {sum(g < 0 for g in gaps)} of {len(cmp)})")
+    else:
+        row("rl_below_bon", None, "no showdown runs or no best-of-n record of the shipped reward model")
+    bon_r2 = [r["r2"] for r in scale]
+    rl_r2 = [r["r2"] for r in rl]
+    row("fits", bool(bon_r2) and bool(rl_r2) and min(bon_r2 + rl_r2) >= 0.9,
+        (f"best-of-n R^2 {min(bon_r2):.3f} to {max(bon_r2):.3f} ({len(bon_r2)} proxies); " if bon_r2 else "")
+        + (f"RL R^2 {min(rl_r2):.2f} to {max(rl_r2):.2f}, >= 0.9 in {sum(x >= 0.9 for x in rl_r2)} of {len(rl_r2)} runs"
+           if rl_r2 else "no RL runs"))
+    stars = [r["r_star"] for r in scale]
+    rises = len(stars) > 1 and all(a is not None and b is not None and b > a for a, b in zip(stars, stars[1:]))
+    row("peak_rises", rises if len(stars) > 1 else None,
+        ", ".join(f"{r['pairs']:,}: R* {r['r_star']:+.2f}" if r["r_star"] is not None else f"{r['pairs']:,}: no peak"
+                  for r in scale))
+    ens = sorted(lab.glob("ensemble-rm-*.json"))
+    if ens:
+        e = json.loads(ens[0].read_text())
+        cv = e["curves"]
+
+        def loss(c):  # gold lost from the curve's own peak by its largest n
+            return max(r["gold"] for r in c) - c[-1]["gold"]
+        singles = [k for k in cv if k.startswith("seed")]
+        worse = [k for k in singles if loss(cv["worst"]) < loss(cv[k])]
+        row("worst_case", len(worse) == len(singles),
+            f"gold lost from the peak by n = {cv['worst'][-1]['n']}: worst case {loss(cv['worst']):.2f}, mean "
+            f"{loss(cv['mean']):.2f}, uncertainty-weighted {loss(cv['uwo']):.2f}; single models "
+            + ", ".join(f"{k} {loss(cv[k]):.2f}" for k in singles))
+    else:
+        row("worst_case", None, "no ensemble record")
+    fr = []
+    for without, with_ in FRONTIER:
+        a, b = [r for r in rl if r["method"] == without], [r for r in rl if r["method"] == with_]
+        if a and b:
+            fr += kl_frontier(a, b)["runs"]
+    if fr:
+        on = [r for r in fr if r["on_frontier"]]
+        above = [r for r in fr if r["mean_residual"] > max(r["own_residuals"])]
+        row("kl_frontier", len(on) == len(fr),
+            f"on the unpenalised runs' curve in {len(on)} of {len(fr)} penalised runs, by the test fixed beforehand; "
+            f"yet above every unpenalised run's own mean residual over the same d in {len(above)} of {len(fr)}; "
+            "mean residuals: "
+            + ", ".join(f"{r['run']} {r['mean_residual']:+.2f} (unpenalised {min(r['own_residuals']):+.2f} to "
+                        f"{max(r['own_residuals']):+.2f})" for r in fr))
+    else:
+        row("kl_frontier", None, "no showdown runs with and without the KL penalty")
+    pair = [lab / f"rl-{k}-{ENSEMBLE_PAIRS}" for k in ("single", "worst")]
+    if all(p.is_dir() for p in pair):
+        (s0, s1), (w0, w1) = [(ev[0]["gold_mean"], ev[-1]["gold_mean"]) for ev in map(record_evals, pair)]
+        row("rl_ensemble", w1 > s1, f"gold {s0:.2f} -> {s1:.2f} against the single model, {w0:.2f} -> {w1:.2f} "
+                                    "against the worst-case ensemble (one seed each)")
+    else:
+        row("rl_ensemble", None, "no RL runs against the ensemble")
+    return out
+
+
 def _pairs(name: str) -> int | None:
     """Training pairs of a ladder model from its name ('rm-3000' -> 3000); None for another model."""
     tail = name.rsplit("-", 1)[-1]
