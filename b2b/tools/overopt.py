@@ -6,6 +6,7 @@ scored by the tiny world's gold judge.
     python -m b2b.tools.overopt ensemble --profile tiny --pairs 10000 --seeds 0 1 2 3 --out runs/overopt
     python -m b2b.tools.overopt rl --profile tiny --rewards single worst --out runs/overopt
     python -m b2b.tools.overopt table --dir data/runs/overopt-tiny     # the shipped records, with the law's fit
+    python -m b2b.tools.overopt all --profile tiny --out runs/overopt  # every record above, in one command
 
 `bon_samples` draws n answers per held-out prompt from the SFT policy once (batched) and keeps
 their gold ratings; `bon_scores` scores the same answers with a reward model; `bon_curve` turns
@@ -148,6 +149,10 @@ def run_bon(profile, out: str | Path, n: int = 256, n_prompts: int | None = None
         secs = {**seconds, "score": time.perf_counter() - t}
         record = {"reward_model": name, "reward_model_fingerprint": fingerprint(rm), "prompts": len(prompts), "n": n,
                   "seed": seed, "seconds": secs, "curve": rows}
+        if (Path(path) / "b2b_metrics.json").exists():  # a model `b2b` trained (the shipped one): its metrics
+            m = json.loads((Path(path) / "b2b_metrics.json").read_text())
+            record["reward_model_metrics"] = {k: m.get(k) for k in ("pair_accuracy", "gold_accuracy", "gold_spearman",
+                                                                    "train_seconds", "train_pairs")}
         (out / f"bon-{name}.json").write_text(json.dumps(record, indent=1))
         peak = max(rows, key=lambda r: r["gold"])
         say(f"overopt: {name}: gold {rows[0]['gold']:.2f} at n = 1, peak {peak['gold']:.2f} at n = {peak['n']}, "
@@ -532,6 +537,71 @@ def scale_rows(record_dir: str | Path, full_pairs: int = 100_000) -> list[dict]:
     return sorted(rows, key=lambda row: row["pairs"])
 
 
+def claims_table(rows: list[dict]) -> str:
+    """`claims` as a markdown table: the claim as fixed before the runs, its outcome, its numbers."""
+    verdict = {True: "holds", False: "**does not hold**", None: "not measured"}
+    lines = ["| claim | fixed before the runs | outcome | the numbers |", "|---|---|---|---|"]
+    lines += [f"| `{r['claim']}` | {r['text']} | {verdict[r['holds']]} | {r['detail']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def results_markdown(lab: str | Path, showdown: str | Path) -> str:
+    """docs/results.md's over-optimisation section, rendered from the records (`--check` in the tests)."""
+    rows = scale_rows(lab)
+    lines = ["| proxy's pairs | pair accuracy | Spearman with gold | gold at n = 1 | peak gold (n) | gold at n = 256 | "
+             "alpha | beta | R^2 | d* | R* |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = "-" if r["pair_accuracy"] is None else f"{r['pair_accuracy']:.3f}"
+        sp = "-" if r["gold_spearman"] is None else f"{r['gold_spearman']:.2f}"
+        lines.append(f"| {r['pairs']:,} | {acc} | {sp} | {r['gold_n1']:.2f} | {r['peak_gold']:.2f} ({r['peak_n']}) | "
+                     f"{r['last_gold']:.2f} | {r['alpha']:.2f} | {r['beta']:.2f} | {r['r2']:.3f} | "
+                     + ("-" if r["d_star"] is None else f"{r['d_star']:.2f}") + " | "
+                     + ("-" if r["r_star"] is None else f"{r['r_star']:+.2f}") + " |")
+    rl = [r for r in showdown_runs(showdown) if r["method"] in SHOWN] if Path(showdown).is_dir() else []
+    fits = ["| RL run | alpha | beta | R^2 | d* (in range) | R* | largest d |", "|---|---|---|---|---|---|---|"]
+    for r in rl:
+        peak = (f"{r['d_star']:.2f} | {r['r_star']:+.2f}" if r["peak_in_range"] else "beyond the data | -")
+        fits.append(f"| {r['run']} | {r['alpha']:.2f} | {r['beta']:.2f} | {r['r2']:.2f} | {peak} | {max(r['d']):.2f} |")
+    return "\n".join(["Best-of-n against level-1 reward models trained on more and more pairs (512 held-out prompts, "
+                      "256 answers each; `python -m b2b.tools.overopt table`):", "", *lines, "",
+                      "Gao et al.'s RL law fitted to each run of three methods along its held-out evaluations "
+                      "(the showdown's records, every 25 steps):", "", *fits, "",
+                      "The claims, fixed before the runs (`b2b.overopt.CLAIMS`):", "",
+                      claims_table(claims(lab, showdown))])
+
+
+SHIPPED = "overopt-tiny"
+"""The lab's records under the data directory's `runs/` (best-of-n, the ladder, the ensemble and its RL runs)."""
+
+
+def run_all(profile, out: str | Path, say=print) -> dict:
+    """Every record of the lab in `profile` (the tiny world): best-of-n against the shipped reward
+    model, the ladder of proxy sizes, the ensemble, and RL against one member and against the
+    ensemble; each stage reads back what `out` already holds. Returns {stage: seconds}."""
+    seconds = {}
+    for stage, fn in (("best-of-n", lambda: run_bon(profile, out, say=say)),
+                      ("ladder", lambda: run_ladder(profile, out, say=say)),
+                      ("ensemble", lambda: run_ensemble(profile, out, say=say)),
+                      ("RL against the ensemble", lambda: run_rl_ensemble(profile, out, say=say))):
+        t = time.perf_counter()
+        fn()
+        seconds[stage] = round(time.perf_counter() - t, 1)
+        say(f"overopt: {stage} done in {seconds[stage]:.0f} s")
+    return seconds
+
+
+def lab(retrain: bool = False, out: str | Path = "runs/overopt-tiny", say=print) -> Path:
+    """The folder notebook 09 reads: the course's shipped records (`data/runs/overopt-tiny`), or with
+    `retrain` all of them produced again in the `tiny` profile into `out` (`run_all`; about 45 minutes
+    on 2 cores: best-of-n 5, the ladder 14, the ensemble 12, the two RL runs 14)."""
+    from b2b.config import data_dir, get_profile
+
+    if not retrain:
+        return data_dir() / "runs" / SHIPPED
+    run_all(get_profile("tiny"), out, say)
+    return Path(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     from b2b.config import get_profile
 
@@ -566,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--rewards", nargs="+", default=["single", "worst"], choices=["single", "mean", "worst", "uwo"])
     rl.add_argument("--steps", type=int, default=RL_STEPS)
     rl.add_argument("--out", default="runs/overopt")
+    al = sub.add_parser("all", help="every record of the lab: best-of-n, the ladder, the ensemble, RL against it")
+    al.add_argument("--profile", default="tiny")
+    al.add_argument("--out", default="runs/overopt")
     tab = sub.add_parser("table", help="the best-of-n records of a folder, one line per proxy, with the law's fit")
     tab.add_argument("--dir", default="data/runs/overopt-tiny")
     args = ap.parse_args(argv)
@@ -577,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"fit alpha {r['alpha']:.2f} beta {r['beta']:.2f} R^2 {r['r2']:.3f}, d* "
                   + ("-" if r["d_star"] is None else f"{r['d_star']:.2f}") + ", R* "
                   + ("-" if r["r_star"] is None else f"{r['r_star']:+.2f}"))
+        return 0
+    if args.cmd == "all":
+        print(json.dumps(run_all(get_profile(args.profile), args.out)))
         return 0
     if args.cmd in ("ensemble", "rl") and (len(args.seeds) < 2 or args.pairs < 1):
         ap.error("--seeds needs at least two seeds and --pairs at least 1")
