@@ -562,12 +562,51 @@ def results_markdown(lab: str | Path, showdown: str | Path) -> str:
     for r in rl:
         peak = (f"{r['d_star']:.2f} | {r['r_star']:+.2f}" if r["peak_in_range"] else "beyond the data | -")
         fits.append(f"| {r['run']} | {r['alpha']:.2f} | {r['beta']:.2f} | {r['r2']:.2f} | {peak} | {max(r['d']):.2f} |")
+    ens_lines = []
+    for f in sorted(Path(lab).glob("ensemble-rm-*.json")):
+        e = json.loads(f.read_text())
+        ens_lines += [f"Best-of-n against four reward models on the same {e['pairs']:,} pairs (seeds "
+                      f"{', '.join(map(str, e['seeds']))}; `python -m b2b.tools.overopt ensemble`), each alone and combined "
+                      f"(standardised on the SFT answers; uncertainty-weighted: mean - {e['lam']:g} std):", "",
+                      "| picked by | pair accuracy | peak gold (n) | gold at n = 256 | lost from the peak |", "|---|---|---|---|---|"]
+        acc = {f"seed{m['seed']}": f"{m['metrics']['pair_accuracy']:.3f}" for m in e["members"]}
+        for name, c in e["curves"].items():
+            top = max(c, key=lambda r: r["gold"])
+            ens_lines.append(f"| {name} | {acc.get(name, '-')} | {top['gold']:.2f} ({top['n']}) | {c[-1]['gold']:.2f} | "
+                             f"{top['gold'] - c[-1]['gold']:.2f} |")
+        ens_lines.append("")
     return "\n".join(["Best-of-n against level-1 reward models trained on more and more pairs (512 held-out prompts, "
                       "256 answers each; `python -m b2b.tools.overopt table`):", "", *lines, "",
                       "Gao et al.'s RL law fitted to each run of three methods along its held-out evaluations "
                       "(the showdown's records, every 25 steps):", "", *fits, "",
-                      "The claims, fixed before the runs (`b2b.overopt.CLAIMS`):", "",
+                      *ens_lines, "The claims, fixed before the runs (`b2b.overopt.CLAIMS`):", "",
                       claims_table(claims(lab, showdown))])
+
+
+DOCS_START, DOCS_END = "<!-- overopt:start -->", "<!-- overopt:end -->"
+
+
+def write_docs(path: str | Path | None = None, check: bool = False) -> int:
+    """Rewrite (or with `check`, compare) the section between docs/results.md's overopt markers
+    with `results_markdown` of the shipped records; 1 when `check` finds it stale."""
+    from b2b.config import data_dir
+
+    path = Path(path) if path else Path(__file__).resolve().parents[2] / "docs" / "results.md"
+    text = path.read_text()
+    if DOCS_START not in text or DOCS_END not in text:
+        raise SystemExit(f"{path}: no {DOCS_START} ... {DOCS_END} markers around the over-optimisation section")
+    a, rest = text.split(DOCS_START, 1)
+    _, b = rest.split(DOCS_END, 1)
+    body = results_markdown(data_dir() / "runs" / SHIPPED, data_dir() / "runs" / "showdown-tiny")
+    new = f"{a}{DOCS_START}\n{body}\n{DOCS_END}{b}"
+    if new == text:
+        return 0
+    if check:
+        print(f"{path}: the over-optimisation section differs from the records (python -m b2b.tools.overopt docs)")
+        return 1
+    path.write_text(new)
+    print(f"{path}: rewritten")
+    return 0
 
 
 SHIPPED = "overopt-tiny"
@@ -636,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--rewards", nargs="+", default=["single", "worst"], choices=["single", "mean", "worst", "uwo"])
     rl.add_argument("--steps", type=int, default=RL_STEPS)
     rl.add_argument("--out", default="runs/overopt")
+    dc = sub.add_parser("docs", help="rewrite docs/results.md's over-optimisation section from the shipped records")
+    dc.add_argument("--check", action="store_true", help="exit 1 if the section differs from the records")
     al = sub.add_parser("all", help="every record of the lab: best-of-n, the ladder, the ensemble, RL against it")
     al.add_argument("--profile", default="tiny")
     al.add_argument("--out", default="runs/overopt")
@@ -651,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
                   + ("-" if r["d_star"] is None else f"{r['d_star']:.2f}") + ", R* "
                   + ("-" if r["r_star"] is None else f"{r['r_star']:+.2f}"))
         return 0
+    if args.cmd == "docs":
+        return write_docs(check=args.check)
     if args.cmd == "all":
         print(json.dumps(run_all(get_profile(args.profile), args.out)))
         return 0

@@ -1,0 +1,368 @@
+"""Writes notebooks/09_overoptimisation.ipynb (unexecuted): python scripts/build_notebook_09.py, then
+python -m b2b.tools.execute_notebooks 09 (the notebook is committed executed)."""
+from pathlib import Path
+
+import nbformat as nbf
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = "".join(nbf.read(ROOT / "notebooks" / "03_vanilla_reinforce.ipynb", as_version=4).cells[1].source)
+
+cells = []
+
+
+def md(text: str) -> None:
+    cells.append(nbf.v4.new_markdown_cell(text.strip("\n")))
+
+
+def code(text: str) -> None:
+    cells.append(nbf.v4.new_code_cell(text.strip("\n")))
+
+
+md(r"""
+# 09 · Over-optimisation: Gao et al.'s laws in the tiny world
+
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/b2b-course/b2b/blob/main/notebooks/09_overoptimisation.ipynb)
+
+*Runtime: RUNTIME on a 2-core CPU (`tiny` profile, measured on a fresh clone: every figure is read back from the
+shipped records in `data/runs/overopt-tiny/` and `data/runs/showdown-tiny/`). The lab's records are the tiny world's, so
+the notebook reads the same ones in every profile, on a Colab T4 (`colab` profile) too, in seconds. `RETRAIN = True`
+produces them again in `tiny` (`python -m b2b.tools.overopt all`): about 45 minutes on 2 cores.*
+
+Notebooks 04-08 showed over-optimisation one run at a time: the proxy reward climbs while the gold judge's verdict
+climbs, stops, then falls. Gao, Schulman and Hilton (2022, *Scaling Laws for Reward Model Overoptimization*) turned
+that picture into a **law**. Measure how far a policy has moved from where it started by
+
+$$d = \sqrt{\mathrm{KL}(\pi \,\|\, \pi_\text{init})},$$
+
+and the gold reward it gains (gold minus the initial policy's, so $R(0) = 0$) follows
+
+$$R_\text{bon}(d) = d\,(\alpha_\text{bon} - \beta_\text{bon}\, d) \qquad\text{and}\qquad R_\text{RL}(d) = d\,(\alpha_\text{RL} - \beta_\text{RL} \log d)$$
+
+for best-of-n sampling and for RL. Gold rises ($\alpha$), then the proxy's errors win ($\beta$) and it falls. Gao et al.
+also found that the peak grows and comes later as the reward model grows, that RL is less KL-efficient than best-of-n,
+and that a KL penalty acts like early stopping. Coste et al. (2024) then showed that an **ensemble** of reward models
+largely removes best-of-n's over-optimisation. Gao et al. needed a 6-billion-parameter "gold" reward model to play the
+judge; the tiny world has a real one, so all of this can be measured on a laptop.
+
+In this notebook you will:
+
+1. measure best-of-n against the shipped reward model and write its KL bound (exercise);
+2. fit Gao et al.'s best-of-n law to it (exercise);
+3. repeat best-of-n against reward models trained on 1,000 to 100,000 pairs;
+4. put RL's trajectories (notebook 08's runs) beside best-of-n and fit the RL law;
+5. ask whether a KL penalty moves the gold-vs-$d$ curve or only stops the run earlier on it;
+6. try the fix: an ensemble of four reward models, for best-of-n and for one RL run.
+
+The lab's claims were written in `b2b.overopt.CLAIMS` before any of its runs; section 7 reports each, whichever way it fell.
+""")
+
+code(SETUP)
+
+code(r"""
+import json
+
+import torch
+from IPython.display import Markdown
+
+RETRAIN = False  # True: produce every record of the lab again in the tiny profile (about 45 minutes on 2 cores)
+lab = b2b.tools.overopt.lab(retrain=RETRAIN)  # the folder of the lab's records (the shipped ones by default)
+showdown = b2b.config.data_dir() / "runs" / "showdown-tiny"  # notebook 08's RL runs, read along their evaluations
+print("records:", ", ".join(sorted(p.name for p in lab.iterdir())))
+""")
+
+md(r"""
+## 1. Best-of-n against the proxy
+
+Best-of-n trains nothing: sample $n$ answers to a prompt from the SFT policy and keep the one the reward model scores
+highest. It is still an optimiser. The larger $n$, the harder it pushes on the reward model, and the further the answers
+it keeps are from what the SFT policy usually says. How far? If no two of the $n$ answers tie, the best-of-$n$
+distribution has KL to the base policy
+
+$$\mathrm{KL}_\text{bon}(n) = \log n - \frac{n-1}{n}\ \text{nats}.$$
+
+Beirami et al. (2024) showed this is an **upper bound**: the true KL is smaller when the base policy repeats answers,
+as a sharply peaked SFT policy does. Write it for a tensor of $n$:
+""")
+
+code(r"""
+def my_bon_kl(n):
+    # n: (N,) long tensor of sample counts -> (N,) the analytic KL of best-of-n from its base policy, in nats
+    raise NotImplementedError  # your code here
+
+
+b2b.exercises.check_bon_kl(my_bon_kl);
+# stuck? b2b.exercises.solution("bon_kl") prints b2b's version
+""")
+
+md(r"""
+**How the curve is measured.** `python -m b2b.tools.overopt bon` draws 256 answers to each of 512 held-out prompts from
+the SFT policy once, and the gold judge and the reward model score every one. Best-of-$n$ for every $n \le 256$ then
+comes from the same draws, with no resampling noise: sort a prompt's 256 answers by proxy score; the answer of rank $i$
+(0 = lowest) is the best of a random $n$-subset with probability $\binom{i}{n-1} / \binom{256}{n}$
+(`b2b.overopt.best_of_n_weights`). For 8 answers and $n = 3$:
+""")
+
+code(r"""
+w = b2b.overopt.best_of_n_weights(8, 3)
+print("rank (0 = lowest proxy):", list(range(8)))
+print("P(best of 3):           ", [round(x, 3) for x in w.tolist()], " sum", round(float(w.sum()), 6))
+""")
+
+code(r"""
+bon_kl = b2b.exercises.yours(my_bon_kl, "bon_kl")
+rec = json.loads((lab / "bon-rm-level1.json").read_text())  # best-of-n against the shipped reward model (100,000 pairs)
+curve = rec["curve"]
+kl = bon_kl(torch.tensor([r["n"] for r in curve]))
+b2b.widgets.show_table([{"n": r["n"], "KL bound (nats)": round(float(k), 3), "d": round(r["d"], 2),
+                         "proxy": round(r["proxy"], 2), "gold": round(r["gold"], 2),
+                         "gold, 95% interval": f"{r['gold_lo']:.2f} to {r['gold_hi']:.2f}"} for r, k in zip(curve, kl)])
+""")
+
+code(r"""
+peak = max(curve, key=lambda r: r["gold"])
+first, last = curve[0], curve[-1]
+Markdown(f"Against the shipped reward model, gold climbs from {first['gold']:.2f} (n = 1, the SFT policy itself) to "
+         f"**{peak['gold']:.2f} at n = {peak['n']}**, then falls to {last['gold']:.2f} at n = {last['n']}, while the proxy "
+         f"rises all the way ({first['proxy']:.2f} to {last['proxy']:.2f}). Past n = {peak['n']}, choosing harder among "
+         f"the SFT policy's own answers mostly finds the ones the reward model over-scores. (The interval is a bootstrap "
+         f"over the {rec['prompts']} prompts.)")
+""")
+
+md(r"""
+## 2. Fitting the law
+
+Gao et al.'s best-of-n law, $R_\text{bon}(d) = d(\alpha - \beta d) = \alpha d - \beta d^2$, is linear in $(\alpha, \beta)$,
+so the least-squares fit is one linear solve: a design matrix with the columns $d$ and $-d^2$, no column of ones
+(the law passes through the origin: $R(0) = 0$), and the gold gains as the target. Write it
+(`torch.linalg.lstsq(X, y[:, None]).solution` solves it):
+""")
+
+code(r"""
+def my_fit_bon_law(d, gain):
+    # d: (J,) distances sqrt(KL), gain: (J,) gold minus n = 1's -> (alpha, beta) of gain = d (alpha - beta d)
+    raise NotImplementedError  # your code here
+
+
+b2b.exercises.check_fit_bon_law(my_fit_bon_law);
+# stuck? b2b.exercises.solution("fit_bon_law") prints b2b's version
+""")
+
+code(r"""
+fit_bon_law = b2b.exercises.yours(my_fit_bon_law, "fit_bon_law")
+d = torch.tensor([r["d"] for r in curve], dtype=torch.float64)
+gain = torch.tensor([r["gold_gain"] for r in curve], dtype=torch.float64)
+alpha, beta = (float(x) for x in fit_bon_law(d, gain))
+fit = b2b.overopt.fit_law("bon", d, gain)  # b2b's: the same fit, with R^2 and the peak
+n_star = min(range(1, 4097), key=lambda n: abs(b2b.overopt.bon_kl(n) - fit.d_star ** 2))
+Markdown(f"Your fit: alpha = {alpha:.2f}, beta = {beta:.2f}. b2b's `fit_law`: alpha = {fit.alpha:.2f}, "
+         f"beta = {fit.beta:.2f}, R² = {fit.r2:.3f}. The fitted curve peaks at d* = alpha / (2 beta) = {fit.d_star:.2f} "
+         f"(a KL of {fit.d_star ** 2:.2f} nats, n ≈ {n_star}) with R* = alpha² / (4 beta) = {fit.r_star:+.2f} gold points; "
+         f"the measured peak was {peak['gold_gain']:+.2f} at n = {peak['n']}. Two numbers describe the whole curve.")
+""")
+
+md(r"""
+## 3. The proxy's scale
+
+`python -m b2b.tools.overopt ladder` trains level-1 reward models on the first 1,000, 3,000, 10,000 and 30,000 training
+pairs (the shipped recipe otherwise) and repeats best-of-n against each, on the same 512 × 256 answers; the shipped
+model saw all 100,000. Gao et al.'s finding to compare with: the peak gold grows, and comes later, as the proxy grows.
+""")
+
+code(r"""
+scale = b2b.tools.overopt.scale_rows(lab)
+b2b.widgets.show_table([{"pairs": f"{r['pairs']:,}", "pair accuracy": round(r["pair_accuracy"], 3),
+                         "Spearman with gold": round(r["gold_spearman"], 2), "peak gold (n)": f"{r['peak_gold']:.2f} ({r['peak_n']})",
+                         "gold at n = 256": round(r["last_gold"], 2), "alpha": round(r["alpha"], 2), "beta": round(r["beta"], 2),
+                         "R²": round(r["r2"], 3), "d*": round(r["d_star"], 2), "R*": round(r["r_star"], 2)} for r in scale])
+curves = {r["pairs"]: b2b.tools.overopt.bon_fit(json.loads((lab / f"bon-{r['reward_model']}.json").read_text()))
+          for r in scale}
+b2b.plots.plot_bon_scale(scale, curves);
+""")
+
+code(r"""
+checks = {c["claim"]: c for c in b2b.tools.overopt.claims(lab, showdown)}
+small, big = scale[0], scale[-1]
+small_n1 = json.loads((lab / f"bon-{small['reward_model']}.json").read_text())["curve"][0]
+say = {True: "holds", False: "does not hold", None: "was not measured"}
+Markdown(f"From {small['pairs']:,} to {big['pairs']:,} pairs the fitted peak R* goes from {small['r_star']:+.2f} to "
+         f"{big['r_star']:+.2f} gold points and d* from {small['d_star']:.2f} to {big['d_star']:.2f}: Gao et al.'s "
+         f"finding, at toy scale (claim `peak_rises` {say[checks['peak_rises']['holds']]}). Every fit has "
+         f"R² ≥ {min(r['r2'] for r in scale):.3f}. The smallest proxy: {checks['interior_peak']['detail']}; "
+         f"claim `interior_peak` {say[checks['interior_peak']['holds']]}"
+         + (", but only just: its peak lies inside n = 1's 95% interval, so best-of-n against it gains nothing "
+            "measurable before it loses." if small_n1["gold_hi"] >= small["peak_gold"] else "."))
+""")
+
+md(r"""
+## 4. RL along its trajectory
+
+RL moves the policy itself. Notebook 08's showdown evaluated every run every 25 steps on the same 512 held-out prompts,
+one answer each, and recorded gold and the KL to the SFT policy (`kl_ref`, the mean over answers of
+$\sum_t \log \pi(y_t) - \log \pi_\text{SFT}(y_t)$). Each evaluation is one point $(d, R)$ on the run's trajectory, so the
+shipped records are enough; `b2b.tools.overopt.rl_runs` reads them and fits $R_\text{RL}(d) = d(\alpha - \beta \log d)$
+to each run. Three methods: vanilla REINFORCE and RLOO k=4, both without a KL penalty, and REINFORCE++ (its per-token
+KL penalty, coefficient 1.2, keeps it close to SFT).
+""")
+
+code(r"""
+rl = [r for r in b2b.tools.overopt.showdown_runs(showdown) if r["method"] in b2b.tools.overopt.SHOWN]
+b2b.widgets.show_table([{"run": r["run"], "alpha": round(r["alpha"], 2), "beta": round(r["beta"], 2), "R²": round(r["r2"], 2),
+                         "d*": round(r["d_star"], 2) if r["peak_in_range"] else "beyond the data",
+                         "R*": round(r["r_star"], 2) if r["peak_in_range"] else "-", "largest d": round(max(r["d"]), 2),
+                         "largest gold gain": round(max(r["gold_gain"]), 2)} for r in rl])
+bon = {**b2b.tools.overopt.bon_fit(rec), "n": [r["n"] for r in curve],
+       "proxy_gain": [r["proxy"] - curve[0]["proxy"] for r in curve]}
+b2b.plots.plot_bon_vs_rl(bon, rl, methods=list(b2b.tools.overopt.SHOWN));
+""")
+
+code(r"""
+all_rl = b2b.tools.overopt.showdown_runs(showdown)
+gaps = [b2b.tools.overopt.rl_vs_bon(r, bon) for r in all_rl]
+Markdown(f"RL is less KL-efficient than best-of-n here too: over the distances both reach, RL's fitted gold lies below "
+         f"best-of-n's on average in {sum(g['gap'] < 0 for g in gaps)} of the showdown's {len(gaps)} runs (mean gap "
+         f"{min(g['gap'] for g in gaps):+.2f} to {max(g['gap'] for g in gaps):+.2f} gold points), and below it at every "
+         f"such distance in {sum(g['below'] for g in gaps)} of {len(gaps)}; so the claim as fixed (`rl_below_bon`, every "
+         f"distance, every run) {say[checks['rl_below_bon']['holds']]}. The RL law fits less well than best-of-n's "
+         f"({checks['fits']['detail']}; claim `fits` {say[checks['fits']['holds']]}). Of the runs shown above, "
+         f"{sum(r['r2'] < 0.9 for r in rl if r['run'].startswith(('vanilla', 'rloo')))} of "
+         f"{sum(r['run'].startswith(('vanilla', 'rloo')) for r in rl)} without a KL penalty fit with R² < 0.9 (they "
+         f"collapse, notebook 04, more abruptly than d log d bends), and {sum(not r['peak_in_range'] for r in rl if r['run'].startswith('reinforcepp'))} "
+         f"of {sum(r['run'].startswith('reinforcepp') for r in rl)} REINFORCE++ runs have their fitted peak beyond the "
+         "distances they reached: their penalty stopped them before it.")
+""")
+
+md(r"""
+## 5. The KL penalty: a brake, or a better road?
+
+Gao et al. found that runs with a KL penalty trace the same gold-vs-$d$ curve as runs without it, only stopping
+earlier: the penalty acts like early stopping. The showdown has two pairs of methods that differ only in the penalty:
+RLOO k=4 with and without it, and vanilla REINFORCE with and without it (coefficient 0.5, three seeds each).
+`b2b.tools.overopt.kl_frontier` fits the RL law to the pooled points of the runs without the penalty and measures how far
+each penalised run's points lie from that curve (mean residual over the distances it reached), beside the same measure
+for each unpenalised run over the same distances. The test fixed beforehand: the penalised run is on the curve when its
+mean residual is no larger in size than the largest of the unpenalised runs' own.
+""")
+
+code(r"""
+table, fronts = [], {}
+for without, with_ in b2b.tools.overopt.FRONTIER:
+    a, b = [r for r in all_rl if r["method"] == without], [r for r in all_rl if r["method"] == with_]
+    fronts[without] = (a, b, b2b.tools.overopt.kl_frontier(a, b))
+    for r in fronts[without][2]["runs"]:
+        table.append({"penalised run": r["run"], "up to d": round(r["d_max"], 2), "its mean residual": round(r["mean_residual"], 2),
+                      "unpenalised runs' own": ", ".join(f"{x:+.2f}" for x in r["own_residuals"]),
+                      "on the curve (the fixed test)": r["on_frontier"]})
+b2b.widgets.show_table(table)
+a, b, f = fronts["rloo-k-4-no-kl"]
+b2b.plots.plot_penalty_frontier(a, b, f["alpha"], f["beta"]);
+""")
+
+code(r"""
+above = sum(r["its mean residual"] > max(float(x) for x in r["unpenalised runs' own"].split(", ")) for r in table)
+Markdown(f"By the test fixed beforehand the claim `kl_frontier` {say[checks['kl_frontier']['holds']]}: every penalised "
+         f"run's mean residual is within the unpenalised runs' own spread. But the spread is wide because the RL law fits "
+         f"the collapsing runs poorly at small d, and in {above} of {len(table)} penalised runs the residual lies above "
+         f"every unpenalised run's own over the same distances"
+         + (": at equal d, those penalised runs hold more gold. The penalty keeps a run near SFT for all its steps, where "
+            "an unpenalised run only passes through; in this world that time near SFT buys some gold at the same "
+            "distance, so early stopping is not the whole of the penalty's effect." if above else
+            ": early stopping is the whole of the penalty's effect here."))
+""")
+
+md(r"""
+## 6. The fix: an ensemble of reward models
+
+Coste et al. (2024) train several reward models that differ only in their seed and optimise a combination of their
+scores: the **mean**, the **worst case** (the minimum), or an **uncertainty-weighted** mean (mean − λ · std over the
+models). An answer that one model over-scores by accident is not over-scored by all, so the combination is harder to
+exploit. `python -m b2b.tools.overopt ensemble` trains four level-1 models on the same 10,000 pairs with seeds 0-3 (the
+size whose best-of-n over-optimises most clearly above), standardises each on the SFT answers, and repeats best-of-n
+against each model alone and against the three combinations (`b2b.overopt.ensemble_score`, λ = 1).
+""")
+
+code(r"""
+ens = json.loads(next(lab.glob("ensemble-rm-*.json")).read_text())
+b2b.widgets.show_table([{"reward model": m["name"], "seed": m["seed"], "pair accuracy": round(m["metrics"]["pair_accuracy"], 3),
+                         "Spearman with gold": round(m["metrics"]["gold_spearman"], 2)} for m in ens["members"]])
+rows_e = []
+for name, c in ens["curves"].items():
+    top = max(c, key=lambda r: r["gold"])
+    rows_e.append({"picked by": name, "peak gold (n)": f"{top['gold']:.2f} ({top['n']})", "gold at n = 256": round(c[-1]["gold"], 2),
+                   "lost from the peak": round(top["gold"] - c[-1]["gold"], 2)})
+b2b.widgets.show_table(rows_e)
+b2b.plots.plot_ensemble_bon(ens["curves"]);
+""")
+
+md(r"""
+**And RL?** `python -m b2b.tools.overopt rl` trains RLOO k=4 without a KL penalty (the showdown's settings, 300 steps,
+seed 0) twice: against the ensemble's seed-0 model alone, and against the worst case of all four
+(`b2b.overopt.Ensemble` scores a rollout as a reward model does, so `b2b.train` takes it unchanged). The proxy panel
+shows each run's own reward: the single model's score, the ensemble's standardised worst case, two different units.
+""")
+
+code(r"""
+runs_e = {}
+for key, label in (("single", "one reward model"), ("worst", "worst case of four")):
+    d = lab / f"rl-{key}-{ens['pairs']}"
+    if d.is_dir():
+        runs_e[label] = b2b.runs.History(evals=b2b.tools.overopt.record_evals(d))
+if runs_e:
+    b2b.plots.plot_kl_frontier(runs_e);
+else:
+    print("no RL runs against the ensemble in", lab)
+""")
+
+code(r"""
+def loss(c):
+    return max(r["gold"] for r in c) - c[-1]["gold"]
+
+
+cv = ens["curves"]
+Markdown(f"For best-of-n, the worst case loses {loss(cv['worst']):.2f} gold points from its own peak by n = 256, the mean "
+         f"{loss(cv['mean']):.2f}, the uncertainty-weighted {loss(cv['uwo']):.2f}, against "
+         f"{min(loss(cv[k]) for k in cv if k.startswith('seed')):.2f} to {max(loss(cv[k]) for k in cv if k.startswith('seed')):.2f} "
+         f"for the single models: claim `worst_case` {say[checks['worst_case']['holds']]}. For RL: "
+         f"{checks['rl_ensemble']['detail']}, so claim `rl_ensemble` {say[checks['rl_ensemble']['holds']]}.")
+""")
+
+md(r"""
+## 7. The claims
+
+Fixed in `b2b.overopt.CLAIMS` before the runs that test them, each checked against the records by
+`b2b.tools.overopt.claims`:
+""")
+
+code(r"""
+Markdown(b2b.tools.overopt.claims_table(list(checks.values())))
+""")
+
+md(r"""
+## Check yourself
+
+1. Best-of-n against the shipped reward model: why does gold fall past its peak while the proxy keeps rising?
+2. What is best-of-n's KL bound at n = 256, and why is the true KL in this world smaller?
+3. What happened to the fitted peak (d*, R*) from the smallest proxy to the largest?
+4. Does the KL penalty only stop the runs earlier on the same curve, by the records of section 5?
+""")
+
+code(r"""
+ans_peak = (f"The proxy rises from {first['proxy']:.2f} to {last['proxy']:.2f} over n = 1 to {last['n']}, gold peaks at "
+            f"{peak['gold']:.2f} (n = {peak['n']}) and ends at {last['gold']:.2f}. The more answers best-of-n chooses among, "
+            "the more its pick is the answer whose proxy score is most too high: the reward model's errors, not the quality, "
+            "decide the choice.")
+ans_kl = (f"log 256 - 255/256 = {b2b.overopt.bon_kl(256):.2f} nats (d = {b2b.overopt.bon_kl(256) ** 0.5:.2f}). The formula "
+          "assumes all answers differ; the SFT policy repeats answers to the same prompt, and ties lower the true KL "
+          "(Beirami et al. 2024).")
+ans_scale = (f"R* from {small['r_star']:+.2f} to {big['r_star']:+.2f} gold points, d* from {small['d_star']:.2f} to "
+             f"{big['d_star']:.2f}: a better proxy can be optimised further before it fails, and gives more when it does.")
+ans_kl_pen = (f"By the test fixed beforehand, {sum(bool(r['on the curve (the fixed test)']) for r in table)} "
+              f"of {len(table)} penalised runs lie on the unpenalised runs' curve; {above} of {len(table)} sit above every "
+              "unpenalised run's own residual at equal d" + (", so the penalty did more than stop those runs early." if above else "."))
+Markdown(b2b.exercises.answers(ans_peak, ans_kl, ans_scale, ans_kl_pen))
+""")
+
+nb = nbf.v4.new_notebook(cells=cells)
+nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+               "language_info": {"name": "python"}}
+nbf.write(nb, ROOT / "notebooks" / "09_overoptimisation.ipynb")
+print("wrote notebooks/09_overoptimisation.ipynb")
