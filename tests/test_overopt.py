@@ -234,3 +234,53 @@ def test_ensemble_best_of_n_and_rl_against_the_ensemble(tmp_path):
     assert runs["worst"].evals[0]["proxy_mean"] != runs["single"].evals[0]["proxy_mean"]  # another reward
     [row] = [r for r in T.rl_runs([out / "rl-worst-64"])]
     assert row["d"][0] == 0.0 and len(row["d"]) == len(runs["worst"].evals)
+
+
+def _run_row(name, d, gain, kl_coef=0.0):
+    return {"run": name, "kl_coef": kl_coef, "d": list(d), "gold_gain": list(gain)}
+
+
+def test_rl_vs_bon_compares_the_fitted_curves_over_the_shared_distances():
+    from b2b.tools import overopt as T
+
+    bon = {"d": [0.0, 1.0, 2.0], "alpha": 2.0, "beta": 0.5}
+    low = {"d": [0.0, 3.0], "alpha": 1.0, "beta": 0.0}  # R_rl = d, below 2d - d^2/2 up to d = 2
+    v = T.rl_vs_bon(low, bon)
+    assert v["d_max"] == 2.0 and v["below"] and v["gap"] < 0
+    high = {"d": [0.0, 1.0], "alpha": 3.0, "beta": 0.0}  # 3d, above bon's curve on (0, 1]
+    assert not T.rl_vs_bon(high, bon)["below"] and T.rl_vs_bon(high, bon)["gap"] > 0
+
+
+def test_kl_frontier_measures_penalised_runs_against_the_unpenalised_curve():
+    from b2b.tools import overopt as T
+
+    d = torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
+    on = O.law("rl", d, 1.0, 0.5)
+    without = [_run_row("a-seed0", d.tolist(), (on + 0.1 * (d > 0)).tolist()),
+               _run_row("a-seed1", d.tolist(), (on - 0.1 * (d > 0)).tolist())]
+    early = _run_row("b-seed0", d[:3].tolist(), on[:3].tolist(), 0.5)  # on the curve, stopped at d = 1
+    better = _run_row("b-seed1", d[:3].tolist(), (on[:3] + 0.5 * (d[:3] > 0)).tolist(), 0.5)  # above it
+    f = T.kl_frontier(without, [early, better])
+    assert f["alpha"] == pytest.approx(1.0) and f["beta"] == pytest.approx(0.5)
+    r_early, r_better = f["runs"]
+    assert r_early["d_max"] == 1.0 and r_early["mean_residual"] == pytest.approx(0.0, abs=1e-9)
+    assert r_early["own_residuals"] == pytest.approx([0.1, -0.1]) and r_early["spread"] == pytest.approx(0.1)
+    assert r_early["on_frontier"] and not r_better["on_frontier"]
+    assert r_better["mean_residual"] == pytest.approx(0.5)
+
+
+def test_the_lab_reads_the_shipped_records_by_default():
+    from b2b.config import data_dir
+    from b2b.tools import overopt as T
+
+    assert T.lab() == data_dir() / "runs" / T.SHIPPED
+
+
+def test_the_shipped_records_measure_every_claim_and_docs_match_them():
+    from b2b.config import data_dir
+    from b2b.tools import overopt as T
+
+    rows = T.claims(data_dir() / "runs" / T.SHIPPED, data_dir() / "runs" / "showdown-tiny")
+    assert [r["claim"] for r in rows] == [name for name, _ in O.CLAIMS]
+    assert all(r["holds"] is not None for r in rows), [r for r in rows if r["holds"] is None]
+    assert T.write_docs(check=True) == 0  # docs/results.md's section is the records' (python -m b2b.tools.overopt docs)
