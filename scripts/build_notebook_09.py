@@ -166,6 +166,7 @@ md(r"""
 `python -m b2b.tools.overopt ladder` trains level-1 reward models on the first 1,000, 3,000, 10,000 and 30,000 training
 pairs (the shipped recipe otherwise) and repeats best-of-n against each, on the same 512 × 256 answers; the shipped
 model saw all 100,000. Gao et al.'s finding to compare with: the peak gold grows, and comes later, as the proxy grows.
+One seed per size; section 6 trains four seeds of the 10,000-pair model, which shows how far the seed alone moves the fit.
 """)
 
 code(r"""
@@ -287,9 +288,14 @@ b2b.widgets.show_table([{"reward model": m["name"], "seed": m["seed"], "pair acc
 rows_e = []
 for name, c in ens["curves"].items():
     top = max(c, key=lambda r: r["gold"])
+    f = b2b.tools.overopt.bon_fit(c)
     rows_e.append({"picked by": name, "peak gold (n)": f"{top['gold']:.2f} ({top['n']})", "gold at n = 256": round(c[-1]["gold"], 2),
-                   "lost from the peak": round(top["gold"] - c[-1]["gold"], 2)})
+                   "lost from the peak": round(top["gold"] - c[-1]["gold"], 2), "alpha": round(f["alpha"], 2),
+                   "beta": round(f["beta"], 2), "R²": round(f["r2"], 3), "d*": round(f["d_star"], 2), "R*": round(f["r_star"], 2)})
 b2b.widgets.show_table(rows_e)
+singles = [r for r in rows_e if r["picked by"].startswith("seed")]
+print(f"the seed alone, {len(singles)} models on the same {ens['pairs']:,} pairs: R* {min(r['R*'] for r in singles):+.2f} to "
+      f"{max(r['R*'] for r in singles):+.2f}, d* {min(r['d*'] for r in singles):.2f} to {max(r['d*'] for r in singles):.2f}")
 b2b.plots.plot_ensemble_bon(ens["curves"]);
 """)
 
