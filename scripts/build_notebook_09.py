@@ -202,7 +202,7 @@ one answer each, and recorded gold and the KL to the SFT policy (`kl_ref`, the m
 $\sum_t \log \pi(y_t) - \log \pi_\text{SFT}(y_t)$). Each evaluation is one point $(d, R)$ on the run's trajectory, so the
 shipped records are enough; `b2b.tools.overopt.rl_runs` reads them and fits $R_\text{RL}(d) = d(\alpha - \beta \log d)$
 to each run. Three methods: vanilla REINFORCE and RLOO k=4, both without a KL penalty, and REINFORCE++ (its per-token
-KL penalty, coefficient 1.2, keeps it close to SFT).
+KL penalty keeps it close to SFT). The grey curve on the right is best-of-n's fit from the left, for comparison at equal d.
 """)
 
 code(r"""
