@@ -499,13 +499,13 @@ def plot_clipped_ratio(clip: float = 0.2):
 
 # ----------------------------------------------------------------------------- notebook 09: over-optimisation
 
-def _law_line(ax, kind: str, alpha: float, beta: float, d_max: float, **kw):
+def _law_line(ax, kind: str, a: float, b: float, d_max: float, **kw):
     import torch
 
     from b2b.overopt import law
 
     d = torch.linspace(0, d_max, 100, dtype=torch.float64)
-    ax.plot(d.tolist(), law(kind, d, alpha, beta).tolist(), **kw)
+    ax.plot(d.tolist(), law(kind, d, a, b).tolist(), **kw)
 
 
 def plot_bon_vs_rl(bon: dict, rl: list[dict], methods: list[str] | None = None):
@@ -537,8 +537,8 @@ def plot_bon_vs_rl(bon: dict, rl: list[dict], methods: list[str] | None = None):
             ax.plot(r["d"], r["proxy_gain"], "--", color=c, lw=0.8, alpha=0.5)
         f = fit_law("rl", [x for r in runs for x in r["d"]], [y for r in runs for y in r["gold_gain"]])
         _law_line(ax, "rl", f.alpha, f.beta, max(x for r in runs for x in r["d"]), color=c,
-                  label=f"{m} ({len(runs)} seed{'s' * (len(runs) > 1)}): fit R$^2$ {f.r2:.2f}")
-    _law_line(ax, "bon", bon["alpha"], bon["beta"], min(d_top, 2 * max(bon["d"])), color="0.5", lw=2, alpha=0.6,
+                  label=f"{runs[0].get('name', m)} ({len(runs)} seed{'s' * (len(runs) > 1)}): pooled fit R$^2$ {f.r2:.2f}")
+    _law_line(ax, "bon", bon["alpha"], bon["beta"], min(d_top, 1.5 * max(bon["d"])), color="0.5", lw=2, alpha=0.6,
               label="best-of-n's fit")
     ax.set_title("RL along its trajectory (dots: gold, dashed: proxy)", fontsize=10)
     for ax in axes:
@@ -547,8 +547,6 @@ def plot_bon_vs_rl(bon: dict, rl: list[dict], methods: list[str] | None = None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     axes[0].set_ylabel("gain over the SFT policy")
-    lo = min(min(bon["gold_gain"]), min(min(r["gold_gain"]) for r in rl if r["method"] in methods)) - 0.3
-    axes[0].set_ylim(lo, max(max(bon.get("proxy_gain", bon["gold_gain"])), 2.5) + 0.3)
     fig.suptitle("Gold rises, then falls, as the policy moves away from SFT: Gao et al.'s laws in the tiny world")
     fig.tight_layout()
     return fig

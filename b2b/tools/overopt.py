@@ -333,6 +333,14 @@ def record_evals(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def method_names() -> dict[str, str]:
+    """The showdown's folder names of its methods -> their names ('rloo-k-4-kl' -> 'RLOO k=4 + KL')."""
+    from b2b.recipes import METHODS
+    from b2b.tools.showdown import _slug
+
+    return {_slug(m): m for m in METHODS}
+
+
 def rl_runs(record_dirs) -> list[dict]:
     """One row per RL run directory or record: its method (the folder name less `-seedN`), seed,
     kl_coef, algorithm, its trajectory (`b2b.overopt.rl_points`: d, gold gain, proxy gain) and the fit
@@ -347,7 +355,7 @@ def rl_runs(record_dirs) -> list[dict]:
         method, _, seed = name.rpartition("-seed") if "-seed" in name else (name, "", "")
         fit = fit_law("rl", dist, gain)
         inside = fit.d_star is not None and fit.d_star <= max(dist)
-        rows.append({"run": name, "method": method, "seed": int(seed) if seed.isdigit() else cfg.get("seed"),
+        rows.append({"run": name, "method": method, "name": method_names().get(method, method), "seed": int(seed) if seed.isdigit() else cfg.get("seed"),
                      "algo": cfg["algo"], "kl_coef": cfg["kl_coef"], "d": dist, "gold_gain": gain,
                      "proxy_gain": proxy, "alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2,
                      "d_star": fit.d_star, "r_star": fit.r_star, "peak_in_range": inside})
