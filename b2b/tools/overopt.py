@@ -511,9 +511,17 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
         row("kl_frontier", None, "no showdown runs with and without the KL penalty")
     pair = [lab / f"rl-{k}-{ENSEMBLE_PAIRS}" for k in ("single", "worst")]
     if all(p.is_dir() for p in pair):
-        (s0, s1), (w0, w1) = [(ev[0]["gold_mean"], ev[-1]["gold_mean"]) for ev in map(record_evals, pair)]
-        row("rl_ensemble", w1 > s1, f"gold {s0:.2f} -> {s1:.2f} against the single model, {w0:.2f} -> {w1:.2f} "
-                                    "against the worst-case ensemble (one seed each)")
+        evs = [record_evals(p) for p in pair]
+
+        def story(ev):
+            top = max(ev, key=lambda e: e["gold_mean"])
+            fell = next((e["step"] for e in ev if e["step"] > top["step"] and e["gold_mean"] < ev[0]["gold_mean"]), None)
+            return (f"{ev[0]['gold_mean']:.2f} -> peak {top['gold_mean']:.2f} (step {top['step']}) -> "
+                    f"{ev[-1]['gold_mean']:.2f} at step {ev[-1]['step']}"
+                    + (f", below its start from step {fell}" if fell is not None else ""))
+        s1, w1 = evs[0][-1]["gold_mean"], evs[1][-1]["gold_mean"]
+        row("rl_ensemble", w1 > s1, f"gold against the single model {story(evs[0])}; against the worst-case ensemble "
+                                    f"{story(evs[1])} (one seed each; final difference {w1 - s1:+.2f})")
     else:
         row("rl_ensemble", None, "no RL runs against the ensemble")
     return out
