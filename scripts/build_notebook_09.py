@@ -371,7 +371,7 @@ ans_scale = (f"R* from {small['r_star']:+.2f} to {big['r_star']:+.2f} gold point
 ans_kl_pen = (f"By the test fixed beforehand, {sum(bool(r['on the curve (the fixed test)']) for r in table)} "
               f"of {len(table)} penalised runs lie on the unpenalised runs' curve; {above} of {len(table)} sit above every "
               "unpenalised run's own residual at equal d" + (", so the penalty did more than stop those runs early." if above else "."))
-Markdown(b2b.exercises.answers(ans_peak, ans_kl, ans_scale, ans_kl_pen))
+b2b.exercises.answers(ans_peak, ans_kl, ans_scale, ans_kl_pen)
 """)
 
 nb = nbf.v4.new_notebook(cells=cells)
