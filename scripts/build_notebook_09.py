@@ -23,7 +23,7 @@ md(r"""
 
 [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/b2b-course/b2b/blob/main/notebooks/09_overoptimisation.ipynb)
 
-*Runtime: RUNTIME on a 2-core CPU (`tiny` profile, measured on a fresh clone: every figure is read back from the
+*Runtime: 5 s on a 2-core CPU (`tiny` profile, measured on a fresh clone: every figure is read back from the
 shipped records in `data/runs/overopt-tiny/` and `data/runs/showdown-tiny/`). The lab's records are the tiny world's, so
 the notebook reads the same ones in every profile, on a Colab T4 (`colab` profile) too, in seconds. `RETRAIN = True`
 produces them again in `tiny` (`python -m b2b.tools.overopt all`): about 45 minutes on 2 cores.*
@@ -125,7 +125,9 @@ Markdown(f"Against the shipped reward model, gold climbs from {first['gold']:.2f
          f"**{peak['gold']:.2f} at n = {peak['n']}**, then falls to {last['gold']:.2f} at n = {last['n']}, while the proxy "
          f"rises all the way ({first['proxy']:.2f} to {last['proxy']:.2f}). Past n = {peak['n']}, choosing harder among "
          f"the SFT policy's own answers mostly finds the ones the reward model over-scores. (The interval is a bootstrap "
-         f"over the {rec['prompts']} prompts.)")
+         f"over the {rec['prompts']} prompts.) The SFT policy repeats itself: of the {rec['n']} answers to a prompt, "
+         f"{rec['distinct_answers']:.0f} differ on average, so at large n the true KL of best-of-n is below the bound "
+         f"in the table.")
 """)
 
 md(r"""
@@ -277,7 +279,7 @@ Coste et al. (2024) train several reward models that differ only in their seed a
 scores: the **mean**, the **worst case** (the minimum), or an **uncertainty-weighted** mean (mean − λ · std over the
 models). An answer that one model over-scores by accident is not over-scored by all, so the combination is harder to
 exploit. `python -m b2b.tools.overopt ensemble` trains four level-1 models on the same 10,000 pairs with seeds 0-3 (the
-size whose best-of-n over-optimises most clearly above), standardises each on the SFT answers, and repeats best-of-n
+size whose best-of-n lost the most gold past its peak in section 3), standardises each on the SFT answers, and repeats best-of-n
 against each model alone and against the three combinations (`b2b.overopt.ensemble_score`, λ = 1).
 """)
 
@@ -333,8 +335,9 @@ Markdown(f"For best-of-n, the worst case loses {loss(cv['worst']):.2f} gold poin
          f"gold at n = 256 than the seed-0 model alone ({cv['worst'][-1]['gold']:.2f} against {cv['seed0'][-1]['gold']:.2f}), "
          f"but no more than the luckiest single seed ({max(cv[k][-1]['gold'] for k in cv if k.startswith('seed')):.2f}). "
          f"For RL: {checks['rl_ensemble']['detail']}, so claim `rl_ensemble` {say[checks['rl_ensemble']['holds']]}"
-         + (" by the letter only: both runs end collapsed, the difference is far inside one evaluation's noise, and "
-            "without a KL penalty four reward models of the same data were as easy to exploit as one."
+         + (" by the letter only: both runs end collapsed (gold near 1), and a difference between two collapsed runs "
+            "of one seed says nothing. Without a KL penalty, four reward models of the same data were as easy to "
+            "exploit as one."
             if finals and max(finals) < finals_start - 1 else "."))
 """)
 
@@ -364,8 +367,8 @@ ans_peak = (f"The proxy rises from {first['proxy']:.2f} to {last['proxy']:.2f} o
             "the more its pick is the answer whose proxy score is most too high: the reward model's errors, not the quality, "
             "decide the choice.")
 ans_kl = (f"log 256 - 255/256 = {b2b.overopt.bon_kl(256):.2f} nats (d = {b2b.overopt.bon_kl(256) ** 0.5:.2f}). The formula "
-          "assumes all answers differ; the SFT policy repeats answers to the same prompt, and ties lower the true KL "
-          "(Beirami et al. 2024).")
+          f"assumes all answers differ; the SFT policy repeats itself ({rec['distinct_answers']:.0f} different answers "
+          f"among {rec['n']}, on average), and ties lower the true KL (Beirami et al. 2024).")
 ans_scale = (f"R* from {small['r_star']:+.2f} to {big['r_star']:+.2f} gold points, d* from {small['d_star']:.2f} to "
              f"{big['d_star']:.2f}: a better proxy can be optimised further before it fails, and gives more when it does.")
 ans_kl_pen = (f"By the test fixed beforehand, {sum(bool(r['on the curve (the fixed test)']) for r in table)} "

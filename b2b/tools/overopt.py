@@ -82,6 +82,12 @@ def bon_curve(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int] | None = No
     return rows
 
 
+def distinct_answers(samples: dict) -> float:
+    """The mean number of different answers among a prompt's n samples: below n, the policy repeats
+    itself, and best-of-n's KL is below its analytic bound (`b2b.overopt.bon_kl`)."""
+    return sum(len(set(row)) for row in samples["texts"]) / len(samples["texts"])
+
+
 def save_samples(samples: dict, out: Path) -> None:
     from safetensors.torch import save_file
 
@@ -148,7 +154,7 @@ def run_bon(profile, out: str | Path, n: int = 256, n_prompts: int | None = None
         rows = bon_curve(proxy, samples["gold"])
         secs = {**seconds, "score": time.perf_counter() - t}
         record = {"reward_model": name, "reward_model_fingerprint": fingerprint(rm), "prompts": len(prompts), "n": n,
-                  "seed": seed, "seconds": secs, "curve": rows}
+                  "seed": seed, "seconds": secs, "distinct_answers": distinct_answers(samples), "curve": rows}
         if (Path(path) / "b2b_metrics.json").exists():  # a model `b2b` trained (the shipped one): its metrics
             m = json.loads((Path(path) / "b2b_metrics.json").read_text())
             record["reward_model_metrics"] = {k: m.get(k) for k in ("pair_accuracy", "gold_accuracy", "gold_spearman",
