@@ -233,7 +233,8 @@ def test_ensemble_best_of_n_and_rl_against_the_ensemble(tmp_path):
     assert set(runs) == {"single", "worst"} and all(len(h.steps) == 2 for h in runs.values())
     assert runs["worst"].evals[0]["proxy_mean"] != runs["single"].evals[0]["proxy_mean"]  # another reward
     [row] = [r for r in T.rl_runs([out / "rl-worst-64"])]
-    assert row["d"][0] == 0.0 and len(row["d"]) == len(runs["worst"].evals)
+    assert row["d"][0] == 0.0 and len(row["d"]) == len(runs["worst"].evals) == 2
+    assert math.isnan(row["alpha"]) and row["d_star"] is None  # two points fit no law of two unknowns
 
 
 def _run_row(name, d, gain, kl_coef=0.0):

@@ -359,7 +359,10 @@ def rl_runs(record_dirs) -> list[dict]:
         dist, gain, proxy = rl_points(record_evals(d))
         name = d.name
         method, _, seed = name.rpartition("-seed") if "-seed" in name else (name, "", "")
-        fit = fit_law("rl", dist, gain)
+        fit = fit_law("rl", dist, gain) if len(dist) >= 3 else None  # a law of two unknowns needs three points
+        if fit is None:
+            from b2b.overopt import Fit
+            fit = Fit("rl", float("nan"), float("nan"), float("nan"), None, None)
         inside = fit.d_star is not None and fit.d_star <= max(dist)
         rows.append({"run": name, "method": method, "name": method_names().get(method, method), "seed": int(seed) if seed.isdigit() else cfg.get("seed"),
                      "algo": cfg["algo"], "kl_coef": cfg["kl_coef"], "d": dist, "gold_gain": gain,
