@@ -150,13 +150,24 @@ def test_shipped_records_are_runs_of_the_shipped_reward_model_and_of_todays_sett
     from b2b.models import fingerprint, load_reward_model
     from b2b.tools.showdown import METHODS, _slug, method_config
 
+    from b2b.tools import overopt
+
     fp = fingerprint(load_reward_model(data_dir / "rm-level1"))
     configs = sorted((data_dir / "runs").rglob("config.json"))
     assert configs, "no shipped run records"
     cells = {f"{_slug(m)}-seed{s}": (m, s) for m in METHODS for s in (0, 1, 2)}
     for cfg_file in configs:
         d = cfg_file.parent
-        assert json.loads((d / "reward_model.json").read_text())["fingerprint"] == fp, d
+        recorded = json.loads((d / "reward_model.json").read_text())["fingerprint"]
+        if d.parent.name == overopt.SHIPPED:  # the over-optimisation lab's RL runs: against its own reward models
+            ens = json.loads((d.parent / f"ensemble-rm-{overopt.ENSEMBLE_PAIRS}.json").read_text())
+            key = d.name.split("-")[1]  # rl-<single|worst|...>-<pairs>
+            want_fp = ens["members"][0]["fingerprint"] if key == "single" else ens["ensemble_fingerprints"][key]
+            assert recorded == want_fp, d
+            cfg = RLConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items() if k not in runs.IDENTITY})
+            assert cfg == method_config(get_profile("tiny"), overopt.RL_METHOD, 0, overopt.RL_STEPS), d
+        else:
+            assert recorded == fp, d
         saved = json.loads(cfg_file.read_text())
         cfg = RLConfig(**{k: v for k, v in saved.items() if k not in runs.IDENTITY}).validate()
         steps = [json.loads(line)["step"] for line in gzip.decompress((d / "metrics.jsonl.gz").read_bytes()).splitlines()]

@@ -271,7 +271,7 @@ def run_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=EN
     (`b2b.overopt.ensemble_score`). Writes `ensemble-rm-<pairs>.json`: every member's own curve
     ("seed0", ...) and the three objectives' ("mean", "worst", "uwo"), each as `bon_curve` rows."""
     from b2b.models import fingerprint, load_reward_model
-    from b2b.overopt import ensemble_score, standardise
+    from b2b.overopt import OBJECTIVES, Ensemble, ensemble_score, standardise
 
     out = Path(out)
     samples, _ = ensure_samples(profile, out, n, n_prompts, seed, say)
@@ -287,8 +287,11 @@ def run_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=EN
     for s, p, m, sd in zip(seeds, paths, mean.tolist(), std.tolist()):
         members.append({"seed": s, "name": member_name(pairs, s), "fingerprint": fingerprint(load_reward_model(p)),
                         "mean": m, "std": sd, "metrics": json.loads((p / "b2b_ladder.json").read_text())})
+    models = [load_reward_model(p) for p in paths]
+    prints = {obj: fingerprint(Ensemble(models, mean, std, obj, lam)) for obj in OBJECTIVES}  # what RL runs record
     record = {"pairs": pairs, "seeds": list(seeds), "lam": lam, "prompts": len(samples["prompts"]), "n": n,
-              "seed": seed, "seconds": time.perf_counter() - t, "members": members, "curves": curves}
+              "seed": seed, "seconds": time.perf_counter() - t, "members": members, "ensemble_fingerprints": prints,
+              "curves": curves}
     (out / f"ensemble-rm-{pairs}.json").write_text(json.dumps(record, indent=1))
     for name, c in curves.items():
         peak = max(c, key=lambda r: r["gold"])

@@ -1,10 +1,10 @@
-"""Writes notebooks/09_overoptimisation.ipynb (unexecuted): python scripts/build_notebook_09.py, then
+"""Writes notebooks/09_overoptimisation.ipynb (unexecuted): python notebooks/builders/09_overoptimisation.py, then
 python -m b2b.tools.execute_notebooks 09 (the notebook is committed executed)."""
 from pathlib import Path
 
 import nbformat as nbf
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETUP = "".join(nbf.read(ROOT / "notebooks" / "03_vanilla_reinforce.ipynb", as_version=4).cells[1].source)
 
 cells = []
@@ -23,9 +23,9 @@ md(r"""
 
 [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/b2b-course/b2b/blob/main/notebooks/09_overoptimisation.ipynb)
 
-*Runtime: 5 s on a 2-core CPU (`tiny` profile, measured on a fresh clone: every figure is read back from the
-shipped records in `data/runs/overopt-tiny/` and `data/runs/showdown-tiny/`). The lab's records are the tiny world's, so
-the notebook reads the same ones in every profile, on a Colab T4 (`colab` profile) too, in seconds. `RETRAIN = True`
+*Runtime: 5 s on a 2-core CPU (`tiny` profile), the same on a Colab T4 (`colab` profile): every figure is read back from
+the shipped records in `data/runs/overopt-tiny/` and `data/runs/showdown-tiny/` (measured on a fresh clone). The lab's
+records are the tiny world's, so the notebook reads the same ones in every profile. `RETRAIN = True`
 produces them again in `tiny` (`python -m b2b.tools.overopt all`): about 45 minutes on 2 cores.*
 
 Notebooks 04-08 showed over-optimisation one run at a time: the proxy reward climbs while the gold judge's verdict
