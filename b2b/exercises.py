@@ -119,6 +119,8 @@ def _outputs(out, n: int) -> tuple:
     """The learner's (or a reference's) return value as a tuple of n values."""
     if n == 1:
         return (out[0] if isinstance(out, tuple) and out else out,)
+    if isinstance(out, torch.Tensor) and out.numel() == n:  # a tensor of the n values (a solve's solution)
+        return tuple(out.flatten())
     if not isinstance(out, (tuple, list)) or len(out) != n:
         raise TypeError(f"expected {n} values back, got {type(out).__name__}")
     return tuple(out)
@@ -1101,7 +1103,8 @@ def _bon_kl(n):
 
 
 _BON_KL_MISTAKES = (
-    _Mistake("you left out the - (n - 1) / n: log n is the KL of keeping only the base policy's top 1/n; "
+    _Mistake("your result is log n alone: the - (n - 1) / n is missing, or was computed with integer division "
+             "((n - 1) // n is 0 for integers: use /). log n is the KL of keeping only the base policy's top 1/n; "
              "best-of-n keeps every answer, the lower-ranked ones with less weight",
              lambda n: torch.log(n.double())),
     _Mistake("your (n - 1) / n is n - 1: divide by n", lambda n: torch.log(n.double()) - (n - 1)),

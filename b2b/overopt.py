@@ -160,7 +160,8 @@ def ensemble_score(scores: Tensor, objective: str = "mean", lam: float = 1.0) ->
 
         mean:  (1/M) sum_m s_m
         worst: min_m s_m
-        uwo:   mean - lam * std   (uncertainty-weighted; std over the M models, population)
+        uwo:   mean - lam * var   (uncertainty-weighted: the intra-ensemble variance over the M models,
+                                   population, as Coste et al. subtract it)
 
     Each model's scores should be on one scale first (standardised on the same samples)."""
     if scores.dim() < 1 or scores.shape[0] < 2:
@@ -170,7 +171,7 @@ def ensemble_score(scores: Tensor, objective: str = "mean", lam: float = 1.0) ->
     if objective == "worst":
         return scores.min(0).values
     if objective == "uwo":
-        return scores.mean(0) - lam * scores.std(0, unbiased=False)
+        return scores.mean(0) - lam * scores.var(0, unbiased=False)
     raise ValueError(f"ensemble_score: objective must be 'mean', 'worst' or 'uwo', got {objective!r}")
 
 
@@ -199,7 +200,7 @@ def rl_points(evals: list[dict]) -> tuple[list[float], list[float], list[float]]
 class Ensemble(torch.nn.Module):
     """Reward models combined into one reward (Coste et al. 2024): each member's score standardised
     by its mean and std on the SFT policy's answers (`standardise`), then `ensemble_score` with
-    `objective` ('mean', 'worst', 'uwo' with `lam`). It scores a rollout as a reward model does
+    `objective` ('mean', 'worst', 'uwo': mean - lam * variance). It scores a rollout as a reward model does
     (`b2b.reward.rollout_reward_scores`), so RL trains against it unchanged; its weights, statistics
     and objective are its state, so a run's record names the ensemble by `fingerprint`.
 

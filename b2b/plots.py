@@ -538,14 +538,15 @@ def plot_bon_vs_rl(bon: dict, rl: list[dict], methods: list[str] | None = None):
         f = fit_law("rl", [x for r in runs for x in r["d"]], [y for r in runs for y in r["gold_gain"]])
         _law_line(ax, "rl", f.alpha, f.beta, max(x for r in runs for x in r["d"]), color=c,
                   label=f"{runs[0].get('name', m)} ({len(runs)} seed{'s' * (len(runs) > 1)}): pooled fit R$^2$ {f.r2:.2f}")
-    _law_line(ax, "bon", bon["alpha"], bon["beta"], min(d_top, 1.5 * max(bon["d"])), color="0.5", lw=2, alpha=0.6,
-              label="best-of-n's fit")
+    _law_line(ax, "bon", bon["alpha"], bon["beta"], min(d_top, max(bon["d"])), color="0.5", lw=2, alpha=0.6,
+              label="best-of-n's fit (where measured)")
     ax.set_title("RL along its trajectory (dots: gold, dashed: proxy)", fontsize=10)
     for ax in axes:
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlabel("d = sqrt(KL to the SFT policy)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
+    axes[0].set_xlabel("d = sqrt(KL bound of best-of-n)")
+    axes[1].set_xlabel("d = sqrt(KL to the SFT policy, measured)")
     axes[0].set_ylabel("gain over the SFT policy")
     fig.suptitle("Gold rises, then falls, as the policy moves away from SFT: Gao et al.'s laws in the tiny world")
     fig.tight_layout()
@@ -584,12 +585,13 @@ def plot_ensemble_bon(curves: dict[str, list[dict]]):
     """Best-of-n's gold against its KL bound for each single reward model of an ensemble (grey) and
     for the ensemble's objectives (`b2b.tools.overopt.run_ensemble`'s curves)."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    names = {"mean": "ensemble mean", "worst": "worst case (min)", "uwo": "mean - std (uncertainty-weighted)"}
+    names = {"mean": "ensemble mean", "worst": "worst case (min)", "uwo": "mean - variance (uncertainty-weighted)"}
     for k, c in curves.items():
         single = k.startswith("seed")
-        ax.plot([r["d"] for r in c], [r["gold"] for r in c], "-" if single else "o-", lw=1 if single else 2,
-                color="0.6" if single else None, alpha=0.8, label=None if single and k != "seed0" else
-                ("single reward models" if single else names.get(k, k)))
+        label = ("seed 0 alone (the ladder's model)" if k == "seed0" else "the other seeds alone" if k == "seed1"
+                 else None if single else names.get(k, k))
+        ax.plot([r["d"] for r in c], [r["gold"] for r in c], "-" if single else "o-", lw=1.5 if k == "seed0" else 1 if single else 2,
+                color="0.2" if k == "seed0" else "0.65" if single else None, alpha=0.9, label=label)
     ax.set_xlabel("d = sqrt(KL bound of best-of-n)")
     ax.set_ylabel("gold of the answer picked")
     ax.set_title("Best-of-n against one reward model and against an ensemble of four", fontsize=10)
@@ -599,7 +601,7 @@ def plot_ensemble_bon(curves: dict[str, list[dict]]):
     return fig
 
 
-def plot_penalty_frontier(without: list[dict], penalised: list[dict], alpha: float, beta: float):
+def plot_penalty_frontier(without: list[dict], penalised: list[dict], alpha: float, beta: float, method: str = ""):
     """RL runs without a KL penalty (grey dots, with the RL law fitted to them) and with one (coloured by
     its coefficient): gold gain against d. On Gao et al.'s account the coloured dots lie on the grey
     curve, stopped earlier; above it, the penalty bought gold at equal distance."""
@@ -615,7 +617,8 @@ def plot_penalty_frontier(without: list[dict], penalised: list[dict], alpha: flo
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("d = sqrt(KL to the SFT policy)")
     ax.set_ylabel("gold gain over the SFT policy")
-    ax.set_title("A KL penalty: early stop on the same curve, or a better curve?", fontsize=10)
+    ax.set_title((f"{method}: " if method else "") + "a KL penalty, early stop on the same curve or a better curve?",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -505,6 +505,10 @@ def fit_with_intercept(d, gain):  # numpy-style polyfit of degree 2: a constant 
     return a, -b
 
 
+def fit_as_a_tensor(d, gain):  # lstsq's solution as it comes: a tensor of the two values
+    return torch.linalg.lstsq(torch.stack([d, -d * d], 1), gain[:, None]).solution
+
+
 def fit_on_kl(d, gain):
     kl = d * d
     a, b = torch.linalg.lstsq(torch.stack([kl, -kl * kl], 1), gain[:, None]).solution.flatten()
@@ -542,7 +546,8 @@ WRONG += [
     ("rl_step", step_no_clip, "the gradient was not clipped"),
     ("rl_step", step_no_step, "did not change the policy"),
     ("rl_step", step_ascent, "the wrong way"),
-    ("bon_kl", lambda n: torch.log(n.double()), "you left out the - (n - 1) / n"),
+    ("bon_kl", lambda n: torch.log(n.double()), "the - (n - 1) / n is missing"),
+    ("bon_kl", lambda n: torch.log(n.float()) - (n - 1) // n, "integer division"),
     ("bon_kl", lambda n: (n - 1) / n - torch.log(n.float()), "your sign is flipped"),
     ("bon_kl", lambda n: torch.log2(n.float()) - (n - 1) / n, "log base 2"),
     ("fit_bon_law", fit_with_intercept, "has an intercept"),
@@ -552,6 +557,10 @@ WRONG += [
 
 
 # ----------------------------------------------------------------------------- tests
+
+def test_a_fit_returned_as_one_tensor_of_two_values_passes(capsys):
+    assert E.check_fit_bon_law(fit_as_a_tensor)
+
 
 def test_every_check_has_references_and_wrong_versions():
     assert set(REFERENCES) == set(E.NAMES)

@@ -71,8 +71,8 @@ def test_ensemble_objectives():
     s = torch.tensor([[1.0, 4.0], [3.0, 0.0], [2.0, 2.0]])  # 3 models x 2 answers
     assert torch.allclose(O.ensemble_score(s, "mean"), torch.tensor([2.0, 2.0]))
     assert torch.allclose(O.ensemble_score(s, "worst"), torch.tensor([1.0, 0.0]))
-    std = torch.tensor([math.sqrt(2 / 3), math.sqrt(8 / 3)])  # population std over the models
-    assert torch.allclose(O.ensemble_score(s, "uwo", lam=0.5), torch.tensor([2.0, 2.0]) - 0.5 * std)
+    var = torch.tensor([2 / 3, 8 / 3])  # population variance over the models (Coste et al.'s penalty)
+    assert torch.allclose(O.ensemble_score(s, "uwo", lam=0.5), torch.tensor([2.0, 2.0]) - 0.5 * var)
     with pytest.raises(ValueError, match="at least 2 models"):
         O.ensemble_score(s[:1])
 
@@ -265,8 +265,8 @@ def test_kl_frontier_measures_penalised_runs_against_the_unpenalised_curve():
     assert f["alpha"] == pytest.approx(1.0) and f["beta"] == pytest.approx(0.5)
     r_early, r_better = f["runs"]
     assert r_early["d_max"] == 1.0 and r_early["mean_residual"] == pytest.approx(0.0, abs=1e-9)
-    assert r_early["own_residuals"] == pytest.approx([0.1, -0.1]) and r_early["spread"] == pytest.approx(0.1)
-    assert r_early["on_frontier"] and not r_better["on_frontier"]
+    assert r_early["own_residuals"] == pytest.approx([0.1, -0.1]) and r_early["spread"] == pytest.approx((-0.1, 0.1))
+    assert r_early["on_frontier"] and not r_early["above"] and not r_better["on_frontier"] and r_better["above"]
     assert r_better["mean_residual"] == pytest.approx(0.5)
 
 

@@ -67,8 +67,9 @@ def bon_scores(reward_model, tokenizer, samples: dict, readout: str = "expected"
 def bon_curve(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int] | None = None, n_boot: int = 200,
               seed: int = 0) -> list[dict]:
     """`best_of_n_curve` rows, each with `gold_gain` (gold minus n = 1's, so R(0) = 0 as in Gao et al.)
-    and a 95% bootstrap interval over prompts (`gold_lo`, `gold_hi`; prompts resampled with
-    replacement, the same resamples for every n)."""
+    and 95% bootstrap intervals over prompts (prompts resampled with replacement, the same resamples
+    for every n): `gold_lo`, `gold_hi` of the gold, `gain_lo`, `gain_hi` of the gain over n = 1
+    (paired: both on each resample; None when the curve has no n = 1)."""
     ns = ns or ns_up_to(proxy.shape[1])
     rows = best_of_n_curve(proxy, gold, ns)
     base = rows[0]["gold"] if ns[0] == 1 else best_of_n_curve(proxy, gold, [1])[0]["gold"]
@@ -77,8 +78,11 @@ def bon_curve(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int] | None = No
     P = proxy.shape[0]
     boots = torch.stack([per_prompt[torch.randint(P, (P,), generator=g)].mean(0) for _ in range(n_boot)])
     lo, hi = torch.quantile(boots, 0.025, dim=0).tolist(), torch.quantile(boots, 0.975, dim=0).tolist()
-    for r, a, b in zip(rows, lo, hi):
-        r.update(gold_gain=r["gold"] - base, gold_lo=a, gold_hi=b)
+    gains = boots - boots[:, :1] if ns[0] == 1 else None  # the gain over n = 1 on the same resample: paired
+    g_lo, g_hi = ((torch.quantile(gains, q, dim=0).tolist() for q in (0.025, 0.975)) if gains is not None
+                  else ([None] * len(ns), [None] * len(ns)))
+    for r, a, b, c, d in zip(rows, lo, hi, g_lo, g_hi):
+        r.update(gold_gain=r["gold"] - base, gold_lo=a, gold_hi=b, gain_lo=c, gain_hi=d)
     return rows
 
 
@@ -377,13 +381,20 @@ def rl_runs(record_dirs) -> list[dict]:
 def rl_vs_bon(rl: dict, bon: dict, points: int = 50) -> dict:
     """RL's fitted curve against best-of-n's (rows of `rl_runs` and `bon_fit`) on `points` distances
     in (0, d_max], d_max the smaller of the two's largest measured d: `below`, whether R_rl(d) <= R_bon(d)
-    at every one, and `gap`, the mean of R_rl(d) - R_bon(d) over them (negative: RL gains less gold)."""
+    at every one, `gap`, the mean of R_rl(d) - R_bon(d) over them (negative: RL gains less gold),
+    `below_measured`, the same from RL's first measured distance `first_d` on, and `above_up_to`, the
+    largest d where RL's fit is above (None: nowhere). (The RL law's slope is infinite at d = 0, so its
+    fit starts above any best-of-n fit.)"""
     from b2b.overopt import law
 
     d_max = min(max(rl["d"]), max(bon["d"]))
     d = torch.linspace(d_max / points, d_max, points, dtype=torch.float64)
     diff = law("rl", d, rl["alpha"], rl["beta"]) - law("bon", d, bon["alpha"], bon["beta"])
-    return {"d_max": d_max, "below": bool((diff <= 0).all()), "gap": float(diff.mean())}
+    first = min((x for x in rl["d"] if x > 0), default=d_max)  # RL's first measured distance
+    measured = d >= first
+    above = d[diff > 0]
+    return {"d_max": d_max, "below": bool((diff <= 0).all()), "gap": float(diff.mean()), "first_d": first,
+            "below_measured": bool((diff[measured] <= 0).all()), "above_up_to": float(above.max()) if len(above) else None}
 
 
 def bon_fit(record: dict) -> dict:
@@ -402,8 +413,9 @@ def kl_frontier(without: list[dict], penalised: list[dict]) -> dict:
     Gao et al.'s RL law is fitted to the pooled points of the runs `without` the penalty (rows of
     `rl_runs`); each penalised run's points (d > 0, within the unpenalised runs' d) get their mean
     residual from that fit, and so does each unpenalised run over the same d range. A penalised run
-    is `on_frontier` when its mean residual is no larger in size than the largest of the
-    unpenalised runs' own (their seed-to-seed spread about their fit)."""
+    is `on_frontier` when its mean residual lies within the unpenalised runs' own (between their
+    smallest and largest: where the unpenalised runs themselves lie), `above` when it is above all of
+    them (more gold at equal d than any unpenalised run)."""
     from b2b.overopt import fit_law, law
 
     d = [x for r in without for x in r["d"]]
@@ -423,10 +435,10 @@ def kl_frontier(without: list[dict], penalised: list[dict]) -> dict:
         d_max = min(max(run["d"]), d_top)
         own = [m for m in (mean_residual(r, d_max) for r in without) if m is not None]
         res = mean_residual(run, d_max)
-        spread = max(abs(m) for m in own) if own else None
         rows.append({"run": run["run"], "kl_coef": run["kl_coef"], "d_max": d_max, "mean_residual": res,
-                     "own_residuals": own, "spread": spread,
-                     "on_frontier": None if res is None or spread is None else abs(res) <= spread})
+                     "own_residuals": own, "spread": (min(own), max(own)) if own else None,
+                     "on_frontier": None if res is None or not own else min(own) <= res <= max(own),
+                     "above": None if res is None or not own else res > max(own)})
     return {"alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2, "runs": rows}
 
 
@@ -460,10 +472,12 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
     small = scale[0] if scale else None
     if small:
         c = json.loads((lab / f"bon-{small['reward_model']}.json").read_text())["curve"]
-        row("interior_peak", small["last_gold"] < small["peak_gold"],
+        top = next(r for r in c if r["n"] == small["peak_n"])
+        gain = (f"; its gain over n = 1 {top['gold_gain']:+.2f}, 95% interval {top['gain_lo']:+.2f} to {top['gain_hi']:+.2f}"
+                if top.get("gain_lo") is not None else "")
+        row("interior_peak", small["peak_n"] > 1 and small["last_gold"] < small["peak_gold"],
             f"{small['pairs']:,} pairs: gold {small['gold_n1']:.2f} at n = 1, peak {small['peak_gold']:.2f} at n = "
-            f"{small['peak_n']} (95% interval {small['peak_lo']:.2f} to {small['peak_hi']:.2f}; n = 1's "
-            f"{c[0]['gold_lo']:.2f} to {c[0]['gold_hi']:.2f}), {small['last_gold']:.2f} at n = {small['last_n']}")
+            f"{small['peak_n']}{gain}, {small['last_gold']:.2f} at n = {small['last_n']}")
     else:
         row("interior_peak", None, "no best-of-n records")
     rl = showdown_runs(showdown) if Path(showdown).is_dir() else []
@@ -473,9 +487,13 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
         cmp = [(r, rl_vs_bon(r, bon)) for r in rl]
         below = sum(v["below"] for _, v in cmp)
         gaps = [v["gap"] for _, v in cmp]
+        fails = [v for _, v in cmp if not v["below"]]
         row("rl_below_bon", below == len(cmp),
             f"R_rl(d) <= R_bon(d) at every d both reach in {below} of {len(cmp)} runs; mean gap R_rl - R_bon "
-            f"{min(gaps):+.2f} to {max(gaps):+.2f} (negative in {sum(g < 0 for g in gaps)} of {len(cmp)})")
+            f"{min(gaps):+.2f} to {max(gaps):+.2f} (negative in {sum(g < 0 for g in gaps)} of {len(cmp)})"
+            + (f"; where RL's fit is above, it is so only up to d = {max(v['above_up_to'] for v in fails):.2f}, before "
+               f"those runs' first measured d ({min(v['first_d'] for v in fails):.2f} or more); from each run's first "
+               f"measured d on, below in {sum(v['below_measured'] for _, v in cmp)} of {len(cmp)}" if fails else ""))
     else:
         row("rl_below_bon", None, "no showdown runs or no best-of-n record of the shipped reward model")
     bon_r2 = [r["r2"] for r in scale]
@@ -512,11 +530,10 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
             fr += kl_frontier(a, b)["runs"]
     if fr:
         on = [r for r in fr if r["on_frontier"]]
-        above = [r for r in fr if r["mean_residual"] > max(r["own_residuals"])]
+        above = [r for r in fr if r["above"]]
         row("kl_frontier", len(on) == len(fr),
-            f"on the unpenalised runs' curve in {len(on)} of {len(fr)} penalised runs, by the test fixed beforehand; "
-            f"yet above every unpenalised run's own mean residual over the same d in {len(above)} of {len(fr)}; "
-            "mean residuals: "
+            f"within the unpenalised runs' own residuals in {len(on)} of {len(fr)} penalised runs, above all of them "
+            f"(more gold at equal d) in {len(above)} of {len(fr)}; mean residuals from the unpenalised fit: "
             + ", ".join(f"{r['run']} {r['mean_residual']:+.2f} (unpenalised {min(r['own_residuals']):+.2f} to "
                         f"{max(r['own_residuals']):+.2f})" for r in fr))
     else:
@@ -569,7 +586,7 @@ def scale_rows(record_dir: str | Path, full_pairs: int = 100_000) -> list[dict]:
 def claims_table(rows: list[dict]) -> str:
     """`claims` as a markdown table: the claim as fixed before the runs, its outcome, its numbers."""
     verdict = {True: "holds", False: "**does not hold**", None: "not measured"}
-    lines = ["| claim | fixed before the runs | outcome | the numbers |", "|---|---|---|---|"]
+    lines = ["| claim | as fixed before the lab's runs | outcome | the numbers |", "|---|---|---|---|"]
     lines += [f"| `{r['claim']}` | {r['text']} | {verdict[r['holds']]} | {r['detail']} |" for r in rows]
     return "\n".join(lines)
 
@@ -596,7 +613,7 @@ def results_markdown(lab: str | Path, showdown: str | Path) -> str:
         e = json.loads(f.read_text())
         ens_lines += [f"Best-of-n against four reward models on the same {e['pairs']:,} pairs (seeds "
                       f"{', '.join(map(str, e['seeds']))}; `python -m b2b.tools.overopt ensemble`), each alone and combined "
-                      f"(standardised on the SFT answers; uncertainty-weighted: mean - {e['lam']:g} std):", "",
+                      f"(standardised on the SFT answers; uncertainty-weighted: mean - {e['lam']:g} x variance):", "",
                       "| picked by | pair accuracy | peak gold (n) | gold at n = 256 | lost from the peak |", "|---|---|---|---|---|"]
         acc = {f"seed{m['seed']}": f"{m['metrics']['pair_accuracy']:.3f}" for m in e["members"]}
         for name, c in e["curves"].items():
