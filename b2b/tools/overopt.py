@@ -473,7 +473,7 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
     if small:
         c = json.loads((lab / f"bon-{small['reward_model']}.json").read_text())["curve"]
         top = next(r for r in c if r["n"] == small["peak_n"])
-        gain = (f"; its gain over n = 1 {top['gold_gain']:+.2f}, 95% interval {top['gain_lo']:+.2f} to {top['gain_hi']:+.2f}"
+        gain = (f" (gain over n = 1 {top['gold_gain']:+.2f}, 95% interval {top['gain_lo']:+.2f} to {top['gain_hi']:+.2f})"
                 if top.get("gain_lo") is not None else "")
         row("interior_peak", small["peak_n"] > 1 and small["last_gold"] < small["peak_gold"],
             f"{small['pairs']:,} pairs: gold {small['gold_n1']:.2f} at n = 1, peak {small['peak_gold']:.2f} at n = "
