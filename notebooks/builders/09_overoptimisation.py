@@ -193,15 +193,17 @@ small_top = next(r for r in json.loads((lab / f"bon-{small['reward_model']}.json
                  if r["n"] == small["peak_n"])
 ens = json.loads(next(lab.glob("ensemble-rm-*.json")).read_text())  # four seeds of one proxy (section 6)
 seed_fits = [b2b.tools.overopt.bon_fit(c) for k, c in ens["curves"].items() if k.startswith("seed")]
+steps = [b["d_star"] - a["d_star"] for a, b in zip(scale, scale[1:])]
 say = {True: "holds", False: "does not hold", None: "was not measured"}
 Markdown(f"From {small['pairs']:,} to {big['pairs']:,} pairs the fitted peak R* goes from {small['r_star']:+.2f} to "
          f"{big['r_star']:+.2f} gold points and d* from {small['d_star']:.2f} to {big['d_star']:.2f}: Gao et al.'s "
          f"finding, at toy scale (claim `peak_rises` {say[checks['peak_rises']['holds']]}). Every fit has "
          f"R² ≥ {min(r['r2'] for r in scale):.3f}. How much of that is the seed? Four seeds of the {ens['pairs']:,}-pair "
          f"model alone give R* {min(f['r_star'] for f in seed_fits):+.2f} to {max(f['r_star'] for f in seed_fits):+.2f} and "
-         f"d* {min(f['d_star'] for f in seed_fits):.2f} to {max(f['d_star'] for f in seed_fits):.2f}: the rise of R* is "
-         f"far beyond that, while d* moves by about the seed's own spread between neighbouring sizes and clearly only "
-         f"across the whole range. The smallest proxy: {checks['interior_peak']['detail']}; claim `interior_peak` "
+         f"d* {min(f['d_star'] for f in seed_fits):.2f} to {max(f['d_star'] for f in seed_fits):.2f}. The rise of R* is far "
+         f"beyond that; between neighbouring sizes d* moves by {min(steps):.2f} to {max(steps):.2f}, against the seed's own "
+         f"spread of {max(f['d_star'] for f in seed_fits) - min(f['d_star'] for f in seed_fits):.2f}, so the later peak is "
+         f"clear only across the whole range. The smallest proxy, {checks['interior_peak']['detail']}; claim `interior_peak` "
          f"{say[checks['interior_peak']['holds']]}"
          + (", but only just: the gain at its peak is not distinguishable from zero, so best-of-n against it gains "
             "nothing measurable before it loses." if small_top.get("gain_lo") is not None and small_top["gain_lo"] <= 0 else "."))
@@ -234,7 +236,7 @@ code(r"""
 all_rl = b2b.tools.overopt.showdown_runs(showdown)
 gaps = [b2b.tools.overopt.rl_vs_bon(r, bon) for r in all_rl]
 fails = [g for g in gaps if not g["below"]]
-poor = [r for r in rl if r["r2"] < 0.9]
+poor = [r for r in rl if r["r2"] < 0.9 and r["method"] != "reinforcepp"]  # the runs without a KL penalty
 pp = [r for r in rl if r["method"] == "reinforcepp"]
 Markdown(f"Over the distances both reach, RL's fitted gold lies below best-of-n's on average in {sum(g['gap'] < 0 for g in gaps)} "
          f"of the showdown's {len(gaps)} runs (mean gap {min(g['gap'] for g in gaps):+.2f} to {max(g['gap'] for g in gaps):+.2f} "
@@ -247,7 +249,8 @@ Markdown(f"Over the distances both reach, RL's fitted gold lies below best-of-n'
          + " One more reason to read this as RL being less KL-efficient, as Gao et al. found: best-of-n's d is the square "
          "root of its KL *bound*, and its true KL is smaller (section 1), so its true curve lies further left still. "
          f"The RL law fits less well than best-of-n's ({checks['fits']['detail']}; claim `fits` "
-         f"{say[checks['fits']['holds']]}). Among the runs above, it misses both a plateau and a steep fall: "
+         f"{say[checks['fits']['holds']]}). Among the runs above without a KL penalty, it misses both a plateau and a steep "
+         "fall: "
          + ", ".join(f"{r['run']} (R² {r['r2']:.2f})" for r in poor)
          + f". And REINFORCE++'s runs stop at d ≤ {max(max(r['d']) for r in pp):.2f}, too close to SFT to pin down beta: "
          f"it comes out between {min(r['beta'] for r in pp):+.2f} and {max(r['beta'] for r in pp):+.2f} over the seeds, "
