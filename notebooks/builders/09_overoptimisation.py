@@ -406,7 +406,7 @@ ans_scale = (f"R* from {small['r_star']:+.2f} to {big['r_star']:+.2f} gold point
              f"{big['d_star']:.2f}: a better proxy can be optimised further before it fails, and its peak is higher. The "
              f"seed alone moves R* by {max(f['r_star'] for f in seed_fits) - min(f['r_star'] for f in seed_fits):.2f} and d* by "
              f"{max(f['d_star'] for f in seed_fits) - min(f['d_star'] for f in seed_fits):.2f} at {ens['pairs']:,} pairs: "
-             "the rise of R* is real, the later peak only across the whole range.")
+             f"the rise of R* is real; d* rises by more than that at {len(clear)} of the {len(scale) - 1} steps.")
 ans_kl_pen = (f"Not only: {within} of {len(front_runs)} penalised runs lie within the unpenalised runs' residuals from "
               f"their fitted curve, {above} above all of them, so at equal d the penalty also bought gold.")
 ans_ens = (f"Its members are four seeds of one recipe on the same {ens['pairs']:,} pairs, each agreeing only loosely with "
