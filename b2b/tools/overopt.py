@@ -271,7 +271,7 @@ def run_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=EN
                  n_prompts: int | None = None, seed: int = 0, lam: float = UWO_LAMBDA, say=print) -> dict:
     """Best-of-n against an ensemble of reward models (Coste et al. 2024): members trained on the
     same `pairs` with each seed in `seeds` (`train_member`), each standardised by its mean and std
-    on the SFT samples, combined by mean, worst case and uncertainty-weighted (mean - lam * std)
+    on the SFT samples, combined by mean, worst case and uncertainty-weighted (mean - lam * variance)
     (`b2b.overopt.ensemble_score`). Writes `ensemble-rm-<pairs>.json`: every member's own curve
     ("seed0", ...) and the three objectives' ("mean", "worst", "uwo"), each as `bon_curve` rows."""
     from b2b.models import fingerprint, load_reward_model
@@ -383,8 +383,9 @@ def rl_vs_bon(rl: dict, bon: dict, points: int = 50) -> dict:
     in (0, d_max], d_max the smaller of the two's largest measured d: `below`, whether R_rl(d) <= R_bon(d)
     at every one, `gap`, the mean of R_rl(d) - R_bon(d) over them (negative: RL gains less gold),
     `below_measured`, the same from RL's first measured distance `first_d` on, and `above_up_to`, the
-    largest d where RL's fit is above (None: nowhere). (The RL law's slope is infinite at d = 0, so its
-    fit starts above any best-of-n fit.)"""
+    largest d where RL's fit is above (None: nowhere). (A fit of the RL law with beta > 0 has an infinite
+    slope at d = 0, so it starts above any best-of-n fit, below the grid's first distance d_max / points
+    when not on it.)"""
     from b2b.overopt import law
 
     d_max = min(max(rl["d"]), max(bon["d"]))
@@ -489,7 +490,8 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
         gaps = [v["gap"] for _, v in cmp]
         fails = [v for _, v in cmp if not v["below"]]
         row("rl_below_bon", below == len(cmp),
-            f"R_rl(d) <= R_bon(d) at every d both reach in {below} of {len(cmp)} runs; mean gap R_rl - R_bon "
+            f"R_rl(d) <= R_bon(d) at 50 distances from d_max / 50 to d_max (the smaller largest d of the two) in {below} "
+            f"of {len(cmp)} runs; mean gap R_rl - R_bon "
             f"{min(gaps):+.2f} to {max(gaps):+.2f} (negative in {sum(g < 0 for g in gaps)} of {len(cmp)})"
             + (f"; where RL's fit is above, it is so only up to d = {max(v['above_up_to'] for v in fails):.2f}, before "
                f"those runs' first measured d ({min(v['first_d'] for v in fails):.2f} or more); from each run's first "
@@ -584,7 +586,7 @@ def scale_rows(record_dir: str | Path, full_pairs: int = 100_000) -> list[dict]:
 
 
 def claims_table(rows: list[dict]) -> str:
-    """`claims` as a markdown table: the claim as fixed before the runs, its outcome, its numbers."""
+    """`claims` as a markdown table: the claim as fixed before the lab's runs, its outcome, its numbers."""
     verdict = {True: "holds", False: "**does not hold**", None: "not measured"}
     lines = ["| claim | as fixed before the lab's runs | outcome | the numbers |", "|---|---|---|---|"]
     lines += [f"| `{r['claim']}` | {r['text']} | {verdict[r['holds']]} | {r['detail']} |" for r in rows]
@@ -606,7 +608,8 @@ def results_markdown(lab: str | Path, showdown: str | Path) -> str:
     rl = [r for r in showdown_runs(showdown) if r["method"] in SHOWN] if Path(showdown).is_dir() else []
     fits = ["| RL run | alpha | beta | R^2 | d* (in range) | R* | largest d |", "|---|---|---|---|---|---|---|"]
     for r in rl:
-        peak = (f"{r['d_star']:.2f} | {r['r_star']:+.2f}" if r["peak_in_range"] else "beyond the data | -")
+        peak = (f"{r['d_star']:.2f} | {r['r_star']:+.2f}" if r["peak_in_range"] else
+                "no peak (beta <= 0) | -" if r["d_star"] is None else "beyond the data | -")
         fits.append(f"| {r['run']} | {r['alpha']:.2f} | {r['beta']:.2f} | {r['r2']:.2f} | {peak} | {max(r['d']):.2f} |")
     ens_lines = []
     for f in sorted(Path(lab).glob("ensemble-rm-*.json")):
@@ -625,7 +628,8 @@ def results_markdown(lab: str | Path, showdown: str | Path) -> str:
                       "256 answers each; `python -m b2b.tools.overopt table`):", "", *lines, "",
                       "Gao et al.'s RL law fitted to each run of three methods along its held-out evaluations "
                       "(the showdown's records, every 25 steps):", "", *fits, "",
-                      *ens_lines, "The claims, fixed before the runs (`b2b.overopt.CLAIMS`):", "",
+                      *ens_lines, "The claims, fixed before the lab's runs and before notebook 08's records were analysed this "
+                      "way (`b2b.overopt.CLAIMS`):", "",
                       claims_table(claims(lab, showdown))])
 
 
