@@ -79,7 +79,7 @@ def test_ensemble_objectives():
 
 def test_claims_are_fixed_and_named():
     assert [name for name, _ in O.CLAIMS] == ["interior_peak", "rl_below_bon", "fits", "peak_rises", "worst_case",
-                                              "kl_frontier", "rl_ensemble"]
+                                              "kl_frontier", "rl_ensemble", "rl_ensemble_kl"]
 
 
 def test_bon_curve_gain_and_bootstrap_interval():
