@@ -305,6 +305,17 @@ def run_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=EN
 
 RL_METHOD = "RLOO k=4, no KL"
 RL_STEPS = 300
+RL_METHODS = {"": RL_METHOD, "-kl": "RLOO k=4 + KL"}
+"""The RL runs against the ensemble, by their folders' suffix: without a KL penalty (`rl-<reward>-<pairs>`),
+and with the showdown's (`rl-<reward>-<pairs>-kl`, Coste et al.'s setting)."""
+
+
+def rl_run_dir(out: str | Path, reward: str, pairs: int, method: str = RL_METHOD) -> Path:
+    """Where `run_rl_ensemble` keeps the run of `method` against `reward` ('single', 'worst', ...)."""
+    tag = next((t for t, m in RL_METHODS.items() if m == method), None)
+    if tag is None:
+        raise ValueError(f"overopt: RL against the ensemble runs {sorted(RL_METHODS.values())}, not {method!r}")
+    return Path(out) / f"rl-{reward}-{pairs}{tag}"
 
 
 def run_rl_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds=ENSEMBLE_SEEDS,
@@ -312,8 +323,9 @@ def run_rl_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds
                     say=print) -> dict:
     """RL (the showdown's `method`, `steps` steps, evaluated every 25 on the held-out prompts with the
     KL to the SFT policy) against the single reward model of seed `seeds[0]` and against the ensemble
-    of `run_ensemble` with each objective in `rewards`; each run in `out/rl-<reward>-<pairs>`
-    (`b2b.tools.showdown.cached_run`: read back when finished). Returns {reward: History}."""
+    of `run_ensemble` with each objective in `rewards`; each run in `rl_run_dir` (`out/rl-<reward>-<pairs>`,
+    `-kl` after it for RLOO + KL) (`b2b.tools.showdown.cached_run`: read back when finished).
+    Returns {reward: History}."""
     from b2b.models import load_reward_model
     from b2b.recipes import method_config
     from b2b.tools.showdown import cached_run
@@ -325,7 +337,7 @@ def run_rl_ensemble(profile, out: str | Path, pairs: int = ENSEMBLE_PAIRS, seeds
         rm = (load_reward_model(out / member_name(pairs, seeds[0])) if r == "single"
               else load_ensemble(out, pairs, seeds, objective=r))
         t = time.perf_counter()
-        h = cached_run(profile, cfg, out / f"rl-{r}-{pairs}", reward_model=rm, progress=False)
+        h = cached_run(profile, cfg, rl_run_dir(out, r, pairs, method), reward_model=rm, progress=False)
         say(f"overopt: RL ({method}) against {r}: gold {h.evals[0]['gold_mean']:.2f} -> {h.evals[-1]['gold_mean']:.2f}, "
             f"KL {h.evals[-1]['kl_ref']:.1f} nats ({time.perf_counter() - t:.0f} s)")
         result[r] = h
@@ -540,21 +552,31 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
                         f"{max(r['own_residuals']):+.2f})" for r in fr))
     else:
         row("kl_frontier", None, "no showdown runs with and without the KL penalty")
+    def story(ev):
+        top = max(ev, key=lambda e: e["gold_mean"])
+        fell = next((e["step"] for e in ev if e["step"] > top["step"] and e["gold_mean"] < ev[0]["gold_mean"]), None)
+        return (f"{ev[0]['gold_mean']:.2f} -> peak {top['gold_mean']:.2f} (step {top['step']}) -> "
+                f"{ev[-1]['gold_mean']:.2f} at step {ev[-1]['step']}"
+                + (f", below its start from step {fell}" if fell is not None else ""))
+
     pair = [lab / f"rl-{k}-{ENSEMBLE_PAIRS}" for k in ("single", "worst")]
     if all(p.is_dir() for p in pair):
         evs = [record_evals(p) for p in pair]
-
-        def story(ev):
-            top = max(ev, key=lambda e: e["gold_mean"])
-            fell = next((e["step"] for e in ev if e["step"] > top["step"] and e["gold_mean"] < ev[0]["gold_mean"]), None)
-            return (f"{ev[0]['gold_mean']:.2f} -> peak {top['gold_mean']:.2f} (step {top['step']}) -> "
-                    f"{ev[-1]['gold_mean']:.2f} at step {ev[-1]['step']}"
-                    + (f", below its start from step {fell}" if fell is not None else ""))
         s1, w1 = evs[0][-1]["gold_mean"], evs[1][-1]["gold_mean"]
         row("rl_ensemble", w1 > s1, f"gold against the single model {story(evs[0])}; against the worst-case ensemble "
                                     f"{story(evs[1])} (one seed each; final difference {w1 - s1:+.2f})")
     else:
         row("rl_ensemble", None, "no RL runs against the ensemble")
+    pair = [lab / f"rl-{k}-{ENSEMBLE_PAIRS}-kl" for k in ("single", "worst")]
+    if all(p.is_dir() for p in pair):
+        evs = [record_evals(p) for p in pair]
+        s1, w1 = evs[0][-1]["gold_mean"], evs[1][-1]["gold_mean"]
+        row("rl_ensemble_kl", w1 - s1 > 0.1,
+            f"with the KL penalty, gold against the single model {story(evs[0])}; against the worst-case ensemble "
+            f"{story(evs[1])} (one seed each; final difference {w1 - s1:+.2f}; KL to SFT at the end "
+            f"{evs[0][-1]['kl_ref']:.2f} and {evs[1][-1]['kl_ref']:.2f} nats)")
+    else:
+        row("rl_ensemble_kl", None, "no RL + KL runs against the ensemble")
     return out
 
 
@@ -671,7 +693,9 @@ def run_all(profile, out: str | Path, say=print) -> dict:
     for stage, fn in (("best-of-n", lambda: run_bon(profile, out, say=say)),
                       ("ladder", lambda: run_ladder(profile, out, say=say)),
                       ("ensemble", lambda: run_ensemble(profile, out, say=say)),
-                      ("RL against the ensemble", lambda: run_rl_ensemble(profile, out, say=say))):
+                      ("RL against the ensemble", lambda: run_rl_ensemble(profile, out, say=say)),
+                      ("RL + KL against the ensemble",
+                       lambda: run_rl_ensemble(profile, out, method=RL_METHODS["-kl"], say=say))):
         t = time.perf_counter()
         fn()
         seconds[stage] = round(time.perf_counter() - t, 1)
@@ -725,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--seeds", type=int, nargs="+", default=list(ENSEMBLE_SEEDS))
     rl.add_argument("--rewards", nargs="+", default=["single", "worst"], choices=["single", "mean", "worst", "uwo"])
     rl.add_argument("--steps", type=int, default=RL_STEPS)
+    rl.add_argument("--method", default=RL_METHOD, choices=list(RL_METHODS.values()))
     rl.add_argument("--out", default="runs/overopt")
     dc = sub.add_parser("docs", help="rewrite docs/results.md's over-optimisation section from the shipped records")
     dc.add_argument("--check", action="store_true", help="exit 1 if the section differs from the records")
@@ -756,7 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "rl":
         if args.steps < 1:
             ap.error("--steps must be at least 1")
-        run_rl_ensemble(get_profile(args.profile), args.out, args.pairs, args.seeds, args.rewards, steps=args.steps)
+        run_rl_ensemble(get_profile(args.profile), args.out, args.pairs, args.seeds, args.rewards, args.method,
+                        steps=args.steps)
         return 0
     if args.cmd == "ladder":
         if args.n < 1 or min(args.pairs) < 1:
