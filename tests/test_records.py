@@ -165,7 +165,8 @@ def test_shipped_records_are_runs_of_the_shipped_reward_model_and_of_todays_sett
             want_fp = ens["members"][0]["fingerprint"] if key == "single" else ens["ensemble_fingerprints"][key]
             assert recorded == want_fp, d
             cfg = RLConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items() if k not in runs.IDENTITY})
-            assert cfg == method_config(get_profile("tiny"), overopt.RL_METHOD, 0, overopt.RL_STEPS), d
+            method = overopt.RL_METHODS["-kl" if d.name.endswith("-kl") else ""]
+            assert cfg == method_config(get_profile("tiny"), method, 0, overopt.RL_STEPS), d
         else:
             assert recorded == fp, d
         saved = json.loads(cfg_file.read_text())

@@ -330,24 +330,27 @@ b2b.plots.plot_ensemble_bon(ens["curves"]);
 """)
 
 md(r"""
-**And RL?** `python -m b2b.tools.overopt rl` trains RLOO k=4 without a KL penalty (the showdown's settings, 300 steps,
-seed 0) twice, with the showdown's settings but 300 steps rather than 600: against the ensemble's seed-0 model alone,
-and against the worst case of all four (`b2b.overopt.Ensemble` scores a rollout as a reward model does, so `b2b.train`
-takes it unchanged). No KL penalty: the test is whether the ensemble alone holds RL back. The figure is notebooks 06 and
-08's, against the KL itself (not d); its proxy panel shows each run's own reward: the single model's score, the
-ensemble's standardised worst case, two different units.
+**And RL?** `python -m b2b.tools.overopt rl` trains RLOO k=4 with the showdown's settings but 300 steps rather than
+600, seed 0, against the ensemble's seed-0 model alone and against the worst case of all four (`b2b.overopt.Ensemble`
+scores a rollout as a reward model does, so `b2b.train` takes it unchanged): first without a KL penalty (does the
+ensemble alone hold RL back?), then with the showdown's (`--method "RLOO k=4 + KL"`, coefficient 0.5: Coste et al.'s
+setting, an ensemble and a small penalty). The figures are notebooks 06 and 08's, against the KL itself (not d); the
+proxy panels show each run's own reward: the single model's score, the ensemble's standardised worst case, two
+different units.
 """)
 
 code(r"""
-runs_e = {}
+runs_e, runs_kl = {}, {}
 for key, label in (("single", "one reward model"), ("worst", "worst case of four")):
-    d = lab / f"rl-{key}-{ens['pairs']}"
-    if d.is_dir():
-        runs_e[label] = b2b.runs.History(evals=b2b.tools.overopt.record_evals(d))
-if runs_e:
-    b2b.plots.plot_kl_frontier(runs_e);
-else:
-    print("no RL runs against the ensemble in", lab)
+    for runs, tag in ((runs_e, ""), (runs_kl, "-kl")):
+        d = lab / f"rl-{key}-{ens['pairs']}{tag}"
+        if d.is_dir():
+            runs[label] = b2b.runs.History(evals=b2b.tools.overopt.record_evals(d))
+for runs, what in ((runs_e, "without a KL penalty"), (runs_kl, "with the KL penalty")):
+    if runs:
+        b2b.plots.plot_kl_frontier(runs).suptitle(f"RLOO k=4 {what}: against one reward model and against four")
+    else:
+        print(f"no RL runs {what} against the ensemble in", lab)
 """)
 
 code(r"""
@@ -356,6 +359,11 @@ def loss(c):
 
 
 cv = ens["curves"]
+pairs_kl = list(zip(*(h.evals[1:] for h in runs_kl.values()))) if len(runs_kl) == 2 else []
+ahead = sum(w["gold_mean"] > s_["gold_mean"] for s_, w in pairs_kl)
+at300 = [e["gold_mean"] for d in sorted(showdown.glob("rloo-k-4-kl-seed*"))
+         for e in b2b.tools.overopt.record_evals(d) if e["step"] == 300]
+seed_spread = max(at300) - min(at300) if at300 else float("nan")
 finals = [h.evals[-1]["gold_mean"] for h in runs_e.values()]
 finals_start = min(h.evals[0]["gold_mean"] for h in runs_e.values()) if runs_e else 0.0
 Markdown(f"For best-of-n, the worst case loses {loss(cv['worst']):.2f} gold points from its own peak by n = 256, the mean "
@@ -369,9 +377,13 @@ Markdown(f"For best-of-n, the worst case loses {loss(cv['worst']):.2f} gold poin
          f"For RL: {checks['rl_ensemble']['detail']}, so claim `rl_ensemble` {say[checks['rl_ensemble']['holds']]}"
          + (" by the letter only: both runs end collapsed (gold near 1), and a difference between two collapsed runs "
             "of one seed says nothing. Without a KL penalty, four reward models of the same data and recipe, each "
-            "agreeing only loosely with gold, were as easy to exploit as one; Coste et al. paired the ensemble with a "
-            "small KL penalty."
-            if finals and max(finals) < finals_start - 1 else "."))
+            "agreeing only loosely with gold, were as easy to exploit as one."
+            if finals and max(finals) < finals_start - 1 else ".")
+         + (f" With the KL penalty, Coste et al.'s setting: {checks['rl_ensemble_kl']['detail']}; claim `rl_ensemble_kl` "
+            f"{say[checks['rl_ensemble_kl']['holds']]}. Neither run over-optimised within its 300 steps, and the worst "
+            f"case is ahead at {ahead} of the {len(pairs_kl)} evaluations after step 0; the showdown's three seeds of "
+            f"the same method differ by {seed_spread:.2f} at step 300, so one seed each cannot say that the ensemble "
+            "helped." if checks["rl_ensemble_kl"]["holds"] is not None else ""))
 """)
 
 md(r"""
@@ -414,7 +426,9 @@ ans_ens = (f"Its members are four seeds of one recipe on the same {ens['pairs']:
            f"gold (Spearman {min(m['metrics']['gold_spearman'] for m in ens['members']):.2f} to "
            f"{max(m['metrics']['gold_spearman'] for m in ens['members']):.2f}): they share most of their errors, and RL "
            "without a KL penalty pushes until it finds answers they all over-score. Best-of-n can only choose among the "
-           "SFT policy's own answers; RL moves to answers the SFT policy never writes.")
+           "SFT policy's own answers; RL moves to answers the SFT policy never writes. With the KL penalty neither run "
+           f"over-optimised in 300 steps, and one seed each cannot tell them apart (the ensemble ahead at {ahead} of "
+           f"{len(pairs_kl)} evaluations).")
 b2b.exercises.answers(ans_peak, ans_kl, ans_scale, ans_kl_pen, ans_ens)
 """)
 
