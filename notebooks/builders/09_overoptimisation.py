@@ -426,8 +426,8 @@ ans_kl_pen = (f"Not only: {within} of {len(front_runs)} penalised runs lie withi
               f"their fitted curve, {above} above all of them, so at equal d the penalty also bought gold.")
 ans_ens = (f"Its members are four seeds of one recipe on the same {ens['pairs']:,} pairs, each agreeing only loosely with "
            f"gold (Spearman {min(m['metrics']['gold_spearman'] for m in ens['members']):.2f} to "
-           f"{max(m['metrics']['gold_spearman'] for m in ens['members']):.2f}): they share most of their errors, and RL "
-           "without a KL penalty pushes until it finds answers they all over-score. Best-of-n can only choose among the "
+           f"{max(m['metrics']['gold_spearman'] for m in ens['members']):.2f}). An answer all four over-score is still "
+           "over-scored by their worst case, and RL without a KL penalty moves until it finds such answers. Best-of-n can only choose among the "
            "SFT policy's own answers; RL moves to answers the SFT policy never writes. With the KL penalty the "
            f"ensemble's run lost less from its peak ({drops[1]:.2f} against {drops[0]:.2f}), but with one seed each that "
            "is a hint, not a result.")
