@@ -706,7 +706,7 @@ def run_all(profile, out: str | Path, say=print) -> dict:
 def lab(retrain: bool = False, out: str | Path = "runs/overopt-retrained", say=print) -> Path:
     """The folder notebook 09 reads: the course's shipped records (`data/runs/overopt-tiny`), or with
     `retrain` all of them produced again in the `tiny` profile into `out` (`run_all`; about 45 minutes
-    on 2 cores: best-of-n 5, the ladder 14, the ensemble 12, the two RL runs 14). `out` is not named
+    on 2 cores: best-of-n 5, the ladder 14, the ensemble 12, the four RL runs 14). `out` is not named
     like the shipped folder, so no shipped record is read back in its place."""
     from b2b.config import data_dir, get_profile
 
