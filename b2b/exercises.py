@@ -1098,10 +1098,6 @@ def _cases_bon_kl():
     ]
 
 
-def _bon_kl(n):
-    return torch.log(n.double()) - (n - 1) / n.double()
-
-
 _BON_KL_MISTAKES = (
     _Mistake("your result is log n alone: the - (n - 1) / n is missing, or was computed with integer division "
              "((n - 1) // n is 0 for integers: use /). log n is the KL of keeping only the base policy's top 1/n; "
@@ -1194,7 +1190,7 @@ _EXERCISES: dict[str, _Exercise] = {
     "repetition_penalty": _Exercise(repetition_penalized, repetition_penalized, _cases_repetition, _REPETITION_MISTAKES),
     "repeated_ngrams": _Exercise(
         adv_ref.repeated_ngram_fraction, adv_ref.repeated_ngram_fraction, _cases_repeated_ngrams, _REPEATED_MISTAKES),
-    "bon_kl": _Exercise(_bon_kl, _bon_kl, _cases_bon_kl, _BON_KL_MISTAKES),
+    "bon_kl": _Exercise(overopt_ref.bon_kl, overopt_ref.bon_kl, _cases_bon_kl, _BON_KL_MISTAKES),
     "fit_bon_law": _Exercise(_fit_bon_law, _fit_bon_law, _cases_fit_bon_law, _FIT_MISTAKES, n_outputs=2),
     "grpo_advantages": _Exercise(
         adv_ref.grpo_advantages, adv_ref.grpo_advantages, _cases_grpo, _GRPO_MISTAKES,

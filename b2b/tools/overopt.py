@@ -179,27 +179,17 @@ otherwise; the full 100,000 is the shipped `rm-level1`)."""
 def run_ladder(profile, out: str | Path, pairs=LADDER, n: int = 256, n_prompts: int | None = None, seed: int = 0,
                say=print) -> dict:
     """Train a level-1 reward model on the first N pairs for each N in `pairs` (`b2b.reward_models.reward_stage`,
-    the shipped recipe with `limit=N`; saved under `out/rm-<N>`, read back when there), then best-of-n
-    against each (`run_bon`, the same cached samples). Each record also keeps the reward model's
-    held-out pair accuracy, gold agreement and Spearman with gold, and its training seconds."""
-    from b2b.recipes import reward_config
-    from b2b.reward_models import reward_stage
-
+    the shipped recipe with `limit=N`, seed 0: `train_member`; saved under `out/rm-<N>`, read back
+    when there), then best-of-n against each (`run_bon`, the same cached samples). Each record also
+    keeps the reward model's held-out pair accuracy, gold agreement and Spearman with gold, and its
+    training seconds."""
     out = Path(out)
     result = {}
     for N in pairs:
-        path = out / f"rm-{N}"
-        name = f"rm-{N}"
-        meta = path / "b2b_ladder.json"
-        if not meta.exists():
-            cfg = reward_config(profile, 1, limit=N, eval_every=10**9)
-            _, _, metrics, history, _ = reward_stage(profile, 1, cfg=cfg, out=path, progress=False)
-            meta.write_text(json.dumps({"pairs": N, "steps": len(history), **{k: metrics.get(k) for k in (
-                "pair_accuracy", "gold_accuracy", "gold_spearman", "train_seconds")}}))
-            say(f"overopt: reward model on {N:,} pairs: accuracy {metrics['pair_accuracy']:.3f}, Spearman with gold "
-                f"{metrics.get('gold_spearman', float('nan')):.3f}, {metrics['train_seconds']:.0f} s")
+        path = train_member(profile, out, N, 0, say)
+        name = path.name
         rec = run_bon(profile, out, n, n_prompts, {name: path}, seed, say)[name]
-        rec["reward_model_metrics"] = json.loads(meta.read_text())
+        rec["reward_model_metrics"] = json.loads((path / "b2b_ladder.json").read_text())
         (out / f"bon-{name}.json").write_text(json.dumps(rec, indent=1))
         result[name] = rec
     return result
@@ -589,21 +579,19 @@ def _pairs(name: str) -> int | None:
 def scale_rows(record_dir: str | Path, full_pairs: int = 100_000) -> list[dict]:
     """One row per best-of-n record in `record_dir` (`bon-*.json`), ordered by the proxy's training
     pairs (the shipped `rm-level1`: `full_pairs`): its peak (n and gold), gold at the largest n, and the
-    fit of Gao et al.'s best-of-n law (`b2b.overopt.fit_law`): alpha, beta, R^2, d*, R*."""
-    from b2b.overopt import fit_law
-
+    fit of Gao et al.'s best-of-n law (`bon_fit`): alpha, beta, R^2, d*, R*."""
     rows = []
     for path in sorted(Path(record_dir).glob("bon-*.json")):
         r = json.loads(path.read_text())
         c = r["curve"]
-        fit = fit_law("bon", [x["d"] for x in c], [x["gold_gain"] for x in c])
+        fit = bon_fit(r)
         peak = max(c, key=lambda x: x["gold"])
         m = r.get("reward_model_metrics", {})
         rows.append({"reward_model": r["reward_model"], "pairs": _pairs(r["reward_model"]) or full_pairs,
                      "pair_accuracy": m.get("pair_accuracy"), "gold_spearman": m.get("gold_spearman"),
                      "gold_n1": c[0]["gold"], "peak_n": peak["n"], "peak_gold": peak["gold"],
                      "peak_lo": peak["gold_lo"], "peak_hi": peak["gold_hi"], "last_n": c[-1]["n"], "last_gold": c[-1]["gold"],
-                     "alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2, "d_star": fit.d_star, "r_star": fit.r_star})
+                     **{k: fit[k] for k in ("alpha", "beta", "r2", "d_star", "r_star")}})
     return sorted(rows, key=lambda row: row["pairs"])
 
 
@@ -662,15 +650,12 @@ def write_docs(path: str | Path | None = None, check: bool = False) -> int:
     """Rewrite (or with `check`, compare) the section between docs/results.md's overopt markers
     with `results_markdown` of the shipped records; 1 when `check` finds it stale."""
     from b2b.config import data_dir
+    from b2b.tools.showdown_docs import replace_section
 
     path = Path(path) if path else Path(__file__).resolve().parents[2] / "docs" / "results.md"
     text = path.read_text()
-    if DOCS_START not in text or DOCS_END not in text:
-        raise SystemExit(f"{path}: no {DOCS_START} ... {DOCS_END} markers around the over-optimisation section")
-    a, rest = text.split(DOCS_START, 1)
-    _, b = rest.split(DOCS_END, 1)
     body = results_markdown(data_dir() / "runs" / SHIPPED, data_dir() / "runs" / "showdown-tiny")
-    new = f"{a}{DOCS_START}\n{body}\n{DOCS_END}{b}"
+    new = replace_section(text, body, str(path), DOCS_START, DOCS_END, "over-optimisation")
     if new == text:
         return 0
     if check:

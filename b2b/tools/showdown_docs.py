@@ -200,12 +200,15 @@ def families(rows: list[dict], method: str = "RLOO k=4 + KL") -> str:
             "model, not the estimator, sets the ceiling.")
 
 
-def replace_section(text: str, body: str, name: str) -> str:
-    if START not in text or END not in text:
-        raise SystemExit(f"{name}: no {START} ... {END} markers around the showdown section")
-    a, rest = text.split(START, 1)
-    _, b = rest.split(END, 1)
-    return f"{a}{START}\n{body}\n{END}{b}"
+def replace_section(text: str, body: str, name: str, start: str = START, end: str = END,
+                    what: str = "showdown") -> str:
+    """`text` with `body` between its `start` and `end` markers (a one-line exit naming the file `name`
+    when they are missing)."""
+    if start not in text or end not in text:
+        raise SystemExit(f"{name}: no {start} ... {end} markers around the {what} section")
+    a, rest = text.split(start, 1)
+    _, b = rest.split(end, 1)
+    return f"{a}{start}\n{body}\n{end}{b}"
 
 
 def main(argv: list[str] | None = None) -> int:
