@@ -223,7 +223,8 @@ KL penalty keeps it close to SFT). The grey curve on the right is best-of-n's fi
 """)
 
 code(r"""
-rl = [r for r in b2b.tools.overopt.showdown_runs(showdown) if r["method"] in b2b.tools.overopt.SHOWN]
+all_rl = b2b.tools.overopt.showdown_runs(showdown)  # every showdown run with its fit (the table shows three methods)
+rl = [r for r in all_rl if r["method"] in b2b.tools.overopt.SHOWN]
 b2b.widgets.show_table([{"run": r["run"], "alpha": round(r["alpha"], 2), "beta": round(r["beta"], 2), "R²": round(r["r2"], 2),
                          "d*": (round(r["d_star"], 2) if r["peak_in_range"] else "no peak (beta ≤ 0)" if r["d_star"] is None
                                 else "beyond the data"),
@@ -235,7 +236,6 @@ b2b.plots.plot_bon_vs_rl(bon, rl, methods=list(b2b.tools.overopt.SHOWN));
 """)
 
 code(r"""
-all_rl = b2b.tools.overopt.showdown_runs(showdown)
 gaps = [b2b.tools.overopt.rl_vs_bon(r, bon) for r in all_rl]
 fails = [g for g in gaps if not g["below"]]
 poor = [r for r in rl if r["r2"] < 0.9 and r["method"] != "reinforcepp"]  # the runs without a KL penalty
