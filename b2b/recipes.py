@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from b2b.algorithms import ALGORITHMS, get
-from b2b.config import REAL_MODEL_SMOKE, Profile
+from b2b.config import REAL_MODEL_SMOKE, SMOLLM2_WORLDS, Profile
 from b2b.reward import RewardConfig
 from b2b.rl_config import RLConfig
 
@@ -121,7 +121,7 @@ def clip_demo(profile: Profile, steps: int | None = None) -> dict:
     # colab-smoke, tiny-smollm2-smoke (CPU runs of the real model that only show the code runs): 2 x 2
     n = 2 if profile.name in REAL_MODEL_SMOKE else 4
     on = dataclasses.replace(base, ppo_epochs=n, minibatches=n, steps=steps)
-    if profile.name == "tiny-smollm2":  # no notebook loads their weights: no checkpoint (Colab's 5 GB)
+    if profile.name in SMOLLM2_WORLDS:  # no notebook loads their weights: no checkpoint (Colab's 5 GB, CI's disk)
         on = dataclasses.replace(on, checkpoint_every=0)
     return {f"{n} epochs x {n} minibatches, clip {on.clip:g}": on,
             f"{n} epochs x {n} minibatches, no clipping": dataclasses.replace(on, clip=NO_CLIP)}
@@ -137,8 +137,6 @@ def quick(cfg, budget_s: float = 300.0, evals: int = 5, profile: Profile | None 
     a notebook's run train rather than read it back. Never longer than `cfg` itself. On SmolLM2
     (`colab`, `tiny-smollm2`) the step and evaluation times are `b2b.budget`'s estimates on a T4
     (the GPU those profiles are sized for; a CPU takes several times longer)."""
-    from b2b.config import SMOLLM2_WORLDS
-
     algo = get(cfg.algo)  # its `quick_step_s` is at its recipe's updates per batch; more cost proportionally more
     step_s = algo.quick_step_s * algo.updates(cfg) / algo.updates(RLConfig(**algo.settings))
     eval_s = QUICK_EVAL_S
@@ -172,10 +170,10 @@ def long_run(profile: Profile, cfg):
 
 def showdown_settings(profile: Profile) -> dict:
     """Notebook 08's `run_showdown` keywords beyond the profile: its `seeds`, and `keep_weights`: on
-    SmolLM2 (`tiny-smollm2`) a cell's final policy is dropped once its pooled evaluation is kept,
-    except the ones notebooks 05 and 06 load (`b2b.tools.showdown.WEIGHTS_READ`), so the ten runs stay
-    within Colab's 5 GB."""
-    return {"seeds": seeds(profile, "08"), "keep_weights": profile.name != "tiny-smollm2"}
+    SmolLM2 (`tiny-smollm2`, and its smoke profile, so CI's real-model suite runs the same path) a
+    cell's final policy is dropped once its pooled evaluation is kept, except the ones notebooks 05
+    and 06 load (`b2b.tools.showdown.WEIGHTS_READ`), so the ten runs stay within Colab's 5 GB."""
+    return {"seeds": seeds(profile, "08"), "keep_weights": profile.name not in SMOLLM2_WORLDS}
 
 
 def seeds(profile: Profile, notebook: str = "04") -> tuple[int, ...]:

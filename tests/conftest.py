@@ -46,3 +46,24 @@ def pytest_collection_modifyitems(config, items):
     if not os.environ.get("MUTANT_UNDER_TEST"):
         return
     items.sort(key=lambda item: "tiny_dir" in getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.b2b_passed = report.passed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _real_model_disk(request):
+    """A real-model test's folder holds SmolLM2-sized checkpoints (0.54 GB each): removed as soon as
+    the test passes, so the suite's disk stays near one run's instead of the sum of all of them
+    (docs/testing.md#the-budget). A failed test keeps its folder to look at."""
+    real = request.node.get_closest_marker("real_model") and "tmp_path" in request.fixturenames
+    folder = request.getfixturevalue("tmp_path") if real else None
+    yield
+    if folder is not None and getattr(request.node, "b2b_passed", False):
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
