@@ -418,3 +418,28 @@ def test_reward_config_checks_the_memory_settings(field, value):
 
     with pytest.raises(ConfigError, match=f"field 'reward.{field}'"):
         RewardConfig(**{field: value}).validate()
+
+
+def test_the_sweeps_frozen_variant_trains_only_the_upper_layers_and_restores_the_trainer():
+    """`python -m b2b.tools.reward_sweep --set ...,freeze=2`: the embeddings and the two lowest layers
+    keep their initial weights while the rest train; `b2b run`'s own trainer is back afterwards."""
+    from b2b import reward_models
+    from b2b.config import get_profile
+    from b2b.models import load_tokenizer
+    from b2b.recipes import reward_config
+    from b2b.tools.reward_sweep import parse, variant
+
+    assert parse("epochs=0.3,freeze=2,precision=bf16") == {"epochs": 0.3, "freeze": 2, "precision": "bf16"}
+    p = get_profile("ci")
+    train, _ = reward_models.preference_splits(p, None)
+    tok = load_tokenizer(p.reward_backbone)
+    cfg = reward_config(p, 1, eval_every=10**9, limit=16, batch_size=8, warmup=0)
+    plain = reward_models.train_from_backbone
+    before, _ = plain(p, reward_config(p, 1, limit=1, batch_size=1, lr=1e-12, warmup=0), tok, train, progress=False)
+    with variant(freeze=2):
+        rm, history = reward_models.train_from_backbone(p, cfg, tok, train, progress=False)
+    assert reward_models.train_from_backbone is plain and len(history) == 2
+    ref = before.state_dict()
+    for name, w in rm.state_dict().items():
+        frozen = "embed_tokens" in name or any(f"layers.{i}." in name for i in (0, 1))
+        assert torch.allclose(w, ref[name]) == frozen, name

@@ -4,15 +4,22 @@ report, for each, held-out pair accuracy, agreement with gold and seconds
 
     python -m b2b.tools.reward_sweep --json sweep.jsonl                 # the default grid
     python -m b2b.tools.reward_sweep --set epochs=1,batch_size=64,lr=1e-3 --set epochs=2
+    python -m b2b.tools.reward_sweep --set epochs=0.3,freeze=2 --set epochs=0.3
 
 Each setting is one `b2b.reward_models.reward_stage` (the same code as `b2b run`'s reward stage),
-its metrics appended as one JSON line; nothing is saved over the shipped `data/rm-level1`.
+its metrics appended as one JSON line; nothing is saved over the shipped `data/rm-level1`. Two keys
+are the sweep's own, not `RewardConfig` fields: `freeze=N` trains with the embeddings and the
+backbone's lowest N layers frozen (no backward pass through them), `precision=bf16` under CPU
+autocast (`b2b.precision`; the default is fp32 on a CPU).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+
+import torch
 
 GRID = ({"epochs": 1.0, "batch_size": 64, "lr": 1e-3},
         {"epochs": 1.0, "batch_size": 32, "lr": 5e-4},
@@ -23,9 +30,38 @@ GRID = ({"epochs": 1.0, "batch_size": 64, "lr": 1e-3},
 def parse(text: str) -> dict:
     out = {}
     for part in text.split(","):
-        k, v = part.split("=")
-        out[k.strip()] = float(v) if k.strip() in ("epochs", "lr", "weight_decay") else int(v)
+        k, v = (x.strip() for x in part.split("="))
+        out[k] = v if k == "precision" else float(v) if k in ("epochs", "lr", "weight_decay") else int(v)
     return out
+
+
+@contextlib.contextmanager
+def variant(freeze: int = 0, precision: str = "auto"):
+    """`b2b run`'s reward stage with the embeddings and the lowest `freeze` layers frozen, and its
+    forward and backward passes at `precision`: the trainer swapped for the duration only."""
+    from b2b import reward_models
+
+    plain = reward_models.train_from_backbone
+
+    def train(profile, cfg, tokenizer, train_pairs, eval_pairs=None, progress=True):
+        from b2b.models import load_reward_model
+        from b2b.reward import train_reward_model
+
+        torch.manual_seed(cfg.seed)
+        rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels,
+                               pad_token_id=tokenizer.pad_token_id)
+        rm.model.embed_tokens.requires_grad_(not freeze)
+        for layer in rm.model.layers[:freeze]:
+            layer.requires_grad_(False)
+        return rm, train_reward_model(rm, tokenizer, train_pairs, cfg, eval_pairs=eval_pairs, progress=progress,
+                                      precision=precision)
+
+    if freeze or precision != "auto":
+        reward_models.train_from_backbone = train
+    try:
+        yield
+    finally:
+        reward_models.train_from_backbone = plain
 
 
 def sweep(settings, profile_name: str = "tiny", say=print):
@@ -35,9 +71,11 @@ def sweep(settings, profile_name: str = "tiny", say=print):
 
     profile = get_profile(profile_name)
     for s in settings:
-        cfg = reward_config(profile, 1, eval_every=10**9, **s)
+        own = {k: v for k, v in s.items() if k in ("freeze", "precision")}
+        cfg = reward_config(profile, 1, eval_every=10**9, **{k: v for k, v in s.items() if k not in own})
         t0 = time.time()
-        _, _, metrics, history, _ = reward_stage(profile, 1, cfg=cfg, progress=False)
+        with variant(**own):
+            _, _, metrics, history, _ = reward_stage(profile, 1, cfg=cfg, progress=False)
         row = {"settings": s, "steps": len(history), "seconds": round(time.time() - t0, 1),
                "train_seconds": metrics["train_seconds"], "step_s": round(metrics["train_seconds"] / len(history), 4),
                **{k: metrics[k] for k in ("pair_accuracy", "gold_accuracy", "gold_spearman")}}
