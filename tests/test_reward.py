@@ -330,7 +330,7 @@ def test_reward_model_for_loads_the_shipped_model_of_the_same_recipe(tmp_path, m
     import json
     import shutil
 
-    from b2b import recipes, reward_models
+    from b2b import reward_models
     from b2b.config import get_profile
     from b2b.data import load_preferences
     from b2b.models import fingerprint, load_reward_model
