@@ -423,25 +423,25 @@ def test_reward_config_checks_the_memory_settings(field, value):
 def test_the_sweeps_frozen_variant_trains_only_the_upper_layers_and_restores_the_trainer(data_dir):
     """`python -m b2b.tools.reward_sweep --set ...,freeze=2`: the embeddings and the two lowest layers
     keep their initial weights while the rest train; `b2b run`'s own trainer is back afterwards."""
-    from b2b import reward_models
+    from b2b import reward, reward_models
     from b2b.config import get_profile
+    from b2b.data import load_preferences
     from b2b.models import load_reward_model, load_tokenizer
     from b2b.recipes import reward_config
     from b2b.tools.reward_sweep import parse, variant
 
     assert parse("epochs=0.3,freeze=2,precision=bf16") == {"epochs": 0.3, "freeze": 2, "precision": "bf16"}
-    from b2b.data import load_preferences
-
     p = get_profile("ci")
     train = load_preferences(data_dir, "train", limit=16)
     tok = load_tokenizer(p.reward_backbone)
     cfg = reward_config(p, 1, eval_every=10**9, limit=16, batch_size=8, warmup=0)
-    plain = reward_models.train_from_backbone
+    plain, plain_trainer = reward_models.train_from_backbone, reward.train_reward_model
     torch.manual_seed(cfg.seed)  # the variant's own initialisation, before any step
     before = load_reward_model(p.reward_backbone, num_labels=1, pad_token_id=tok.pad_token_id)
     with variant(freeze=2):
         rm, history = reward_models.train_from_backbone(p, cfg, tok, train, progress=False)
     assert reward_models.train_from_backbone is plain and len(history) == 2
+    assert reward.train_reward_model is plain_trainer
     ref = before.state_dict()
     for name, w in rm.state_dict().items():
         frozen = "embed_tokens" in name or any(f"layers.{i}." in name for i in (0, 1))

@@ -19,8 +19,6 @@ import contextlib
 import json
 import time
 
-import torch
-
 GRID = ({"epochs": 1.0, "batch_size": 64, "lr": 1e-3},
         {"epochs": 1.0, "batch_size": 32, "lr": 5e-4},
         {"epochs": 0.6, "batch_size": 64, "lr": 1e-3})
@@ -38,30 +36,24 @@ def parse(text: str) -> dict:
 @contextlib.contextmanager
 def variant(freeze: int = 0, precision: str = "auto"):
     """`b2b run`'s reward stage with the embeddings and the lowest `freeze` layers frozen, and its
-    forward and backward passes at `precision`: the trainer swapped for the duration only."""
-    from b2b import reward_models
+    forward and backward passes at `precision`: `b2b.reward.train_reward_model` (which
+    `train_from_backbone` calls on the fresh model) wrapped for the duration only."""
+    from b2b import reward
 
-    plain = reward_models.train_from_backbone
+    plain = reward.train_reward_model
 
-    def train(profile, cfg, tokenizer, train_pairs, eval_pairs=None, progress=True):
-        from b2b.models import load_reward_model
-        from b2b.reward import train_reward_model
-
-        torch.manual_seed(cfg.seed)
-        rm = load_reward_model(profile.reward_backbone, num_labels=cfg.num_labels,
-                               pad_token_id=tokenizer.pad_token_id)
+    def train(rm, *args, **kwargs):
         rm.model.embed_tokens.requires_grad_(not freeze)
         for layer in rm.model.layers[:freeze]:
             layer.requires_grad_(False)
-        return rm, train_reward_model(rm, tokenizer, train_pairs, cfg, eval_pairs=eval_pairs, progress=progress,
-                                      precision=precision)
+        return plain(rm, *args, **{**kwargs, "precision": precision})
 
     if freeze or precision != "auto":
-        reward_models.train_from_backbone = train
+        reward.train_reward_model = train
     try:
         yield
     finally:
-        reward_models.train_from_backbone = plain
+        reward.train_reward_model = plain
 
 
 def sweep(settings, profile_name: str = "tiny", say=print):
