@@ -549,7 +549,7 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
                 f"{ev[-1]['gold_mean']:.2f} at step {ev[-1]['step']}"
                 + (f", below its start from step {fell}" if fell is not None else ""))
 
-    pair = [lab / f"rl-{k}-{ENSEMBLE_PAIRS}" for k in ("single", "worst")]
+    pair = [rl_run_dir(lab, k, ENSEMBLE_PAIRS) for k in ("single", "worst")]
     if all(p.is_dir() for p in pair):
         evs = [record_evals(p) for p in pair]
         s1, w1 = evs[0][-1]["gold_mean"], evs[1][-1]["gold_mean"]
@@ -557,7 +557,7 @@ def claims(lab: str | Path, showdown: str | Path) -> list[dict]:
                                     f"{story(evs[1])} (one seed each; final difference {w1 - s1:+.2f})")
     else:
         row("rl_ensemble", None, "no RL runs against the ensemble")
-    pair = [lab / f"rl-{k}-{ENSEMBLE_PAIRS}-kl" for k in ("single", "worst")]
+    pair = [rl_run_dir(lab, k, ENSEMBLE_PAIRS, RL_METHODS["-kl"]) for k in ("single", "worst")]
     if all(p.is_dir() for p in pair):
         evs = [record_evals(p) for p in pair]
         s1, w1 = evs[0][-1]["gold_mean"], evs[1][-1]["gold_mean"]
